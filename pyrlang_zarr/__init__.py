@@ -1,0 +1,37 @@
+"""Zarr arrays stored in Mnesia, from a Python hidden node on an Erlang/OTP cluster."""
+
+from pyrlang_zarr import errors
+from pyrlang_zarr.dist import Node, Process
+from pyrlang_zarr.errors import (
+    AuthenticationError,
+    NodeDown,
+    NodeUnreachable,
+    NotFound,
+    PyrlangZarrError,
+    RpcError,
+    RpcTimeout,
+    TableNotFound,
+    TransactionError,
+)
+from pyrlang_zarr.term import Atom, ExportFun, ImproperList, Pid, Port, Reference
+
+__all__ = [
+    "Atom",
+    "AuthenticationError",
+    "ExportFun",
+    "ImproperList",
+    "Node",
+    "NodeDown",
+    "NodeUnreachable",
+    "NotFound",
+    "Pid",
+    "Port",
+    "Process",
+    "PyrlangZarrError",
+    "Reference",
+    "RpcError",
+    "RpcTimeout",
+    "TableNotFound",
+    "TransactionError",
+    "errors",
+]

@@ -1,0 +1,3 @@
+from pyrlang_zarr.cli import main
+
+raise SystemExit(main())

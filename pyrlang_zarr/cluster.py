@@ -1,0 +1,485 @@
+"""Real local Erlang nodes for development, examples, the README demo and tests.
+
+The nodes are plain ``erl`` processes that never run any of our protocol code, so a test can
+check the library against an Erlang side it did not set up itself. Readiness is read from
+each node's log and checks from the Erlang side go through a throwaway ``erl`` node
+(:meth:`LocalCluster.erl_eval`), so a bug in the library cannot hide a bug in the cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+__all__ = ["ErlNode", "LocalCluster"]
+
+READY_MARKER = "pz-ready"
+"""First word of the line a node prints once it is registered in EPMD and distributed."""
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+EPMD_TIMEOUT = 10.0
+
+# BEAM schedulers busy-wait; several nodes on a 2-core machine turn timings into noise.
+_SMALL_MACHINE_FLAGS = ("+S", "1", "+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none")
+# Multi-MB chunks would hit the default 1 MB distribution buffer busy limit.
+_DIST_BUFFER_FLAGS = ("+zdbbl", "65536")
+
+# Prints the readiness marker, then stops the node gracefully when its stdin closes, so nodes
+# do not outlive a test runner that was killed before it could clean up.
+_NODE_EVAL = (
+    f'io:format("{READY_MARKER} ~s~n", [node()]), '
+    "spawn(fun() -> P = open_port({fd, 0, 1}, [in, eof, binary]), "
+    "(fun L() -> receive {P, eof} -> init:stop(); {P, _} -> L() end end)() end)."
+)
+
+# Runs on a short-lived hidden node: evaluates PZ_EVAL_EXPR on PZ_EVAL_TARGET with erl_eval.
+# Input and output travel hex-encoded so neither shell quoting nor locale can mangle them.
+_HELPER_EVAL = """
+Hex = fun(T) ->
+    Opts = [{column, 1}, {line_length, 100000000}, {depth, -1}, {encoding, unicode}],
+    binary:encode_hex(unicode:characters_to_binary(io_lib_pretty:print(T, Opts)))
+end,
+try
+    Expr = unicode:characters_to_list(binary:decode_hex(list_to_binary(os:getenv("PZ_EVAL_EXPR")))),
+    Target = list_to_atom(os:getenv("PZ_EVAL_TARGET")),
+    Timeout = list_to_integer(os:getenv("PZ_EVAL_TIMEOUT_MS")),
+    {ok, Tokens, _} = erl_scan:string(Expr),
+    {ok, Exprs} = erl_parse:parse_exprs(Tokens),
+    case rpc:call(Target, erl_eval, exprs, [Exprs, erl_eval:new_bindings()], Timeout) of
+        {value, Value, _} -> io:format("pz-result ~s~n", [Hex(Value)]), halt(0);
+        Other -> io:format("pz-error ~s~n", [Hex(Other)]), halt(2)
+    end
+catch
+    Class:Reason -> io:format("pz-error ~s~n", [Hex({Class, Reason})]), halt(3)
+end.
+"""
+
+_EPMD_NAME = re.compile(r"^name (\S+) at port \d+$", re.MULTILINE)
+
+
+@dataclass(eq=False)
+class ErlNode:
+    """One ``erl`` process of a :class:`LocalCluster` and the files it owns."""
+
+    name: str
+    short_name: str
+    dir: Path
+    mnesia_dir: Path
+    log_path: Path
+    argv: list[str] = field(repr=False)
+    env: dict[str, str] = field(repr=False)
+    process: subprocess.Popen[bytes] = field(init=False, repr=False)
+    _log_offset: int = field(default=0, init=False, repr=False)
+
+    @property
+    def alive(self) -> bool:
+        return hasattr(self, "process") and self.process.poll() is None
+
+    @property
+    def os_pid(self) -> int:
+        return self.process.pid
+
+    def launch(self) -> None:
+        """Start the process; only log lines written after this call count for readiness."""
+        with self.log_path.open("ab") as log:
+            log.write(f"--- starting {self.name} at {time.ctime()} ---\n".encode())
+            log.flush()
+            self._log_offset = log.tell()
+            # A new session keeps a Ctrl-C in the test runner away from nodes mid-cleanup.
+            self.process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+                env=self.env,
+                start_new_session=True,
+            )
+
+    def log_since_launch(self) -> str:
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_offset)
+            return log.read().decode(errors="replace")
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_since_launch().splitlines()[-lines:])
+
+    def wait_ready(self, deadline: float) -> str:
+        """Wait for the readiness marker and return the node name Erlang reports."""
+        pattern = re.compile(rf"^{READY_MARKER} (\S+)$", re.MULTILINE)
+        while True:
+            found = pattern.search(self.log_since_launch())
+            if found:
+                return found.group(1)
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"Erlang node {self.name} exited with status {self.process.returncode} "
+                    f"before it was ready; log {self.log_path} ends with:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"Erlang node {self.name} not ready in time; "
+                    f"log {self.log_path} ends with:\n{self.log_tail()}"
+                )
+            time.sleep(0.02)
+
+    def reap(self) -> None:
+        """Wait for the exited process and release our end of its stdin."""
+        self.process.wait()
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+
+
+class LocalCluster:
+    """``n`` connected Erlang nodes on this host, with their own Mnesia directories.
+
+    Mnesia is not started: the library's Mnesia layer does the setup. Usable as ``with`` or
+    ``async with``; every node is stopped on exit, on garbage collection and at interpreter
+    exit, and a node whose Python parent dies stops when its stdin closes.
+
+    ``ram_only`` keeps the Mnesia schema in RAM (``-mnesia schema_location ram``): no disc
+    tables, nothing to create first. ``ticktime`` sets ``-kernel net_ticktime``;
+    ``extra_args`` are appended to every node's ``erl`` command line.
+    """
+
+    def __init__(
+        self,
+        n: int = 3,
+        cookie: str | None = None,
+        prefix: str | None = None,
+        base_dir: str | os.PathLike[str] | None = None,
+        ram_only: bool = False,
+        extra_args: Sequence[str] = (),
+        ticktime: int | None = None,
+    ) -> None:
+        if n < 1:
+            raise ValueError(f"a cluster needs at least one node, got n={n}")
+        if isinstance(extra_args, str):
+            raise TypeError("extra_args must be a sequence of arguments, not one string")
+        self.n = n
+        self.cookie = cookie if cookie is not None else secrets.token_hex(16)
+        self.prefix = prefix if prefix is not None else "pz" + secrets.token_hex(3)
+        # Erlang's short-name host part; checked against the real node names at start.
+        self.host = socket.gethostname().split(".")[0]
+        self.ram_only = ram_only
+        self.extra_args = list(extra_args)
+        self.ticktime = ticktime
+        self._given_dir = Path(base_dir) if base_dir is not None else None
+        self.base_dir: Path | None = None
+        self._nodes: list[ErlNode] = []
+        self._erl = ""
+        self._epmd = ""
+        self._finalizer: weakref.finalize[..., LocalCluster] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start all nodes concurrently and wait until every one is distributed."""
+        if self._finalizer is not None and self._finalizer.alive:
+            raise RuntimeError("cluster already started")
+        self._erl = _find_erl()
+        self._epmd = _find_epmd(self._erl)
+        if self._given_dir is not None:
+            self.base_dir = self._given_dir
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            owned_dir = None
+        else:
+            self.base_dir = Path(tempfile.mkdtemp(prefix="pz-cluster-"))
+            owned_dir = self.base_dir
+        self._nodes = [self._make_node(i) for i in range(self.n)]
+        self._finalizer = weakref.finalize(self, _shutdown, self._nodes, owned_dir)
+        try:
+            for node in self._nodes:
+                node.launch()
+            deadline = time.monotonic() + START_TIMEOUT
+            for node in self._nodes:
+                self._check_name(node, node.wait_ready(deadline))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every node (SIGTERM, then SIGKILL after a grace period); idempotent."""
+        if self._finalizer is None or not self._finalizer.alive:
+            return
+        self._finalizer()
+        self._wait_unregistered([node.short_name for node in self._nodes], raise_on_timeout=False)
+
+    def kill(self, i: int) -> None:
+        """SIGKILL node ``i`` and wait until EPMD no longer lists its name."""
+        node = self[i]
+        if node.alive:
+            node.process.kill()
+        node.reap()
+        self._wait_unregistered([node.short_name])
+
+    def stop_node(self, i: int) -> None:
+        """Stop node ``i`` gracefully (SIGTERM makes BEAM run ``init:stop()``); wait until gone."""
+        node = self[i]
+        _terminate([node], STOP_TIMEOUT)
+        self._wait_unregistered([node.short_name])
+
+    def restart(self, i: int) -> None:
+        """Start node ``i`` again with the same name, cookie and Mnesia dir (stopping it first)."""
+        node = self[i]
+        if node.alive:
+            self.stop_node(i)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            self._wait_unregistered([node.short_name], raise_on_timeout=False)
+            node.launch()
+            try:
+                self._check_name(node, node.wait_ready(deadline))
+                return
+            except RuntimeError:
+                # EPMD may briefly hold the old registration: the new node then refuses to start.
+                if "in use" not in node.log_tail() or time.monotonic() > deadline:
+                    raise
+                node.reap()
+                time.sleep(0.2)
+
+    # -- access ----------------------------------------------------------------------------
+
+    @property
+    def nodes(self) -> list[str]:
+        return [node.name for node in self._started_nodes()]
+
+    def __getitem__(self, i: int) -> ErlNode:
+        return self._started_nodes()[i]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[ErlNode]:
+        return iter(self._started_nodes())
+
+    def erl_eval(self, i: int, expr: str, timeout: float = 30.0) -> str:
+        """Evaluate ``expr`` on node ``i`` from a throwaway hidden ``erl`` node.
+
+        Returns the value as ``~p`` prints it, on one line (an atom ``'a-b'`` keeps its
+        quotes). Raises ``RuntimeError`` when the expression does not parse, raises, or the
+        rpc fails. Costs an ``erl`` start (~0.2 s): meant for checks from the Erlang side in tests.
+        """
+        target = self[i].name
+        text = expr.strip()
+        if not text.endswith("."):
+            text += "."
+        argv = [
+            self._erl,
+            "-sname",
+            f"pzeval-{secrets.token_hex(4)}",
+            "-hidden",
+            "-setcookie",
+            self.cookie,
+            "-noinput",
+            *_SMALL_MACHINE_FLAGS,
+            *self._ticktime_args(),
+            "-eval",
+            _HELPER_EVAL,
+        ]
+        env = {
+            **os.environ,
+            "PZ_EVAL_EXPR": text.encode().hex(),
+            "PZ_EVAL_TARGET": target,
+            "PZ_EVAL_TIMEOUT_MS": str(int(timeout * 1000)),
+            "ERL_CRASH_DUMP_SECONDS": "0",
+        }
+        try:
+            done = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                env=env,
+                cwd=self.base_dir,
+                timeout=timeout + 15,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise TimeoutError(f"erl_eval on {target} did not finish: {expr!r}") from exc
+        out = done.stdout.decode(errors="replace")
+        found = re.search(r"^pz-(result|error) ([0-9A-Fa-f]*)$", out, re.MULTILINE)
+        if found is None:
+            err = done.stderr.decode(errors="replace")
+            raise RuntimeError(
+                f"erl_eval helper for {target} exited with status {done.returncode}:\n{out}{err}"
+            )
+        value = bytes.fromhex(found.group(2)).decode()
+        if found.group(1) == "error":
+            raise RuntimeError(f"erl_eval on {target} failed for {expr!r}: {value}")
+        return value
+
+    def registered_names(self) -> set[str]:
+        """Short names EPMD on this host currently lists (empty when EPMD is not running)."""
+        return _epmd_names(self._epmd or _find_epmd(_find_erl()))
+
+    # -- context managers ------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def __repr__(self) -> str:
+        state = "running" if self._finalizer is not None and self._finalizer.alive else "stopped"
+        return f"<LocalCluster {self.prefix} n={self.n} host={self.host} {state}>"
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _started_nodes(self) -> list[ErlNode]:
+        if not self._nodes:
+            raise RuntimeError("cluster not started: call start() or use it as a context manager")
+        return self._nodes
+
+    def _ticktime_args(self) -> list[str]:
+        return [] if self.ticktime is None else ["-kernel", "net_ticktime", str(self.ticktime)]
+
+    def _make_node(self, i: int) -> ErlNode:
+        assert self.base_dir is not None
+        short = f"{self.prefix}-{i + 1}"
+        node_dir = self.base_dir / short
+        mnesia_dir = node_dir / "mnesia"
+        mnesia_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            self._erl,
+            "-sname",
+            short,
+            "-setcookie",
+            self.cookie,
+            "-noinput",
+            "-connect_all",
+            "true",
+            *_SMALL_MACHINE_FLAGS,
+            *_DIST_BUFFER_FLAGS,
+            *self._ticktime_args(),
+            "-mnesia",
+            "dir",
+            _erlang_string(str(mnesia_dir)),
+            *(["-mnesia", "schema_location", "ram"] if self.ram_only else []),
+            *self.extra_args,
+            "-eval",
+            _NODE_EVAL,
+        ]
+        env = {**os.environ, "ERL_CRASH_DUMP": str(node_dir / "erl_crash.dump")}
+        return ErlNode(
+            name=f"{short}@{self.host}",
+            short_name=short,
+            dir=node_dir,
+            mnesia_dir=mnesia_dir,
+            log_path=node_dir / "node.log",
+            argv=argv,
+            env=env,
+        )
+
+    def _check_name(self, node: ErlNode, reported: str) -> None:
+        """Adopt the host part Erlang really uses if our guess was wrong."""
+        if reported == node.name:
+            return
+        short, _, host = reported.partition("@")
+        if short != node.short_name or not host:
+            raise RuntimeError(f"node started as {reported!r}, expected {node.name!r}")
+        self.host = host
+        for other in self._nodes:
+            other.name = f"{other.short_name}@{host}"
+
+    def _wait_unregistered(self, names: list[str], raise_on_timeout: bool = True) -> None:
+        deadline = time.monotonic() + EPMD_TIMEOUT
+        while True:
+            left = set(names) & _epmd_names(self._epmd)
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                if raise_on_timeout:
+                    raise TimeoutError(f"EPMD still lists {sorted(left)}")
+                return
+            time.sleep(0.02)
+
+
+def _erlang_string(text: str) -> str:
+    """``text`` as an Erlang string literal, the form ``-mnesia dir`` must be given in."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _terminate(nodes: Sequence[ErlNode], grace: float) -> None:
+    """SIGTERM (BEAM answers with ``init:stop()``), then SIGKILL whatever is still running."""
+    running = [node for node in nodes if hasattr(node, "process")]
+    for node in running:
+        if node.process.poll() is None:
+            node.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for node in running:
+        try:
+            node.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            node.process.kill()
+        node.reap()
+
+
+def _shutdown(nodes: list[ErlNode], owned_dir: Path | None) -> None:
+    """Finalizer: must not reference the cluster, so it also runs when the cluster is gone."""
+    _terminate(nodes, STOP_TIMEOUT)
+    if owned_dir is not None:
+        shutil.rmtree(owned_dir, ignore_errors=True)
+
+
+def _find_erl() -> str:
+    erl = shutil.which("erl")
+    if erl is None:
+        raise FileNotFoundError(
+            "`erl` not found on PATH: install Erlang/OTP (on Debian: apt-get install erlang-nox)"
+        )
+    return erl
+
+
+def _find_epmd(erl: str) -> str:
+    """``epmd`` on PATH, or the one of the ERTS that ``erl`` belongs to."""
+    found = shutil.which("epmd")
+    if found is not None:
+        return found
+    root = Path(erl).resolve().parent.parent
+    candidates = [*sorted(root.glob("erts-*/bin/epmd")), root / "bin" / "epmd"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"`epmd` not found on PATH or under {root}: install Debian's erlang-nox"
+    )
+
+
+def _epmd_names(epmd: str) -> set[str]:
+    done = subprocess.run([epmd, "-names"], capture_output=True, text=True, timeout=10, check=False)
+    if done.returncode != 0:
+        return set()
+    return set(_EPMD_NAME.findall(done.stdout))

@@ -1,0 +1,156 @@
+"""Python types for the Erlang terms that have no natural Python counterpart.
+
+All of them are immutable and hashable (as long as what they hold is), so they can be used as
+dict keys the way Erlang uses them as map keys, and they compare by value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pyrlang_zarr.term.tags import FUN_EXT, NEW_FUN_EXT
+
+
+class Atom(str):
+    """An Erlang atom.
+
+    A ``str`` subclass, so it compares and hashes like its name (``Atom("ok") == "ok"``), but a
+    distinct type, because the encoder must tell atoms from strings: a plain ``str`` travels as
+    a UTF-8 binary.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Atom({str.__repr__(self)})"
+
+
+def _as_atom(obj: Any, field: str, owner: str) -> Atom:
+    """Let constructors take a plain ``str`` where Erlang has an atom."""
+    if type(obj) is Atom:
+        return obj
+    if isinstance(obj, str):
+        return Atom(obj)
+    raise TypeError(f"{owner}.{field} must be a str or Atom, not {type(obj).__name__}")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Pid:
+    """A process identifier; ``node`` is the node the process lives on."""
+
+    node: Atom
+    id: int
+    serial: int
+    creation: int
+
+    def __post_init__(self) -> None:
+        if type(self.node) is not Atom:
+            object.__setattr__(self, "node", _as_atom(self.node, "node", "Pid"))
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Reference:
+    """A reference (``make_ref()``, monitor refs, call tags); ``ids`` are its 32-bit words."""
+
+    node: Atom
+    creation: int
+    ids: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if type(self.node) is not Atom:
+            object.__setattr__(self, "node", _as_atom(self.node, "node", "Reference"))
+        if type(self.ids) is not tuple:
+            object.__setattr__(self, "ids", tuple(self.ids))
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Port:
+    """A port identifier; only ever compared and passed back, never used locally."""
+
+    node: Atom
+    id: int
+    creation: int
+
+    def __post_init__(self) -> None:
+        if type(self.node) is not Atom:
+            object.__setattr__(self, "node", _as_atom(self.node, "node", "Port"))
+
+
+@dataclass(frozen=True, slots=True)
+class ExportFun:
+    """``fun Module:Function/Arity``: a fun that travels as data, with no code attached.
+
+    This is how a client hands e.g. ``fun mnesia:write/1`` to ``mnesia:transaction/2``.
+    """
+
+    module: Atom
+    function: Atom
+    arity: int
+
+    def __post_init__(self) -> None:
+        if type(self.module) is not Atom:
+            object.__setattr__(self, "module", _as_atom(self.module, "module", "ExportFun"))
+        if type(self.function) is not Atom:
+            object.__setattr__(self, "function", _as_atom(self.function, "function", "ExportFun"))
+        if type(self.arity) is not int:
+            raise TypeError(f"ExportFun.arity must be an int, not {type(self.arity).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class ImproperList:
+    """A list whose tail is not ``[]``, such as ``[a | b]``; Python lists cannot express it.
+
+    ``elements`` holds the heads (at least one), ``tail`` the final non-list term.
+    """
+
+    elements: tuple[Any, ...]
+    tail: Any
+
+    def __post_init__(self) -> None:
+        if type(self.elements) is not tuple:
+            object.__setattr__(self, "elements", tuple(self.elements))
+        if not self.elements:
+            raise ValueError("ImproperList needs at least one element")
+        if isinstance(self.tail, list | ImproperList):
+            raise ValueError("ImproperList tail must not be a list; concatenate the lists instead")
+
+
+@dataclass(frozen=True, slots=True)
+class BitBinary:
+    """A bitstring whose length is not a multiple of 8, such as ``<<1:1>>``.
+
+    ``bits`` is how many (high) bits of the last byte are used, 1 to 8. The unused low bits are
+    cleared so that equal bitstrings compare equal.
+    """
+
+    data: bytes
+    bits: int
+
+    def __post_init__(self) -> None:
+        if type(self.data) is not bytes:
+            object.__setattr__(self, "data", bytes(self.data))
+        if type(self.bits) is not int or not 1 <= self.bits <= 8:
+            raise ValueError(f"BitBinary.bits must be an int in 1..8, not {self.bits!r}")
+        if not self.data:
+            raise ValueError("BitBinary needs at least one byte")
+        mask = (0xFF << (8 - self.bits)) & 0xFF
+        last = self.data[-1]
+        if last & ~mask:
+            object.__setattr__(self, "data", self.data[:-1] + bytes((last & mask,)))
+
+
+@dataclass(frozen=True, slots=True)
+class OpaqueFun:
+    """A closure (NEW_FUN_EXT or old FUN_EXT), kept as its encoded bytes, tag included.
+
+    Python cannot run it; keeping the bytes lets it be passed back to Erlang unchanged.
+    """
+
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if type(self.data) is not bytes:
+            object.__setattr__(self, "data", bytes(self.data))
+        if not self.data or self.data[0] not in (NEW_FUN_EXT, FUN_EXT):
+            raise ValueError("OpaqueFun.data must be a NEW_FUN_EXT or FUN_EXT term, tag included")

@@ -1,0 +1,242 @@
+"""The hidden node against real OTP nodes: rpc, big binaries, concurrency, errors, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+
+import pytest
+import zarr.core.sync
+
+from pyrlang_zarr import Atom, Node
+from pyrlang_zarr.cluster import LocalCluster
+from pyrlang_zarr.errors import (
+    AuthenticationError,
+    NodeDown,
+    NodeUnreachable,
+    RpcError,
+    RpcTimeout,
+)
+from tests.erl import spawn_eval
+
+
+async def test_rpc_returns_the_peer_name(node: Node, cluster: LocalCluster) -> None:
+    for peer in cluster.nodes:
+        assert await node.rpc(peer, "erlang", "node", []) == Atom(peer)
+
+
+async def test_we_are_a_hidden_node(node: Node, cluster: LocalCluster) -> None:
+    peer = cluster.nodes[0]
+    await node.connect(peer)
+    assert Atom(node.name) in await node.rpc(peer, "erlang", "nodes", [Atom("hidden")])
+    assert Atom(node.name) not in await node.rpc(peer, "erlang", "nodes", [])
+    # the same seen from Erlang without our code in between
+    seen = cluster.erl_eval(0, f"lists:member('{node.name}', nodes(hidden)).")
+    assert seen.strip() == "true"
+
+
+async def test_4mib_binary_md5(node: Node, cluster: LocalCluster) -> None:
+    blob = os.urandom(4 * 1024 * 1024)
+    assert await node.rpc(cluster.nodes[0], "erlang", "md5", [blob]) == hashlib.md5(blob).digest()
+
+
+async def test_4mib_binary_download(node: Node, cluster: LocalCluster) -> None:
+    data = await node.rpc(cluster.nodes[1], "crypto", "strong_rand_bytes", [4 * 1024 * 1024])
+    assert isinstance(data, bytes) and len(data) == 4 * 1024 * 1024
+    assert await node.rpc(cluster.nodes[1], "erlang", "md5", [data]) == hashlib.md5(data).digest()
+
+
+async def test_1000_concurrent_calls_on_one_connection(node: Node, cluster: LocalCluster) -> None:
+    peer = cluster.nodes[0]
+    results = await asyncio.gather(*(node.rpc(peer, "erlang", "+", [i, 1000]) for i in range(1000)))
+    assert results == [i + 1000 for i in range(1000)]
+    assert node.connected_nodes == [peer]
+
+
+async def test_undefined_function_is_an_rpc_error(node: Node, cluster: LocalCluster) -> None:
+    with pytest.raises(RpcError, match="undef") as info:
+        await node.rpc(cluster.nodes[0], "no_such_module", "f", [1])
+    assert info.value.reason[0] == Atom("EXIT")
+
+
+async def test_badarg_reason_is_decoded(node: Node, cluster: LocalCluster) -> None:
+    with pytest.raises(RpcError, match="badarg"):
+        await node.rpc(cluster.nodes[0], "erlang", "binary_to_atom", [123])
+
+
+async def test_unknown_node_name_is_unreachable(cluster: LocalCluster) -> None:
+    async with Node(cookie=cluster.cookie) as n:
+        with pytest.raises(NodeUnreachable, match="no node named"):
+            await n.rpc(f"nosuchnode@{cluster.host}", "erlang", "node", [])
+
+
+async def test_host_without_epmd_is_unreachable(cluster: LocalCluster) -> None:
+    async with Node(cookie=cluster.cookie, connect_timeout=3) as n:
+        with pytest.raises(NodeUnreachable):
+            await n.rpc("x@127.0.0.254", "erlang", "node", [])
+
+
+async def test_wrong_cookie_is_an_authentication_error(cluster: LocalCluster) -> None:
+    # connect_timeout=5: a hang would surface as a timeout error, not AuthenticationError
+    async with Node(cookie="not-the-cookie", connect_timeout=5) as n:
+        with pytest.raises(AuthenticationError, match="cookie"):
+            await n.rpc(cluster.nodes[0], "erlang", "node", [])
+        # and again: a failed attempt leaves nothing half-open behind
+        with pytest.raises(AuthenticationError):
+            await n.rpc(cluster.nodes[0], "erlang", "node", [])
+
+
+async def test_rpc_timeout(node: Node, cluster: LocalCluster) -> None:
+    with pytest.raises(RpcTimeout):
+        await node.rpc(cluster.nodes[0], "timer", "sleep", [5000], timeout=0.3)
+    # the connection is still good, the late reply is dropped
+    assert await node.rpc(cluster.nodes[0], "erlang", "node", []) == Atom(cluster.nodes[0])
+
+
+async def test_cancelled_call_leaves_the_node_usable(node: Node, cluster: LocalCluster) -> None:
+    task = asyncio.ensure_future(node.rpc(cluster.nodes[0], "timer", "sleep", [2000]))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await node.rpc(cluster.nodes[0], "erlang", "+", [1, 2]) == 3
+
+
+def test_calls_from_zarr_sync_and_another_threads_loop_at_once(cluster: LocalCluster) -> None:
+    node = Node(cookie=cluster.cookie)
+    peer = cluster.nodes[0]
+    results: dict[str, object] = {}
+
+    async def many(tag: str) -> list[int]:
+        return await asyncio.gather(*(node.rpc(peer, "erlang", "+", [i, 1]) for i in range(200)))
+
+    def in_thread() -> None:
+        results["thread"] = asyncio.run(many("thread"))
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    results["zarr"] = zarr.core.sync.sync(many("zarr"))
+    thread.join()
+    expected = [i + 1 for i in range(200)]
+    assert results == {"thread": expected, "zarr": expected}
+    zarr.core.sync.sync(node.close())
+
+
+async def test_erlang_process_sends_to_our_mailbox(node: Node, cluster: LocalCluster) -> None:
+    proc = node.process()
+    await node.rpc(cluster.nodes[0], "erlang", "send", [proc.pid, (Atom("hello"), b"x")])
+    assert await proc.receive(timeout=5) == (Atom("hello"), b"x")
+    with pytest.raises(TimeoutError):
+        await proc.receive(timeout=0.1)
+
+
+async def test_registered_name_send_both_ways(node: Node, cluster: LocalCluster) -> None:
+    peer = cluster.nodes[0]
+    proc = node.process("pz_inbox")
+    await node.rpc(peer, "erlang", "send", [(Atom("pz_inbox"), Atom(node.name)), 42])
+    assert await proc.receive(timeout=5) == 42
+    # REG_SEND the other way: to a process registered on the peer
+    await spawn_eval(
+        node, peer, "register(pz_echo, self()), receive {From, Msg} -> From ! {echo, Msg} end."
+    )
+    await asyncio.sleep(0.2)
+    await proc.send(("pz_echo", peer), (proc.pid, b"ping"))
+    assert await proc.receive(timeout=5) == (Atom("echo"), b"ping")
+    await proc.close()
+
+
+async def test_monitor_and_link_remote_process(node: Node, cluster: LocalCluster) -> None:
+    peer = cluster.nodes[0]
+    proc = node.process()
+    target = await node.rpc(peer, "erlang", "spawn", [Atom("timer"), Atom("sleep"), [60000]])
+    ref = await proc.monitor(target)
+    await proc.link(target)
+    await asyncio.sleep(0.1)  # signals are ordered per connection; rpc goes through rex
+    await node.rpc(peer, "erlang", "exit", [target, Atom("boom")])
+    got = {await proc.receive(timeout=5), await proc.receive(timeout=5)}
+    assert got == {
+        (Atom("DOWN"), ref, Atom("process"), target, Atom("boom")),
+        (Atom("EXIT"), target, Atom("boom")),
+    }
+
+
+async def test_erlang_links_and_monitors_our_process(node: Node, cluster: LocalCluster) -> None:
+    """Erlang processes linked to / monitoring our pid hear about it when it exits."""
+    peer = cluster.nodes[0]
+    proc = node.process()
+    report = node.process()
+    await spawn_eval(
+        node,
+        peer,
+        "process_flag(trap_exit, true), link(Target), Report ! linked,"
+        " receive {'EXIT', Target, Why} -> Report ! {exit, Why} end.",
+        Target=proc.pid,
+        Report=report.pid,
+    )
+    await spawn_eval(
+        node,
+        peer,
+        "Ref = erlang:monitor(process, Target), Report ! monitoring,"
+        " receive {'DOWN', Ref, process, Target, Why} -> Report ! {down, Why} end.",
+        Target=proc.pid,
+        Report=report.pid,
+    )
+    assert {await report.receive(timeout=5), await report.receive(timeout=5)} == {
+        Atom("linked"),
+        Atom("monitoring"),
+    }
+    await proc.close(Atom("done"))
+    got = {await report.receive(timeout=5), await report.receive(timeout=5)}
+    assert got == {(Atom("exit"), Atom("done")), (Atom("down"), Atom("done"))}
+    await report.close()
+
+
+async def test_monitoring_a_dead_pid_gives_noproc(node: Node, cluster: LocalCluster) -> None:
+    peer = cluster.nodes[0]
+    proc = node.process()
+    target = await node.rpc(peer, "erlang", "spawn", [Atom("erlang"), Atom("node"), []])
+    await asyncio.sleep(0.1)
+    ref = await proc.monitor(target)
+    assert await proc.receive(timeout=5) == (
+        Atom("DOWN"),
+        ref,
+        Atom("process"),
+        target,
+        Atom("noproc"),
+    )
+
+
+async def test_peer_killed_during_a_call_fails_it_with_nodedown() -> None:
+    with LocalCluster(n=1) as c:
+        async with Node(cookie=c.cookie) as n:
+            peer = c.nodes[0]
+            assert await n.rpc(peer, "erlang", "node", []) == Atom(peer)
+            call = asyncio.ensure_future(n.rpc(peer, "timer", "sleep", [30000], timeout=10))
+            await asyncio.sleep(0.2)
+            c.kill(0)
+            # NodeDown rather than RpcTimeout: it came well before the 10 s timeout
+            with pytest.raises(NodeDown, match="outcome unknown"):
+                await call
+            c.restart(0)
+            # the same Node reconnects to the restarted peer
+            assert await n.rpc(peer, "erlang", "node", []) == Atom(peer)
+
+
+async def test_silent_peer_is_detected_by_ticks_and_we_keep_the_peer_alive() -> None:
+    with LocalCluster(n=1, ticktime=4) as c:
+        async with Node(cookie=c.cookie, tick_time=4) as n:
+            peer = c.nodes[0]
+            await n.connect(peer)
+            first = await n.rpc(peer, "erlang", "nodes", [Atom("hidden")])
+            # idle for longer than the peer's tick time: our ticks keep the connection up
+            await asyncio.sleep(6)
+            assert await n.rpc(peer, "erlang", "nodes", [Atom("hidden")]) == first
+            proc = c[0].process
+            os.kill(proc.pid, 19)  # SIGSTOP: the socket stays open, ticks stop
+            try:
+                with pytest.raises(NodeDown, match="no ticks"):
+                    await n.rpc(peer, "timer", "sleep", [1], timeout=20)
+            finally:
+                os.kill(proc.pid, 18)  # SIGCONT
