@@ -76,3 +76,11 @@ class TransactionError(PyrlangZarrError):
     def __init__(self, message: str, reason: Any = None) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class IncompatibleTable(PyrlangZarrError, ValueError):
+    """An existing Mnesia table has a shape that our records cannot live in."""
+
+
+class MnesiaNotRunning(PyrlangZarrError):
+    """Mnesia is not running on the node asked (set the cluster up first)."""

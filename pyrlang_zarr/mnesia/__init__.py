@@ -1,0 +1,6 @@
+"""Mnesia driven from outside over rpc: setup, transactions, listing, typed errors."""
+
+from pyrlang_zarr.mnesia.client import Delete, MnesiaClient, Write
+from pyrlang_zarr.mnesia.setup import TableInfo, ensure_mnesia, ensure_table
+
+__all__ = ["Delete", "MnesiaClient", "TableInfo", "Write", "ensure_mnesia", "ensure_table"]

@@ -1,0 +1,312 @@
+"""Reads, writes, batches and listings on one Mnesia table, driven through ``rex``.
+
+Records are ``{Table, Key, Data}`` (record name = table name, attributes ``[key, data]``).
+Everything runs as calls of OTP's own functions with external funs as arguments
+(``mnesia:transaction(fun lists:zipwith/3, [fun erlang:apply/2, Funs, Args])``), or, where a
+decision must be taken on the server, as an ``erl_eval`` expression (:mod:`.expr`).
+
+- Writes and deletes run in transactions; a batch is **one** transaction: all or nothing.
+- Reads are dirty by default (no locks, no commit protocol; each record is read atomically);
+  ``read_many(consistent=True)`` reads several records in one transaction instead.
+- Listing is a ``dirty_select`` whose match spec returns keys only: no chunk bytes cross the
+  network and no table lock is taken. On an ``ordered_set`` the bound array id limits the
+  scan to that array's key range.
+- Sizes and byte ranges are computed by the match spec on the server (``byte_size``,
+  ``binary_part``), so a partial read ships only the bytes asked for.
+- ``durable=True`` commits with ``sync_transaction`` and then forces the transaction log to
+  disc on every disc replica (``mnesia:sync_log/0``) before returning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pyrlang_zarr.dist import Node
+from pyrlang_zarr.errors import NotFound, RpcError, TransactionError
+from pyrlang_zarr.mnesia.errors import abort_error, from_rpc_error
+from pyrlang_zarr.mnesia.expr import Expressions
+from pyrlang_zarr.term import Atom, ExportFun
+
+_ATOMIC = Atom("atomic")
+_ABORTED = Atom("aborted")
+_WRITE = ExportFun("mnesia", "write", 1)
+_DELETE = ExportFun("mnesia", "delete", 1)
+_READ = ExportFun("mnesia", "read", 1)
+_APPLY = ExportFun("erlang", "apply", 2)
+_ZIPWITH = ExportFun("lists", "zipwith", 3)
+_FOREACH = ExportFun("lists", "foreach", 2)
+_MAP = ExportFun("lists", "map", 2)
+_ANY = Atom("_")
+_V1 = Atom("$1")
+_V2 = Atom("$2")
+_BYTE_SIZE = Atom("byte_size")
+_BINARY_PART = Atom("binary_part")
+_MINUS = Atom("-")
+_LE = Atom("=<")
+
+_DURABLE_COMMIT = """
+begin
+    Result = mnesia:sync_transaction(F, A),
+    case Result of
+        {atomic, _} ->
+            Replicas = mnesia:table_info(Tab, disc_copies),
+            {_, Bad} = rpc:multicall(Replicas, mnesia, sync_log, [], Timeout),
+            {Result, Bad};
+        _ ->
+            {Result, []}
+    end
+end.
+"""
+
+_INSERT_IF_ABSENT = """
+mnesia:transaction(fun() ->
+    case mnesia:read(Tab, Key, write) of
+        [] -> mnesia:write({Tab, Key, Value}), true;
+        _ -> false
+    end
+end).
+"""
+
+_COMPARE_AND_SET = """
+mnesia:transaction(fun() ->
+    Current = case mnesia:read(Tab, Key, write) of
+        [] -> absent;
+        [{_, _, Data}] -> {present, Data}
+    end,
+    case Current =:= Expected of
+        true ->
+            case New of
+                absent -> mnesia:delete({Tab, Key});
+                {present, D} -> mnesia:write({Tab, Key, D})
+            end,
+            true;
+        false -> false
+    end
+end).
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    key: Any
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: Any
+
+
+Op = Write | Delete
+
+
+def _presence(data: bytes | None) -> Any:
+    return Atom("absent") if data is None else (Atom("present"), data)
+
+
+class MnesiaClient:
+    """Operations on ``table`` through the Mnesia node ``coordinator``.
+
+    ``timeout`` bounds every call (seconds). The coordinator runs each transaction; its
+    replicas are Mnesia's business.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        table: str,
+        coordinator: str,
+        *,
+        timeout: float | None = 60.0,
+        durable: bool = False,
+    ) -> None:
+        if not isinstance(table, str) or not table:
+            raise ValueError(f"table must be a non-empty str, got {table!r}")
+        self.node = node
+        self.table = table
+        self.coordinator = coordinator
+        self.timeout = timeout
+        self.durable = durable
+        self._tab = Atom(table)
+        self._exprs = Expressions(node)
+
+    def __repr__(self) -> str:
+        return f"<MnesiaClient {self.table} via {self.coordinator}>"
+
+    # -- plumbing -------------------------------------------------------------------------
+    async def _rpc(self, module: str, function: str, args: list[Any], what: str) -> Any:
+        try:
+            return await self.node.rpc(
+                self.coordinator, module, function, args, timeout=self.timeout
+            )
+        except RpcError as exc:
+            raise from_rpc_error(exc, self.table, what) from None
+
+    async def transaction(self, fun: ExportFun, args: list[Any], what: str = "transaction") -> Any:
+        """``mnesia:transaction(Fun, Args)``: the result, or the mapped abort as an exception."""
+        if self.durable:
+            result, bad = await self._eval(
+                _DURABLE_COMMIT, {"F": fun, "A": args, "Tab": self._tab, "Timeout": 30000}, what
+            )
+            if bad:
+                raise TransactionError(
+                    f"transaction_error: {what} committed, but the log could not be forced to "
+                    f"disc on {bad}",
+                    bad,
+                )
+        else:
+            result = await self._rpc("mnesia", "transaction", [fun, args], what)
+        return self._unwrap(result, what)
+
+    def _unwrap(self, result: Any, what: str) -> Any:
+        if type(result) is tuple and len(result) == 2:
+            if result[0] == _ATOMIC:
+                return result[1]
+            if result[0] == _ABORTED:
+                raise abort_error(result[1], self.table, what)
+        raise abort_error(result, self.table, what)
+
+    async def _eval(self, text: str, bindings: dict[str, Any], what: str) -> Any:
+        try:
+            return await self._exprs.eval(self.coordinator, text, bindings, timeout=self.timeout)
+        except RpcError as exc:
+            raise from_rpc_error(exc, self.table, what) from None
+
+    def _record(self, key: Any, data: Any) -> tuple[Any, Any, Any]:
+        return (self._tab, key, data)
+
+    # -- writes ---------------------------------------------------------------------------
+    async def write(self, key: Any, data: Any) -> None:
+        await self.transaction(_WRITE, [self._record(key, data)], "write")
+
+    async def delete(self, key: Any) -> None:
+        await self.transaction(_DELETE, [(self._tab, key)], "delete")
+
+    async def write_many(self, items: Iterable[tuple[Any, Any]]) -> None:
+        """Write all ``(key, data)`` pairs in one transaction."""
+        records = [self._record(k, d) for k, d in items]
+        if records:
+            await self.transaction(_FOREACH, [_WRITE, records], f"write of {len(records)}")
+
+    async def batch(self, ops: Sequence[Op]) -> None:
+        """Writes and deletes, in order, in one transaction: all of them or none."""
+        if not ops:
+            return
+        funs: list[Any] = []
+        args: list[Any] = []
+        for op in ops:
+            if isinstance(op, Write):
+                funs.append(_WRITE)
+                args.append([self._record(op.key, op.data)])
+            elif isinstance(op, Delete):
+                funs.append(_DELETE)
+                args.append([(self._tab, op.key)])
+            else:
+                raise TypeError(f"batch takes Write and Delete operations, not {op!r}")
+        await self.transaction(_ZIPWITH, [_APPLY, funs, args], f"batch of {len(ops)}")
+
+    async def insert_if_absent(self, key: Any, data: Any) -> bool:
+        """Write unless a record with ``key`` exists, atomically; True if written."""
+        result = await self._eval(
+            _INSERT_IF_ABSENT, {"Tab": self._tab, "Key": key, "Value": data}, "insert_if_absent"
+        )
+        return bool(self._unwrap(result, "insert_if_absent"))
+
+    async def compare_and_set(self, key: Any, expected: bytes | None, new: bytes | None) -> bool:
+        """Replace the data with ``new`` (``None``: delete) iff it is ``expected`` (``None``:
+        absent), atomically; True if it was."""
+        result = await self._eval(
+            _COMPARE_AND_SET,
+            {"Tab": self._tab, "Key": key, "Expected": _presence(expected), "New": _presence(new)},
+            "compare_and_set",
+        )
+        return bool(self._unwrap(result, "compare_and_set"))
+
+    # -- reads ----------------------------------------------------------------------------
+    async def read(self, key: Any) -> Any | None:
+        """The data under ``key`` (dirty read), or ``None``."""
+        records = await self._rpc("mnesia", "dirty_read", [self._tab, key], "read")
+        return records[0][2] if records else None
+
+    async def read_required(self, key: Any) -> Any:
+        """Like :meth:`read`, but a missing record raises :class:`NotFound`."""
+        data = await self.read(key)
+        if data is None:
+            raise NotFound(f"not_found: no record {key!r} in table {self.table!r}")
+        return data
+
+    async def read_many(self, keys: Sequence[Any], *, consistent: bool = False) -> list[Any | None]:
+        """The data under each key (``None`` where missing), in order.
+
+        ``consistent=True`` reads them all in one transaction (read locks: a concurrent batch
+        is seen entirely or not at all); otherwise each is a dirty read.
+        """
+        if not keys:
+            return []
+        oids = [(self._tab, k) for k in keys]
+        if consistent:
+            found = await self.transaction(_MAP, [_READ, oids], f"read of {len(keys)}")
+        else:
+            found = await self._rpc(
+                "lists", "map", [ExportFun("mnesia", "dirty_read", 1), oids], "read"
+            )
+        return [records[0][2] if records else None for records in found]
+
+    async def size(self, key: Any) -> int | None:
+        """``byte_size`` of the data under ``key``, computed on the server."""
+        found = await self._select([((self._tab, key, _V1), [], [(_BYTE_SIZE, _V1)])], "size")
+        return found[0] if found else None
+
+    async def read_range(self, key: Any, start: int, length: int | None) -> bytes | None:
+        """Bytes ``[start, start + length)`` of the data under ``key``, clipped to its end
+        (``length=None``: to the end), cut on the server. ``None`` if there is no record."""
+        if start < 0 or (length is not None and length < 0):
+            raise ValueError(f"bad byte range start={start} length={length}")
+        head = (self._tab, key, _V1)
+        size = (_BYTE_SIZE, _V1)
+        rest = (_BINARY_PART, _V1, start, (_MINUS, size, start))
+        clauses: list[Any] = []
+        if length is not None:
+            clauses.append(
+                (head, [(_LE, start + length, size)], [(_BINARY_PART, _V1, start, length)])
+            )
+        clauses.append((head, [(_LE, start, size)], [rest]))
+        clauses.append((head, [], [b""]))
+        found = await self._select(clauses, "read_range")
+        return found[0] if found else None
+
+    async def read_suffix(self, key: Any, length: int) -> bytes | None:
+        """The last ``length`` bytes (all of them if shorter), cut on the server."""
+        if length < 0:
+            raise ValueError(f"bad suffix length {length}")
+        head = (self._tab, key, _V1)
+        size = (_BYTE_SIZE, _V1)
+        tail = (_BINARY_PART, _V1, (_MINUS, size, length), length)
+        found = await self._select(
+            [(head, [(_LE, length, size)], [tail]), (head, [], [_V1])], "read_suffix"
+        )
+        return found[0] if found else None
+
+    async def _select(self, spec: list[Any], what: str) -> list[Any]:
+        return await self._rpc("mnesia", "dirty_select", [self._tab, spec], what)
+
+    # -- listing --------------------------------------------------------------------------
+    async def keys_under(self, prefix: Any) -> list[Any]:
+        """Second elements of all keys ``{prefix, X}``: one array's keys, without its data."""
+        return await self._select([((self._tab, (prefix, _V1), _ANY), [], [_V1])], "list")
+
+    async def sizes_under(self, prefix: Any) -> list[tuple[Any, int]]:
+        """``(X, byte_size)`` for all keys ``{prefix, X}``, computed on the server."""
+        body = ((_V1, (_BYTE_SIZE, _V2)),)  # {{A, B}} builds a tuple in a match spec body
+        spec = [((self._tab, (prefix, _V1), _V2), [], [body])]
+        return [tuple(x) for x in await self._select(spec, "sizes")]
+
+    async def delete_under(self, prefix: Any, keys: Sequence[Any] | None = None) -> int:
+        """Delete every ``{prefix, X}`` (or those with X in ``keys``) in one transaction."""
+        if keys is None:
+            keys = await self.keys_under(prefix)
+        if keys:
+            await self.batch([Delete((prefix, x)) for x in keys])
+        return len(keys)

@@ -1,0 +1,212 @@
+"""Bring Mnesia and our table up on a cluster, from outside, idempotently.
+
+Run from one place (this client) against the nodes the table should live on:
+
+1. nodes with Mnesia stopped and no schema anywhere: one disc schema for all of them
+   (``mnesia:create_schema(Nodes)``), then ``mnesia:start()`` on each;
+2. nodes with a schema of their own but Mnesia stopped (a restart): ``mnesia:start()``;
+3. nodes outside an already running Mnesia cluster: start them, join them with
+   ``change_config(extra_db_nodes, ...)``, and give them a disc schema;
+4. the table: created if missing (``ordered_set`` by default, see below), else checked for
+   compatibility and given a replica on every node of ``nodes`` that lacks one;
+5. wait until every replica has loaded the table.
+
+Nothing else on the cluster is touched: other tables and other nodes' roles stay as they are.
+
+Why ``ordered_set``: a key ``{ArrayId, ChunkIndex}`` sorts by ``ArrayId`` first, so one array's
+records are one contiguous range, and a ``select`` with the array id bound visits only that
+range. On a ``set`` (ExZarr's default, accepted here) the same listing scans the whole table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pyrlang_zarr.dist import Node
+from pyrlang_zarr.errors import IncompatibleTable, MnesiaNotRunning, TransactionError
+from pyrlang_zarr.term import Atom
+from pyrlang_zarr.term.format import format_term
+
+TABLE_TYPES = ("ordered_set", "set")
+_YES = Atom("yes")
+_OK = Atom("ok")
+_ATOMIC = Atom("atomic")
+_ABORTED = Atom("aborted")
+_SCHEMA = Atom("schema")
+
+
+@dataclass(frozen=True, slots=True)
+class TableInfo:
+    """What the table looks like once set up."""
+
+    name: str
+    type: str
+    storage: str  # "disc_copies" | "ram_copies" | "disc_only_copies"
+    replicas: tuple[str, ...]
+    created: bool
+
+
+def _check_args(nodes: Sequence[str], table: str, table_type: str) -> list[str]:
+    if isinstance(nodes, str) or not nodes:
+        raise ValueError(f"nodes must be a non-empty list of node names, got {nodes!r}")
+    out = []
+    for n in nodes:
+        if not isinstance(n, str) or "@" not in n:
+            raise ValueError(f"bad node name {n!r} in nodes: expected 'name@host'")
+        if n not in out:
+            out.append(str(n))
+    if not isinstance(table, str) or not table or len(table.encode()) > 255:
+        raise ValueError(f"table must be a non-empty name of at most 255 bytes, got {table!r}")
+    if table == "schema":
+        raise ValueError("the table cannot be Mnesia's own 'schema' table")
+    if table_type not in TABLE_TYPES:
+        raise ValueError(f"table type must be one of {TABLE_TYPES}, got {table_type!r}")
+    return out
+
+
+async def _info(node: Node, peer: str, key: str) -> Any:
+    return await node.rpc(peer, "mnesia", "system_info", [Atom(key)])
+
+
+async def ensure_mnesia(node: Node, nodes: Sequence[str], *, timeout: float = 30.0) -> None:
+    """Mnesia running on every node of ``nodes``, all in one Mnesia cluster."""
+    nodes = _check_args(nodes, "x", "set")
+    running = await asyncio.gather(*(_info(node, n, "is_running") for n in nodes))
+    up = [n for n, r in zip(nodes, running, strict=True) if r == _YES]
+    down = [n for n in nodes if n not in up]
+    if down and not up:
+        has_schema = await asyncio.gather(*(_has_disc_schema(node, n) for n in down))
+        if not any(has_schema):
+            result = await node.rpc(nodes[0], "mnesia", "create_schema", [[Atom(n) for n in nodes]])
+            if result != _OK:
+                raise TransactionError(
+                    f"mnesia:create_schema({nodes}) failed: {format_term(result)}", result
+                )
+    await asyncio.gather(*(_start(node, n, timeout) for n in down))
+    # every node must see the others as db nodes; join the ones that do not
+    anchor = up[0] if up else nodes[0]
+    db_nodes = {str(n) for n in await _info(node, anchor, "db_nodes")}
+    for n in nodes:
+        if n in db_nodes:
+            continue
+        joined = await node.rpc(
+            n, "mnesia", "change_config", [Atom("extra_db_nodes"), [Atom(anchor)]]
+        )
+        if not (type(joined) is tuple and joined[0] == _OK and Atom(anchor) in joined[1]):
+            raise TransactionError(
+                f"{n} could not join the Mnesia cluster of {anchor}: {format_term(joined)}", joined
+            )
+        copy = await node.rpc(
+            anchor, "mnesia", "change_table_copy_type", [_SCHEMA, Atom(n), Atom("disc_copies")]
+        )
+        if copy != (_ATOMIC, _OK) and not _already(copy, "already_exists"):
+            raise TransactionError(f"could not give {n} a disc schema: {format_term(copy)}", copy)
+
+
+def _already(result: Any, what: str) -> bool:
+    return (
+        type(result) is tuple
+        and result[:1] == (_ABORTED,)
+        and type(result[1]) is tuple
+        and result[1][:1] == (Atom(what),)
+    )
+
+
+async def _has_disc_schema(node: Node, peer: str) -> bool:
+    directory = await _info(node, peer, "directory")  # a charlist: a list of ints
+    schema = bytes(directory).rstrip(b"/") + b"/schema.DAT"
+    return bool(await node.rpc(peer, "filelib", "is_regular", [schema]))
+
+
+async def _start(node: Node, peer: str, timeout: float) -> None:
+    result = await node.rpc(peer, "mnesia", "start", [], timeout=timeout)
+    if result != _OK:
+        raise MnesiaNotRunning(f"mnesia:start() on {peer} failed: {format_term(result)}")
+
+
+async def ensure_table(
+    node: Node,
+    nodes: Sequence[str],
+    table: str = "zarr_storage",
+    *,
+    ram_copies: bool = False,
+    table_type: str = "ordered_set",
+    timeout: float = 30.0,
+) -> TableInfo:
+    """Mnesia up on ``nodes`` and ``table`` replicated on each of them; safe to repeat.
+
+    An existing table is accepted if its records are ``{table, Key, Data}`` and its type is
+    ``set`` or ``ordered_set`` (an ExZarr table qualifies); its storage type is kept.
+    """
+    nodes = _check_args(nodes, table, table_type)
+    await ensure_mnesia(node, nodes, timeout=timeout)
+    coordinator = nodes[0]
+    tab = Atom(table)
+    storage = "ram_copies" if ram_copies else "disc_copies"
+    created = False
+    if tab not in await _info(node, coordinator, "tables"):
+        definition = [
+            (Atom("attributes"), [Atom("key"), Atom("data")]),
+            (Atom("type"), Atom(table_type)),
+            (Atom(storage), [Atom(n) for n in nodes]),
+        ]
+        result = await node.rpc(coordinator, "mnesia", "create_table", [tab, definition])
+        if result == (_ATOMIC, _OK):
+            created = True
+        elif not _already(result, "already_exists"):  # lost a race: check what exists
+            raise TransactionError(
+                f"mnesia:create_table({table}) failed: {format_term(result)}", result
+            )
+    info = await _describe(node, coordinator, table)
+    if not created:
+        for n in nodes:
+            if n not in info.replicas:
+                result = await node.rpc(
+                    coordinator, "mnesia", "add_table_copy", [tab, Atom(n), Atom(info.storage)]
+                )
+                if result != (_ATOMIC, _OK) and not _already(result, "already_exists"):
+                    raise TransactionError(
+                        f"could not add a replica of {table} on {n}: {format_term(result)}", result
+                    )
+        info = await _describe(node, coordinator, table)
+    await asyncio.gather(*(_wait_loaded(node, n, tab, timeout) for n in nodes))
+    return TableInfo(info.name, info.type, info.storage, info.replicas, created)
+
+
+async def _wait_loaded(node: Node, peer: str, tab: Atom, timeout: float) -> None:
+    """Each replica loads its own copy (from disc or from another replica) after a start."""
+    args = [[tab], int(timeout * 1000)]
+    waited = await node.rpc(peer, "mnesia", "wait_for_tables", args, timeout=timeout + 5)
+    if waited != _OK:
+        raise TransactionError(
+            f"table {tab} not loaded on {peer} within {timeout} s: {format_term(waited)}", waited
+        )
+
+
+async def _describe(node: Node, coordinator: str, table: str) -> TableInfo:
+    tab = Atom(table)
+
+    async def ti(key: str) -> Any:
+        return await node.rpc(coordinator, "mnesia", "table_info", [tab, Atom(key)])
+
+    attributes, record_name, table_type, disc, ram, disc_only = await asyncio.gather(
+        ti("attributes"),
+        ti("record_name"),
+        ti("type"),
+        ti("disc_copies"),
+        ti("ram_copies"),
+        ti("disc_only_copies"),
+    )
+    if len(attributes) != 2 or record_name != tab or str(table_type) not in TABLE_TYPES:
+        raise IncompatibleTable(
+            f"Mnesia table {table!r} exists but cannot hold our records {{{table}, Key, Data}}: "
+            f"attributes {format_term(attributes)}, record_name {record_name}, type {table_type}"
+            " (need 2 attributes, record_name = table name, type set or ordered_set); choose "
+            "another table_name"
+        )
+    storage = "disc_copies" if disc else "ram_copies" if ram else "disc_only_copies"
+    replicas = tuple(sorted(str(n) for n in (*disc, *ram, *disc_only)))
+    return TableInfo(table, str(table_type), storage, replicas, False)

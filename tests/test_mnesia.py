@@ -1,0 +1,276 @@
+"""The Mnesia layer against real 2-3 node clusters: setup, replicas, atomicity, listing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from pyrlang_zarr import Atom, ExportFun, Node
+from pyrlang_zarr.cluster import LocalCluster
+from pyrlang_zarr.errors import (
+    IncompatibleTable,
+    NotFound,
+    TableNotFound,
+    TransactionError,
+)
+from pyrlang_zarr.mnesia import Delete, MnesiaClient, Write, ensure_table
+
+TAB = "zarr_storage"
+
+
+@pytest.fixture(scope="module")
+def mcluster() -> Iterator[LocalCluster]:
+    with LocalCluster(n=3) as c:
+        yield c
+
+
+@pytest.fixture
+async def mnode(mcluster: LocalCluster) -> AsyncIterator[Node]:
+    async with Node(cookie=mcluster.cookie) as n:
+        yield n
+
+
+@pytest.fixture
+async def client(mnode: Node, mcluster: LocalCluster) -> MnesiaClient:
+    await ensure_table(mnode, mcluster.nodes, TAB)
+    return MnesiaClient(mnode, TAB, mcluster.nodes[0])
+
+
+async def test_setup_fresh_cluster_twice(mnode: Node, mcluster: LocalCluster) -> None:
+    first = await ensure_table(mnode, mcluster.nodes, TAB)
+    second = await ensure_table(mnode, mcluster.nodes, TAB)
+    assert first.type == second.type == "ordered_set"
+    assert first.storage == second.storage == "disc_copies"
+    assert set(first.replicas) == set(second.replicas) == set(mcluster.nodes)
+    assert not second.created
+    # from the Erlang side, independently
+    out = mcluster.erl_eval(2, f"lists:sort(mnesia:table_info({TAB}, disc_copies)).")
+    for n in mcluster.nodes:
+        assert n in out
+
+
+async def test_ram_copies_table(mnode: Node, mcluster: LocalCluster) -> None:
+    info = await ensure_table(mnode, mcluster.nodes[:2], "pz_ram", ram_copies=True)
+    assert info.storage == "ram_copies"
+    assert set(info.replicas) == set(mcluster.nodes[:2])
+    ram = await mnode.rpc(
+        mcluster.nodes[1], "mnesia", "table_info", [Atom("pz_ram"), Atom("ram_copies")]
+    )
+    assert sorted(map(str, ram)) == sorted(mcluster.nodes[:2])
+
+
+async def test_write_is_readable_on_every_replica(
+    client: MnesiaClient, mnode: Node, mcluster: LocalCluster
+) -> None:
+    key = (b"arr-replica", (0, 1))
+    await client.write(key, b"chunk-bytes")
+    for peer in mcluster.nodes:  # dirty_read on a replica reads its local copy
+        records = await mnode.rpc(peer, "mnesia", "dirty_read", [Atom(TAB), key])
+        assert records == [(Atom(TAB), key, b"chunk-bytes")]
+
+
+async def test_read_missing_and_required(client: MnesiaClient) -> None:
+    assert await client.read((b"nope", (9,))) is None
+    with pytest.raises(NotFound, match="not_found"):
+        await client.read_required((b"nope", (9,)))
+
+
+async def test_missing_table_is_table_not_found(mnode: Node, mcluster: LocalCluster) -> None:
+    await ensure_table(mnode, mcluster.nodes, TAB)  # Mnesia up
+    c = MnesiaClient(mnode, "no_such_table", mcluster.nodes[0])
+    with pytest.raises(TableNotFound, match="table_not_found"):
+        await c.read((b"a", (0,)))
+    with pytest.raises(TableNotFound):
+        await c.write((b"a", (0,)), b"x")
+    with pytest.raises(TableNotFound):
+        await c.keys_under(b"a")
+
+
+async def test_batch_with_one_bad_record_writes_nothing(client: MnesiaClient) -> None:
+    good = [(Atom(TAB), (b"arr-atomic", (i,)), b"v") for i in range(5)]
+    bad = (Atom(TAB), (b"arr-atomic", (99,)))  # wrong arity: bad_type
+    write = ExportFun("mnesia", "write", 1)
+    apply = ExportFun("erlang", "apply", 2)
+    records = [*good[:3], bad, *good[3:]]
+    with pytest.raises(TransactionError, match=r"transaction_error.*bad_type"):
+        await client.transaction(
+            ExportFun("lists", "zipwith", 3),
+            [apply, [write] * len(records), [[r] for r in records]],
+        )
+    assert await client.keys_under(b"arr-atomic") == []
+
+
+async def test_batch_writes_and_deletes_atomically(client: MnesiaClient) -> None:
+    await client.write_many([((b"arr-b", (i,)), bytes([i])) for i in range(4)])
+    await client.batch(
+        [Delete((b"arr-b", (0,))), Write((b"arr-b", (9,)), b"n"), Delete((b"arr-b", (1,)))]
+    )
+    assert sorted(await client.keys_under(b"arr-b")) == [(2,), (3,), (9,)]
+
+
+async def test_batch_into_missing_table_writes_nothing(
+    mnode: Node, client: MnesiaClient, mcluster: LocalCluster
+) -> None:
+    ok_write = ExportFun("mnesia", "write", 1)
+    apply = ExportFun("erlang", "apply", 2)
+    recs = [
+        [(Atom(TAB), (b"arr-miss", (0,)), b"a")],
+        [(Atom("no_such_tab"), (b"arr-miss", (1,)), b"b")],
+    ]
+    with pytest.raises(TableNotFound):
+        await client.transaction(
+            ExportFun("lists", "zipwith", 3), [apply, [ok_write, ok_write], recs]
+        )
+    assert await client.read((b"arr-miss", (0,))) is None
+
+
+async def test_50_concurrent_writers_lose_nothing(
+    client: MnesiaClient, mcluster: LocalCluster
+) -> None:
+    async def writer(w: int) -> None:
+        for i in range(10):
+            await client.write((b"arr-conc", (w, i)), f"{w}:{i}".encode())
+
+    await asyncio.gather(*(writer(w) for w in range(50)))
+    keys = await client.keys_under(b"arr-conc")
+    assert len(keys) == 500 and set(keys) == {(w, i) for w in range(50) for i in range(10)}
+    values = await client.read_many([(b"arr-conc", k) for k in sorted(keys)], consistent=True)
+    assert values == [f"{w}:{i}".encode() for w, i in sorted(keys)]
+
+
+async def test_concurrent_insert_if_absent_exactly_one_wins(
+    client: MnesiaClient, mcluster: LocalCluster
+) -> None:
+    # contenders through all three coordinators at once
+    clients = [MnesiaClient(client.node, TAB, n) for n in mcluster.nodes]
+    key = (b"arr-race", Atom("metadata"))
+    results = await asyncio.gather(
+        *(clients[i % 3].insert_if_absent(key, f"w{i}".encode()) for i in range(30))
+    )
+    assert results.count(True) == 1
+    winner = results.index(True)
+    assert await client.read(key) == f"w{winner}".encode()
+
+
+async def test_compare_and_set(client: MnesiaClient) -> None:
+    key = (b"arr-cas", (0,))
+    assert await client.compare_and_set(key, None, b"one")
+    assert not await client.compare_and_set(key, None, b"two")
+    assert not await client.compare_and_set(key, b"zzz", b"two")
+    assert await client.compare_and_set(key, b"one", b"two")
+    assert await client.read(key) == b"two"
+    assert await client.compare_and_set(key, b"two", None)
+    assert await client.read(key) is None
+
+
+async def test_concurrent_compare_and_set_counter(client: MnesiaClient) -> None:
+    """Read-modify-write with CAS retries: 20 increments, none lost."""
+    key = (b"arr-counter", (0,))
+    await client.write(key, b"0")
+
+    async def incr() -> None:
+        while True:
+            cur = await client.read(key)
+            if await client.compare_and_set(key, cur, str(int(cur) + 1).encode()):
+                return
+
+    await asyncio.gather(*(incr() for _ in range(20)))
+    assert await client.read(key) == b"20"
+
+
+async def test_sizes_and_ranges_on_the_server(client: MnesiaClient) -> None:
+    key = (b"arr-range", (0, 0))
+    data = bytes(range(100))
+    await client.write(key, data)
+    assert await client.size(key) == 100
+    assert await client.size((b"arr-range", (5, 5))) is None
+    assert await client.read_range(key, 10, 5) == data[10:15]
+    assert await client.read_range(key, 95, 50) == data[95:]
+    assert await client.read_range(key, 150, 5) == b""
+    assert await client.read_range(key, 40, None) == data[40:]
+    assert await client.read_range(key, 400, None) == b""
+    assert await client.read_suffix(key, 7) == data[-7:]
+    assert await client.read_suffix(key, 700) == data
+    assert await client.read_range((b"arr-range", (1, 1)), 0, 1) is None
+    assert await client.sizes_under(b"arr-range") == [((0, 0), 100)]
+    with pytest.raises(ValueError):
+        await client.read_range(key, -1, 5)
+
+
+async def test_listing_one_array_among_100(client: MnesiaClient) -> None:
+    await client.write_many(
+        ((f"arr-{a:03d}".encode(), (i, j)), b"x")
+        for a in range(100)
+        for i in range(3)
+        for j in range(2)
+    )
+    await client.write((b"arr-042", Atom("metadata")), b"{}")
+    await client.write((b"arr-042", b"zarr.json"), b"{}")
+    keys = await client.keys_under(b"arr-042")
+    expected = {(i, j) for i in range(3) for j in range(2)} | {Atom("metadata"), b"zarr.json"}
+    assert len(keys) == len(expected) and set(keys) == expected
+    assert await client.delete_under(b"arr-042") == len(expected)
+    assert await client.keys_under(b"arr-042") == []
+    assert len(await client.keys_under(b"arr-043")) == 6
+
+
+async def test_durable_write(mnode: Node, mcluster: LocalCluster) -> None:
+    await ensure_table(mnode, mcluster.nodes, TAB)
+    c = MnesiaClient(mnode, TAB, mcluster.nodes[1], durable=True)
+    await c.write((b"arr-durable", (0,)), b"safe")
+    await c.batch([Write((b"arr-durable", (1,)), b"safe too")])
+    assert await c.read_many([(b"arr-durable", (0,)), (b"arr-durable", (1,))]) == [
+        b"safe",
+        b"safe too",
+    ]
+
+
+async def test_incompatible_table_is_refused(mnode: Node, mcluster: LocalCluster) -> None:
+    await ensure_table(mnode, mcluster.nodes, TAB)
+    out = mcluster.erl_eval(
+        0, "mnesia:create_table(pz_other, [{attributes, [a, b, c]}, {ram_copies, [node()]}])."
+    )
+    assert "atomic" in out
+    with pytest.raises(IncompatibleTable, match="pz_other"):
+        await ensure_table(mnode, mcluster.nodes, "pz_other")
+
+
+async def test_bad_setup_arguments(mnode: Node) -> None:
+    with pytest.raises(ValueError):
+        await ensure_table(mnode, [], TAB)
+    with pytest.raises(ValueError):
+        await ensure_table(mnode, ["nohost"], TAB)
+    with pytest.raises(ValueError):
+        await ensure_table(mnode, ["a@b"], TAB, table_type="bag")
+    with pytest.raises(ValueError):
+        await ensure_table(mnode, ["a@b"], "schema")
+
+
+async def test_setup_on_cluster_already_running_mnesia_and_restart() -> None:
+    """Mnesia already up with a foreign table and only 2 of 3 nodes: we add ours, touch
+    nothing else, bring in the third node, twice; a disc table survives a node restart."""
+    with LocalCluster(n=3) as c:
+        n0, n1, n2 = c.nodes
+        setup = (
+            f"ok = rpc:call('{n0}', mnesia, create_schema, [['{n0}', '{n1}']]),"
+            f" [ok, ok] = [rpc:call(N, mnesia, start, []) || N <- ['{n0}', '{n1}']],"
+            f" rpc:call('{n0}', mnesia, create_table, [app_table, [{{disc_copies, ['{n0}']}}]])."
+        )
+        assert "atomic" in c.erl_eval(0, setup)
+        async with Node(cookie=c.cookie) as node:
+            for _ in range(2):
+                info = await ensure_table(node, c.nodes, TAB)
+                assert set(info.replicas) == set(c.nodes) and info.storage == "disc_copies"
+            app = await node.rpc(
+                n0, "mnesia", "table_info", [Atom("app_table"), Atom("disc_copies")]
+            )
+            assert app == [Atom(n0)]  # untouched
+            client = MnesiaClient(node, TAB, n0)
+            await client.write((b"arr-restart", (0,)), b"persisted")
+            await node.rpc(n2, "mnesia", "sync_log", [])
+            c.restart(2)
+            await ensure_table(node, c.nodes, TAB)  # starts Mnesia on the restarted node
+            got = await node.rpc(n2, "mnesia", "dirty_read", [Atom(TAB), (b"arr-restart", (0,))])
+            assert got == [(Atom(TAB), (b"arr-restart", (0,)), b"persisted")]
