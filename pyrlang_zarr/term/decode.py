@@ -130,10 +130,27 @@ def _read_atom(buf: _Buffer, pos: int, end: int) -> tuple[Atom, int]:
     return Atom(str(buf[start:stop], encoding)), stop
 
 
+def _copy_views(key: Any, depth: int = 0) -> Any:
+    """``key`` with its binaries as ``bytes``: a view of a ``bytearray`` cannot be hashed.
+
+    Only tuples and improper lists can hold binaries and still be hashable; keys nested
+    absurdly deep are left alone (and fail to hash if they hold such a view).
+    """
+    kind = type(key)
+    if kind is memoryview:
+        return bytes(key)
+    if depth < 100:
+        if kind is tuple:
+            return tuple([_copy_views(k, depth + 1) for k in key])
+        if kind is ImproperList:
+            return ImproperList(_copy_views(key.elements, depth + 1), _copy_views(key.tail, depth))
+    return key
+
+
 def _make_map(items: list[Any], start: int, copy_binaries: bool) -> dict[Any, Any]:
     keys = items[0::2]
     if not copy_binaries:
-        keys = [bytes(k) if type(k) is memoryview else k for k in keys]
+        keys = [_copy_views(k) for k in keys]
     try:
         result = dict(zip(keys, items[1::2], strict=True))
     except TypeError as exc:
@@ -151,8 +168,7 @@ def _make_map(items: list[Any], start: int, copy_binaries: bool) -> dict[Any, An
 
 def _too_long(tag: int, tag_pos: int, what: str, count: int, left: int) -> DecodeError:
     return DecodeError(
-        f"{_tag_name(tag)} at offset {tag_pos} claims {count} {what} but only {left} bytes "
-        "are left"
+        f"{_tag_name(tag)} at offset {tag_pos} claims {count} {what} but only {left} bytes are left"
     )
 
 
@@ -418,7 +434,9 @@ def _decode_body(buf: _Buffer, pos: int, end: int, copy_binaries: bool) -> tuple
                 try:
                     value = float(text)
                 except ValueError:
-                    raise DecodeError(f"FLOAT_EXT at offset {tag_pos}: bad float {text!r}") from None
+                    raise DecodeError(
+                        f"FLOAT_EXT at offset {tag_pos}: bad float {text!r}"
+                    ) from None
                 if not math.isfinite(value):
                     raise DecodeError(f"FLOAT_EXT at offset {tag_pos}: {value} is not a float")
             elif tag == ATOM_CACHE_REF:

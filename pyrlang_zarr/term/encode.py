@@ -174,6 +174,26 @@ def _normalise(term: Any) -> Any:
     raise EncodeError(f"cannot encode a value of type {type(term).__name__} as an Erlang term")
 
 
+def _check_map_keys(mapping: dict[Any, Any]) -> None:
+    """Refuse dicts whose keys become equal terms (``"a"`` and ``b"a"``, ``None`` and
+    ``Atom("undefined")``): the peer would reject a map with duplicate keys.
+    """
+    kinds = set(map(type, mapping))
+    if str not in kinds and type(None) not in kinds:
+        return
+    as_terms = {
+        k.encode("utf-8", "surrogatepass")
+        if type(k) is str
+        else (Atom("undefined") if k is None else k)
+        for k in mapping
+    }
+    if len(as_terms) != len(mapping):
+        raise EncodeError(
+            "dict keys collide once encoded (a str and the bytes of its UTF-8, or None and "
+            "Atom('undefined')): an Erlang map cannot hold duplicate keys"
+        )
+
+
 class _ListEnd:
     """Marker pushed after a proper list's elements: write NIL_EXT."""
 
@@ -286,8 +306,11 @@ def _encode(term: Any, parts: list[bytes | memoryview]) -> bytearray:
                     out += s
                     continue
                 if tp is dict:
-                    out += _TAG_U32(MAP_EXT, len(t))
-                    if t:
+                    n = len(t)
+                    out += _TAG_U32(MAP_EXT, n)
+                    if n:
+                        if n > 1:
+                            _check_map_keys(t)
                         if len(stack) >= MAX_NESTING:
                             raise EncodeError(f"term nested deeper than {MAX_NESTING} levels")
                         stack.append(it)

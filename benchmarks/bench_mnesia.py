@@ -1,0 +1,451 @@
+"""Mnesia through our client: how listing scales, and what transactions per chunk cost.
+
+    python benchmarks/bench_mnesia.py            # full run (a few minutes)
+    python benchmarks/bench_mnesia.py --quick    # smaller counts (under a minute)
+
+Starts its own two-node ``LocalCluster`` (Mnesia tables replicated on both nodes) and measures:
+
+1. **Listing** (``ram_copies``, so disc does not dominate): ``MnesiaClient.keys_under(ArrayId)``
+   (a ``mnesia:dirty_select`` returning keys only) on a ``set`` and an ``ordered_set`` table of
+   identical content, (a) with the listed array fixed at 256 chunks while the table fills up
+   with more and more other arrays, and (b) in a fixed large table for listed arrays of
+   64 to 4096 chunks. Median of several calls, rpc included.
+2. **Writes** (``disc_copies``, the default storage; then ``ram_copies`` for comparison): one
+   transaction per chunk (sequential, and with 8 concurrent writers) against batches in one
+   ``write_many`` transaction, for 1 KiB, 64 KiB and 1 MiB chunks, for our client and for
+   ``native_mnesia.escript``, a hidden BEAM node with the cluster's scheduler flags that sends
+   the very same ``mnesia:transaction`` calls to the same ``rex``.
+
+No assertions on timings: it prints the environment and two tables, and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+# This checkout's package, whatever the install (see bench_node.py).
+sys.path.insert(0, str(HERE.parent))
+
+from pyrlang_zarr import Atom, Node  # noqa: E402
+from pyrlang_zarr.cluster import LocalCluster  # noqa: E402
+from pyrlang_zarr.mnesia import MnesiaClient, ensure_table  # noqa: E402
+
+ESCRIPT = HERE / "native_mnesia.escript"
+KIB = 1 << 10
+MIB = 1 << 20
+NATIVE_DEADLINE = 1800  # seconds; the escript halts itself after this long
+LIST_TABLES = {"set": "pzb_list_set", "ordered_set": "pzb_list_oset"}
+WRITE_TABLES = {"disc_copies": "pzb_write_disc", "ram_copies": "pzb_write_ram"}
+ATOMIC_OK = (Atom("atomic"), Atom("ok"))
+FILL_BATCH = 4096  # records per write_many while filling the listing tables
+CHUNK_DATA = b"0123456789abcdef"  # 16 bytes in every listing-table record
+WRITERS = 8
+
+
+@dataclass(frozen=True)
+class Params:
+    others: tuple[int, ...]  # (a): other arrays of 256 chunks in the table
+    listed: tuple[int, ...]  # (b): chunks of the listed array, in the largest table
+    list_calls: int  # timed keys_under calls per point (median)
+    # chunk size -> (chunks per run, chunks per write_many transaction)
+    writes: dict[int, tuple[int, int]]
+    ram_writes: dict[int, tuple[int, int]]  # the same for the ram_copies comparison
+
+
+FULL = Params(
+    others=(10, 100, 1000),
+    listed=(64, 256, 1024, 4096),
+    list_calls=21,
+    writes={KIB: (4096, 64), 64 * KIB: (512, 64), MIB: (64, 8)},
+    ram_writes={KIB: (4096, 64), 64 * KIB: (512, 64), MIB: (64, 8)},
+)
+QUICK = Params(
+    others=(10, 100, 300),
+    listed=(64, 256, 1024, 4096),
+    list_calls=9,
+    writes={KIB: (1024, 64), 64 * KIB: (128, 64), MIB: (16, 8)},
+    ram_writes={},
+)
+
+
+def grid(n: int) -> list[tuple[int, int]]:
+    """``n`` chunk indices ``(I, J)`` of a square-ish 2-D grid."""
+    side = 1
+    while side * side < n:
+        side += 1
+    return [(i // side, i % side) for i in range(n)]
+
+
+def array_id(i: int) -> bytes:
+    return f"arr-{i:04d}".encode()
+
+
+def listed_id(chunks: int) -> bytes:
+    # sorts between the other arrays ("arr-0000" < "arr-0042x..." < "arr-0043"), not at an end
+    return f"arr-0042-listed-{chunks:04d}".encode()
+
+
+def fmt_size(size: int) -> str:
+    return f"{size // MIB} MiB" if size >= MIB else f"{size // KIB} KiB"
+
+
+def render(header: tuple[str, ...], rows: list[tuple[str, ...]], left: int = 1) -> str:
+    """A Markdown table; the first ``left`` columns left-aligned, the rest right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate([header, *rows]):
+        cells = [
+            c.ljust(w) if i < left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+        if n == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+async def rpc_ok(node: Node, peer: str, module: str, function: str, args: list[Any]) -> None:
+    result = await node.rpc(peer, module, function, args, timeout=300)
+    if result not in (Atom("ok"), ATOMIC_OK):
+        raise RuntimeError(f"{module}:{function} on {peer} returned {result!r}")
+
+
+# -- 1. listing -----------------------------------------------------------------------------
+
+
+async def fill(clients: list[MnesiaClient], records: list[tuple[Any, bytes]]) -> None:
+    """Write ``records`` into every table, ``FILL_BATCH`` per transaction, two in flight."""
+    batches = [records[i : i + FILL_BATCH] for i in range(0, len(records), FILL_BATCH)]
+    for client in clients:
+        for i in range(0, len(batches), 2):
+            await asyncio.gather(*(client.write_many(b) for b in batches[i : i + 2]))
+
+
+async def time_listing(client: MnesiaClient, prefix: bytes, expected: int, calls: int) -> float:
+    """Median ms of ``keys_under(prefix)`` over ``calls`` calls (after two untimed ones)."""
+    for _ in range(2):
+        if len(await client.keys_under(prefix)) != expected:
+            raise RuntimeError(f"keys_under({prefix!r}) on {client.table}: wrong key count")
+    samples = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        await client.keys_under(prefix)
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples) * 1e3
+
+
+async def bench_listing(node: Node, nodes: list[str], p: Params) -> list[tuple[str, ...]]:
+    clients = []
+    for table_type, table in LIST_TABLES.items():
+        await ensure_table(node, nodes, table, ram_copies=True, table_type=table_type)
+        clients.append(MnesiaClient(node, table, nodes[0], timeout=300))
+    set_client, oset_client = clients
+
+    async def point(series: str, arrays: int, listed: int) -> tuple[str, ...]:
+        table = Atom(LIST_TABLES["set"])
+        size = await node.rpc(nodes[0], "mnesia", "table_info", [table, Atom("size")])
+        # alternate which table goes first, so drift hits both alike
+        ms: dict[str, float] = {}
+        order = (set_client, oset_client) if len(rows) % 2 == 0 else (oset_client, set_client)
+        for c in order:
+            ms[c.table] = await time_listing(c, listed_id(listed), listed, p.list_calls)
+        a, b = ms[set_client.table], ms[oset_client.table]
+        print(
+            f"  {series}: {arrays} arrays, listed {listed}: set {a:.2f} ms, ordered_set {b:.2f} ms",
+            flush=True,
+        )
+        return (
+            series,
+            str(arrays),
+            f"{size:,}",
+            str(listed),
+            f"{a:.2f}",
+            f"{b:.2f}",
+            f"{a / b:.1f}x",
+        )
+
+    rows: list[tuple[str, ...]] = []
+    await fill(clients, [((listed_id(256), ij), CHUNK_DATA) for ij in grid(256)])
+    have = 0
+    t0 = time.perf_counter()
+    for others in p.others:
+        new = [((array_id(a), ij), CHUNK_DATA) for a in range(have, others) for ij in grid(256)]
+        await fill(clients, new)
+        have = others
+        rows.append(await point("(a) table grows", others + 1, 256))
+    fill_s = time.perf_counter() - t0
+    extra = [n for n in p.listed if n != 256]
+    await fill(clients, [((listed_id(n), ij), CHUNK_DATA) for n in extra for ij in grid(n)])
+    for listed in p.listed:
+        rows.append(await point("(b) array grows", have + 1 + len(extra), listed))
+    print(f"  (filling {have * 256:,} records into each of 2 tables took {fill_s:.1f} s)")
+    for table in LIST_TABLES.values():  # free the memory before the write benchmark
+        await rpc_ok(node, nodes[0], "mnesia", "delete_table", [Atom(table)])
+    return rows
+
+
+# -- 2. writes ------------------------------------------------------------------------------
+
+
+def bench_key(i: int) -> tuple[bytes, tuple[int, int]]:
+    return (b"bench", (i, 0))  # the escript's key(I)
+
+
+async def ours_seq(client: MnesiaClient, data: bytes, n: int, _: int) -> None:
+    for i in range(n):
+        await client.write(bench_key(i), data)
+
+
+async def ours_conc(client: MnesiaClient, data: bytes, n: int, writers: int) -> None:
+    async def writer(w: int) -> None:
+        for i in range(w, n, writers):
+            await client.write(bench_key(i), data)
+
+    await asyncio.gather(*(writer(w) for w in range(writers)))
+
+
+async def ours_batch(client: MnesiaClient, data: bytes, n: int, batch: int) -> None:
+    for first in range(0, n, batch):
+        await client.write_many((bench_key(i), data) for i in range(first, min(n, first + batch)))
+
+
+OURS = {"seq": ours_seq, "conc": ours_conc, "batch": ours_batch}
+
+
+class Native:
+    """The escript, kept running: one command line in, one JSON line out."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, info: dict[str, Any]) -> None:
+        self.proc = proc
+        self.info = info
+
+    @classmethod
+    async def start(cls, server: str, cookie: str) -> Native:
+        escript = shutil.which("escript")
+        if escript is None:
+            raise FileNotFoundError("`escript` not found on PATH (it comes with Erlang/OTP)")
+        proc = await asyncio.create_subprocess_exec(
+            escript,
+            str(ESCRIPT),
+            server,
+            cookie,
+            f"pzbench-{secrets.token_hex(4)}",
+            str(NATIVE_DEADLINE),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C reaches us, and we stop it ourselves
+        )
+        native = cls(proc, {})
+        try:
+            native.info = await native._answer(60)
+        except BaseException:
+            await native.stop()
+            raise
+        return native
+
+    async def _answer(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        while True:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+            if not line:
+                err = b""
+                if self.proc.stderr is not None:
+                    err = await self.proc.stderr.read()
+                await self.proc.wait()
+                raise RuntimeError(
+                    f"native client exited with status {self.proc.returncode}:\n"
+                    + err.decode(errors="replace")
+                )
+            if line.startswith(b"{"):
+                return json.loads(line)
+
+    async def run(self, table: str, size: int, mode: str, n: int, param: int) -> int:
+        """Nanoseconds the escript measured for one run."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"run {table} {size} {mode} {n} {param}\n".encode())
+        await self.proc.stdin.drain()
+        return int((await self._answer(NATIVE_DEADLINE))["ns"])
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(b"quit\n")
+                self.proc.stdin.close()
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except (OSError, TimeoutError):
+                self.proc.kill()
+                await self.proc.wait()
+
+
+async def reset_table(node: Node, nodes: list[str], table: str) -> None:
+    """Empty the table and dump each node's transaction log: every run starts alike."""
+    await rpc_ok(node, nodes[0], "mnesia", "clear_table", [Atom(table)])
+    for peer in nodes:
+        result = await node.rpc(peer, "mnesia", "dump_log", [], timeout=300)
+        if result != Atom("dumped"):
+            raise RuntimeError(f"mnesia:dump_log() on {peer} returned {result!r}")
+
+
+async def bench_writes(
+    node: Node, nodes: list[str], native: Native, storage: str, cells: dict[int, tuple[int, int]]
+) -> list[tuple[str, ...]]:
+    table = WRITE_TABLES[storage]
+    await ensure_table(node, nodes, table, ram_copies=storage == "ram_copies")
+    client = MnesiaClient(node, table, nodes[0], timeout=300)
+    rows = []
+    turn = 0
+    for size, (n, batch) in cells.items():
+        data = os.urandom(size)  # one bytes object for every write of this size
+        for mode, param, label in (
+            ("seq", 1, "1 txn/chunk, sequential"),
+            ("conc", WRITERS, f"1 txn/chunk, {WRITERS} writers"),
+            ("batch", batch, f"write_many, {batch} chunks/txn"),
+        ):
+            ns: dict[str, int] = {}
+            # alternate who goes first: background load drifts, and hits both alike
+            for side in ("ours", "native") if turn % 2 == 0 else ("native", "ours"):
+                await reset_table(node, nodes, table)
+                if side == "ours":
+                    t0 = time.perf_counter_ns()
+                    await OURS[mode](client, data, n, param)
+                    ns[side] = time.perf_counter_ns() - t0
+                else:
+                    ns[side] = await native.run(table, size, mode, n, param)
+                count = await node.rpc(
+                    nodes[1], "mnesia", "table_info", [Atom(table), Atom("size")]
+                )
+                if count != n:
+                    raise RuntimeError(f"{side} {mode}: {count} records on {nodes[1]}, not {n}")
+            turn += 1
+            ours, nat = (n * size / 1e6 / (ns[s] / 1e9) for s in ("ours", "native"))
+            print(
+                f"  {storage} {fmt_size(size)} {label}: "
+                f"ours {ours:.1f} MB/s, native {nat:.1f} MB/s",
+                flush=True,
+            )
+            rows.append(
+                (
+                    fmt_size(size),
+                    storage,
+                    label,
+                    f"{n} x {fmt_size(size)}",
+                    f"{ours:.1f}",
+                    f"{nat:.1f}",
+                    f"{ours / nat:.2f}",
+                )
+            )
+    await reset_table(node, nodes, table)
+    return rows
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def environment(otp: str, erts: str, info: dict[str, Any]) -> str:
+    return (
+        f"Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"OTP {otp} (erts {erts}), {os.cpu_count()} cores, "
+        f"{platform.system()} {platform.release()} {platform.machine()}\n"
+        f"2 Mnesia nodes (LocalCluster) and the native client: +S 1 +sbwt none +sbwtdcpu none "
+        f"+sbwtdio none +zdbbl 65536; native client {info.get('node', '?')} "
+        f"hidden: {info.get('hidden', '?')}"
+    )
+
+
+async def amain(args: argparse.Namespace) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    p = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    cluster = LocalCluster(n=2)
+    await asyncio.to_thread(cluster.start)
+    native: Native | None = None
+    try:
+        nodes = cluster.nodes
+        async with Node(cookie=cluster.cookie) as node:
+            otp = await node.rpc(nodes[0], "erlang", "system_info", [Atom("otp_release")])
+            erts = await node.rpc(nodes[0], "erlang", "system_info", [Atom("version")])
+            print(f"cluster {nodes}; {'quick' if args.quick else 'full'} mode", flush=True)
+            print("1. listing ...", flush=True)
+            list_rows = await bench_listing(node, nodes, p)
+            print("2. writes ...", flush=True)
+            native = await Native.start(nodes[0], cluster.cookie)
+            write_rows = await bench_writes(node, nodes, native, "disc_copies", p.writes)
+            if p.ram_writes:
+                write_rows += await bench_writes(node, nodes, native, "ram_copies", p.ram_writes)
+        otp_s, erts_s = bytes(otp).decode(), bytes(erts).decode()
+        print()
+        print(environment(otp_s, erts_s, native.info))
+        print()
+        print(
+            f"Listing one array: keys_under(ArrayId), i.e. mnesia:dirty_select returning keys "
+            f"only; ram_copies on both nodes, arrays of 256 chunks of 16 B around the listed "
+            f"one; median of {p.list_calls} calls, ms, rpc included"
+        )
+        print()
+        header = (
+            "series",
+            "arrays",
+            "records",
+            "listed chunks",
+            "set ms",
+            "ordered_set ms",
+            "set/ordered_set",
+        )
+        print(render(header, list_rows))
+        print()
+        print(
+            "Writes through rex on node 1 of 2 (ordered_set replicated on both nodes); one run "
+            "per cell, table emptied and transaction logs dumped before each run; "
+            "MB/s = 10^6 bytes/s"
+        )
+        print()
+        header = (
+            "chunk",
+            "storage",
+            "mode",
+            "data per run",
+            "ours MB/s",
+            "native MB/s",
+            "ours/native",
+        )
+        print(render(header, write_rows, left=3))
+        print()
+        print(f"total {time.perf_counter() - started:.0f} s")
+        return 0
+    finally:
+        if native is not None:
+            await native.stop()
+        await asyncio.to_thread(cluster.stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="small counts (under a minute)")
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(amain(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

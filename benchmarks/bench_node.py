@@ -1,0 +1,379 @@
+"""Our Python hidden node against a native BEAM hidden node, side by side, in one run.
+
+    python benchmarks/bench_node.py            # full run (about a minute)
+    python benchmarks/bench_node.py --quick    # smaller counts (a few seconds)
+    python benchmarks/bench_node.py --profile download   # cProfile our side of one metric
+
+Starts one local Erlang node (``LocalCluster(n=1)``) as the server, then measures the same
+four things for two clients of it: our ``Node`` (caller on the main asyncio loop, sockets on
+the node's IO thread, as in real use) and ``native_client.escript``, a hidden BEAM node with
+the cluster's scheduler flags that makes the same ``gen_server:call({rex, Server}, {call, M,
+F, A, user}, infinity)`` calls. See ``benchmarks/README.md`` for how to read the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import secrets
+import shutil
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+# This checkout's package, whatever the install: a stale editable install can resolve
+# ``pyrlang_zarr`` to an empty namespace package when run from outside the repo root.
+sys.path.insert(0, str(HERE.parent))
+
+from pyrlang_zarr import Atom, Node  # noqa: E402
+from pyrlang_zarr.cluster import LocalCluster  # noqa: E402
+
+ESCRIPT = HERE / "native_client.escript"
+MIB = 1 << 20
+BLOB_KEY = Atom("pz_bench_blob")
+NATIVE_DEADLINE = 900  # seconds; the escript halts itself after this long
+
+
+@dataclass(frozen=True)
+class Params:
+    warmup: int  # erlang:node() calls before the latency samples
+    lat: int  # sequential erlang:node() calls timed one by one
+    up: int  # sequential 1 MiB uploads
+    down: int  # sequential 1 MiB downloads
+    conc: int  # calls in flight at once
+    rounds: int  # timed rounds of the concurrent calls (after one untimed round)
+    reps: int  # whole measurement sets per client, ours and native alternating
+
+
+FULL = Params(warmup=500, lat=3000, up=200, down=200, conc=2000, rounds=5, reps=5)
+QUICK = Params(warmup=100, lat=500, up=30, down=30, conc=2000, rounds=2, reps=1)
+
+
+@dataclass
+class Raw:
+    """What one client measured, in nanoseconds (the escript prints the same fields)."""
+
+    lat_ns: list[int]
+    up_n: int
+    up_ns: int
+    down_n: int
+    down_ns: int
+    conc_n: int
+    conc_ns: list[int]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Raw:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    higher_is_better: bool
+    target: float | None  # ours/native must be >= (throughput) or <= (latency) this
+    get: Callable[[Raw], float]
+
+
+def percentile(samples: list[int], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of ``samples``."""
+    ordered = sorted(samples)
+    rank = max(1, round(q / 100 * len(ordered) + 0.5 - 1e-9))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def mib_per_s(n: int, ns: int) -> float:
+    return n / (ns / 1e9)  # each call carries 1 MiB
+
+
+METRICS = [
+    Metric("rpc latency p50", "µs", False, 1.5, lambda r: percentile(r.lat_ns, 50) / 1e3),
+    Metric("rpc latency p99", "µs", False, None, lambda r: percentile(r.lat_ns, 99) / 1e3),
+    Metric("upload 1 MiB", "MiB/s", True, 0.9, lambda r: mib_per_s(r.up_n, r.up_ns)),
+    Metric("download 1 MiB", "MiB/s", True, 0.9, lambda r: mib_per_s(r.down_n, r.down_ns)),
+    Metric(
+        "concurrent calls",
+        "calls/s",
+        True,
+        None,
+        lambda r: r.conc_n / (statistics.median(r.conc_ns) / 1e9),
+    ),
+]
+
+
+# -- our side -------------------------------------------------------------------------------
+
+
+async def bench_latency(node: Node, server: str, p: Params) -> list[int]:
+    clock = time.perf_counter_ns
+    samples = []
+    for _ in range(p.lat):
+        t0 = clock()
+        await node.rpc(server, "erlang", "node", [])
+        samples.append(clock() - t0)
+    return samples
+
+
+async def bench_upload(node: Node, server: str, p: Params, blob: bytes) -> int:
+    t0 = time.perf_counter_ns()
+    for _ in range(p.up):
+        if await node.rpc(server, "erlang", "byte_size", [blob]) != MIB:
+            raise RuntimeError("byte_size/1 returned the wrong size")
+    return time.perf_counter_ns() - t0
+
+
+async def bench_download(node: Node, server: str, p: Params) -> int:
+    t0 = time.perf_counter_ns()
+    for _ in range(p.down):
+        if len(await node.rpc(server, "persistent_term", "get", [BLOB_KEY])) != MIB:
+            raise RuntimeError("persistent_term:get/1 returned the wrong blob")
+    return time.perf_counter_ns() - t0
+
+
+async def bench_concurrent_round(node: Node, server: str, p: Params) -> int:
+    t0 = time.perf_counter_ns()
+    results = await asyncio.gather(
+        *(node.rpc(server, "erlang", "+", [i, 1]) for i in range(p.conc))
+    )
+    elapsed = time.perf_counter_ns() - t0
+    if results != [i + 1 for i in range(p.conc)]:
+        raise RuntimeError("a concurrent call returned a wrong result")
+    return elapsed
+
+
+async def warm_up(node: Node, server: str, p: Params, blob: bytes) -> None:
+    for _ in range(p.warmup):
+        await node.rpc(server, "erlang", "node", [])
+    for _ in range(3):
+        await node.rpc(server, "erlang", "byte_size", [blob])
+        await node.rpc(server, "persistent_term", "get", [BLOB_KEY])
+    await bench_concurrent_round(node, server, p)
+
+
+async def run_ours(node: Node, server: str, p: Params) -> Raw:
+    blob = os.urandom(MIB)
+    await warm_up(node, server, p, blob)
+    lat = await bench_latency(node, server, p)
+    up_ns = await bench_upload(node, server, p, blob)
+    down_ns = await bench_download(node, server, p)
+    conc = [await bench_concurrent_round(node, server, p) for _ in range(p.rounds)]
+    return Raw(lat, p.up, up_ns, p.down, down_ns, p.conc, conc)
+
+
+# -- native side ----------------------------------------------------------------------------
+
+
+async def run_native(server: str, cookie: str, p: Params) -> tuple[Raw, dict[str, Any]]:
+    escript = shutil.which("escript")
+    if escript is None:
+        raise FileNotFoundError("`escript` not found on PATH (it comes with Erlang/OTP)")
+    name = f"pzbench-{secrets.token_hex(4)}"
+    counts = (p.warmup, p.lat, p.up, p.down, p.conc, p.rounds, NATIVE_DEADLINE)
+    proc = await asyncio.create_subprocess_exec(
+        escript,
+        str(ESCRIPT),
+        server,
+        cookie,
+        name,
+        *map(str, counts),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,  # a Ctrl-C reaches us, and we stop it ourselves
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), NATIVE_DEADLINE + 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = out.decode(errors="replace")
+    lines = [line for line in text.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"native client exited with status {proc.returncode}:\n{text}"
+            + err.decode(errors="replace")
+        )
+    data = json.loads(lines[-1])
+    return Raw.from_json(data), data
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def fmt(value: float) -> str:
+    if value >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def table(ours: list[Raw], native: list[Raw]) -> str:
+    """Medians over the repetitions; the last column shows each repetition's ratio."""
+    header = ("metric", "ours", "native", "ours/native", "target", "", "ratio per rep")
+    rows = [header]
+    for m in METRICS:
+        a = statistics.median(m.get(r) for r in ours)
+        b = statistics.median(m.get(r) for r in native)
+        ratio = a / b
+        if m.target is None:
+            target, verdict = "-", ""
+        elif m.higher_is_better:
+            target, verdict = f">= {m.target}x", "ok" if ratio >= m.target else "MISS"
+        else:
+            target, verdict = f"<= {m.target}x", "ok" if ratio <= m.target else "MISS"
+        per_rep = " ".join(f"{m.get(x) / m.get(y):.2f}" for x, y in zip(ours, native, strict=True))
+        rows.append(
+            (f"{m.name} ({m.unit})", fmt(a), fmt(b), f"{ratio:.2f}x", target, verdict, per_rep)
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = []
+    for i, row in enumerate(rows):
+        cells = [
+            cell.ljust(w) if j in (0, len(row) - 1) else cell.rjust(w)
+            for j, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+        if i == 0:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def environment(native: dict[str, Any], load: tuple[float, ...]) -> str:
+    return (
+        f"Python {platform.python_version()} ({platform.python_implementation()}), "
+        f"OTP {native.get('otp', '?')} (erts {native.get('erts', '?')}), "
+        f"{os.cpu_count()} cores, {platform.system()} {platform.release()} {platform.machine()}\n"
+        f"BEAM nodes: +S 1 +sbwt none +sbwtdcpu none +sbwtdio none; "
+        f"load average before/after: {load[0]:.2f} / {load[1]:.2f}"
+    )
+
+
+# -- profiling ------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def profiled(node: Node, out_dir: Path, label: str):  # type: ignore[no-untyped-def]
+    """cProfile both the caller's thread and the node's IO thread (profilers are per thread)."""
+    io_loop = node._runtime().loop  # the node's own loop: where framing and codecs run
+    caller, io_side = cProfile.Profile(), cProfile.Profile()
+    ready = asyncio.get_running_loop().create_future()
+
+    def on_io(enable: bool) -> None:
+        (io_side.enable if enable else io_side.disable)()
+        ready.get_loop().call_soon_threadsafe(ready.set_result, None)
+
+    io_loop.call_soon_threadsafe(on_io, True)
+    await ready
+    caller.enable()
+    try:
+        yield
+    finally:
+        caller.disable()
+        ready = asyncio.get_running_loop().create_future()
+        io_loop.call_soon_threadsafe(on_io, False)
+        await ready
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for who, prof in (("caller", caller), ("io", io_side)):
+            path = out_dir / f"{label}-{who}.prof"
+            prof.dump_stats(path)
+            text = io.StringIO()
+            pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(25)
+            print(f"\n===== {label}: {who} thread (by own time; saved to {path}) =====")
+            print(text.getvalue().split("\n", 4)[-1].rstrip())
+
+
+async def run_profile(node: Node, server: str, p: Params, what: str, out_dir: Path) -> None:
+    blob = os.urandom(MIB)
+    await warm_up(node, server, p, blob)
+    jobs: dict[str, Callable[[], Awaitable[Any]]] = {
+        "latency": lambda: bench_latency(node, server, p),
+        "upload": lambda: bench_upload(node, server, p, blob),
+        "download": lambda: bench_download(node, server, p),
+        "concurrent": lambda: bench_concurrent_round(node, server, p),
+    }
+    async with profiled(node, out_dir, what):
+        t0 = time.perf_counter()
+        await jobs[what]()
+        wall = time.perf_counter() - t0
+    print(f"\n{what}: {wall * 1e3:.0f} ms wall under the profiler")
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+async def amain(args: argparse.Namespace) -> int:
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    p = QUICK if args.quick else FULL
+    cluster = LocalCluster(n=1)
+    await asyncio.to_thread(cluster.start)
+    try:
+        server = cluster.nodes[0]
+        async with Node(cookie=cluster.cookie) as node:
+            blob = os.urandom(MIB)  # stored on the server once: downloads cost no generation
+            await node.rpc(server, "persistent_term", "put", [BLOB_KEY, blob])
+            if args.profile:
+                await run_profile(node, server, p, args.profile, Path(args.profile_dir))
+                return 0
+            mode = "quick" if args.quick else "full"
+            print(f"server {server}; {mode} mode: {p}", flush=True)
+            load_before = os.getloadavg()[0]
+            ours: list[Raw] = []
+            native: list[Raw] = []
+            for rep in range(p.reps):
+                # Alternate who goes first: background load drifts, and hits both alike.
+                for side in ("ours", "native") if rep % 2 == 0 else ("native", "ours"):
+                    print(f"rep {rep + 1}/{p.reps}: measuring {side} ...", flush=True)
+                    if side == "ours":
+                        ours.append(await run_ours(node, server, p))
+                    else:
+                        raw, info = await run_native(server, cluster.cookie, p)
+                        native.append(raw)
+        print()
+        print(environment(info, (load_before, os.getloadavg()[0])))
+        print(f"native client {info['node']} hidden: {info['hidden']}; medians of {p.reps} reps")
+        print()
+        print(table(ours, native))
+        print()
+        print("ratio = ours/native; throughput wants >= target, latency wants <= target.")
+        return 0
+    finally:
+        await asyncio.to_thread(cluster.stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="small counts (a few seconds)")
+    parser.add_argument(
+        "--profile",
+        choices=("latency", "upload", "download", "concurrent"),
+        help="instead of comparing, cProfile our side of one measurement (both threads)",
+    )
+    parser.add_argument(
+        "--profile-dir", default="bench-profiles", help="where --profile saves .prof files"
+    )
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(amain(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""EPMD client: find the distribution port of a node by name (``PORT_PLEASE2_REQ``).
+
+The request/reply codec is pure; :func:`lookup` is the asyncio shell around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from dataclasses import dataclass
+
+from pyrlang_zarr.errors import NodeUnreachable, ProtocolError
+
+EPMD_PORT = 4369
+PORT_PLEASE2_REQ = 122
+PORT2_RESP = 119
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEntry:
+    """What EPMD knows about a registered node."""
+
+    name: str
+    port: int
+    node_type: int  # 77 normal, 72 hidden
+    protocol: int  # 0 = tcp/ip v4
+    highest_version: int
+    lowest_version: int
+    extra: bytes
+
+
+def encode_port_please2(name: str) -> bytes:
+    """The look-up request for the short ``name`` (the part before ``@``)."""
+    body = bytes([PORT_PLEASE2_REQ]) + name.encode("utf-8")
+    return struct.pack(">H", len(body)) + body
+
+
+def decode_port2_resp(data: bytes) -> NodeEntry | None:
+    """The reply: the entry, or ``None`` when the name is not registered."""
+    if len(data) < 2 or data[0] != PORT2_RESP:
+        raise ProtocolError(f"EPMD sent an unexpected reply {bytes(data[:16])!r}")
+    if data[1] != 0:
+        return None
+    try:
+        port, ntype, proto, high, low, nlen = struct.unpack_from(">HBBHHH", data, 2)
+        name = data[12 : 12 + nlen]
+        (elen,) = struct.unpack_from(">H", data, 12 + nlen)
+        extra = data[14 + nlen : 14 + nlen + elen]
+    except struct.error:
+        raise ProtocolError(f"EPMD reply is truncated ({len(data)} bytes)") from None
+    if len(name) != nlen or len(extra) != elen:
+        raise ProtocolError(f"EPMD reply is truncated ({len(data)} bytes)")
+    return NodeEntry(name.decode("utf-8", "replace"), port, ntype, proto, high, low, bytes(extra))
+
+
+async def lookup(host: str, name: str, *, port: int = EPMD_PORT, timeout: float = 5.0) -> NodeEntry:
+    """Ask EPMD on ``host`` for node ``name``; EPMD closes the socket after its reply."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(encode_port_please2(name))
+                data = await reader.read()  # until EOF
+            finally:
+                writer.close()
+    except TimeoutError:
+        raise NodeUnreachable(f"EPMD on {host}:{port} did not answer within {timeout} s") from None
+    except OSError as exc:
+        raise NodeUnreachable(
+            f"cannot reach EPMD on {host}:{port} ({exc.strerror or exc}); "
+            f"is an Erlang node running on {host}?"
+        ) from None
+    entry = decode_port2_resp(data)
+    if entry is None:
+        raise NodeUnreachable(f"no node named {name!r} is registered with EPMD on {host}")
+    return entry

@@ -1,0 +1,104 @@
+"""Length-prefixed packet reader for a ``BufferedProtocol``, fed bytes, no socket.
+
+Small packets are cut out of one reusable receive buffer. A packet too large for it gets a
+buffer of its own, sized from its header, into which the transport receives directly: a
+multi-MB chunk crosses from the kernel into the bytearray that the term decoder reads, once.
+"""
+
+from __future__ import annotations
+
+from pyrlang_zarr.errors import ProtocolError
+
+DEFAULT_BUFFER = 256 * 1024
+MAX_PACKET = 1 << 31
+
+
+class PacketReader:
+    """Cuts a byte stream into packets with a ``header_size``-byte big-endian length.
+
+    ``header_size`` may change between packets (2 during the handshake, 4 after it). A packet
+    returned as a memoryview into the shared buffer is valid until the next ``get_buffer``.
+    """
+
+    def __init__(
+        self,
+        header_size: int = 2,
+        *,
+        buffer_size: int = DEFAULT_BUFFER,
+        max_packet: int = MAX_PACKET,
+    ) -> None:
+        self.header_size = header_size
+        self.max_packet = max_packet
+        self._buf = bytearray(buffer_size)
+        self._start = 0
+        self._end = 0
+        self._big: bytearray | None = None
+        self._big_filled = 0
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Where the next received bytes go (``BufferedProtocol.get_buffer``)."""
+        if self._big is not None:
+            return memoryview(self._big)[self._big_filled :]
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif self._end == len(self._buf):
+            pending = self._end - self._start
+            if self._start == 0:  # a header's worth of bytes at most fills it; grow
+                grown = bytearray(2 * len(self._buf))
+                grown[:pending] = self._buf
+                self._buf = grown
+            else:
+                self._buf[:pending] = self._buf[self._start : self._end]
+            self._start, self._end = 0, pending
+        return memoryview(self._buf)[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` were written into the last buffer handed out."""
+        if self._big is not None:
+            self._big_filled += nbytes
+        else:
+            self._end += nbytes
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Copy ``data`` in (for tests and for plain ``Protocol`` use)."""
+        view = memoryview(data)
+        while view:
+            buf = self.get_buffer()
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            self.buffer_updated(n)
+            view = view[n:]
+
+    def next_packet(self) -> memoryview | bytearray | None:
+        """The next complete packet, or ``None`` until more bytes arrive."""
+        big = self._big
+        if big is not None:
+            if self._big_filled < len(big):
+                return None
+            self._big = None
+            return big
+        hs = self.header_size
+        start = self._start
+        avail = self._end - start
+        if avail < hs:
+            return None
+        length = int.from_bytes(self._buf[start : start + hs], "big")
+        if length > self.max_packet:
+            raise ProtocolError(f"peer announced a {length}-byte packet (limit {self.max_packet})")
+        if avail - hs >= length:
+            self._start = start + hs + length
+            return memoryview(self._buf)[start + hs : start + hs + length]
+        if hs + length <= len(self._buf) and length < len(self._buf) // 4:
+            return None  # small: wait for the rest in the shared buffer
+        big = bytearray(length)
+        have = avail - hs
+        big[:have] = self._buf[start + hs : self._end]
+        self._start = self._end = 0
+        self._big, self._big_filled = big, have
+        return None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as packets."""
+        pending = self._end - self._start
+        return pending + (self._big_filled if self._big is not None else 0)
