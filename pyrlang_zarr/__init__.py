@@ -13,6 +13,7 @@ from pyrlang_zarr.errors import (
     TableNotFound,
     TransactionError,
 )
+from pyrlang_zarr.store import MnesiaStore
 from pyrlang_zarr.term import Atom, ExportFun, ImproperList, Pid, Port, Reference
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "AuthenticationError",
     "ExportFun",
     "ImproperList",
+    "MnesiaStore",
     "Node",
     "NodeDown",
     "NodeUnreachable",

@@ -498,9 +498,10 @@ def test_string_ext_is_used_exactly_like_term_to_binary() -> None:
     assert encode([7] * 65536)[:6] == b"\x83\x6c\x00\x01\x00\x00"
     assert encode([1, 256])[1] == 108
     assert encode([1, -1])[1] == 108
-    assert encode([True, False]) == b"\x83\x6c\x00\x00\x00\x02" + V["true"][1:] + V[
-        "false"
-    ][1:] + b"\x6a"
+    assert (
+        encode([True, False])
+        == b"\x83\x6c\x00\x00\x00\x02" + V["true"][1:] + V["false"][1:] + b"\x6a"
+    )
     assert encode([1.0])[1] == 108
     assert decode_term(encode([7] * 65536)) == [7] * 65536
 
@@ -662,8 +663,10 @@ def test_decode_inputs_of_every_buffer_type() -> None:
         (b"\x83\x74\x00\x00\x00\x01\x6a\x61\x01", "unhashable"),
         (b"\x83\x74\x00\x00\x00\x01\x6b\x00\x01\x01\x61\x01", "unhashable"),
         (b"\x83\x74\x00\x00\x00\x02\x61\x01\x61\x01\x61\x01\x61\x02", "duplicate"),
-        (b"\x83\x74\x00\x00\x00\x02\x61\x01\x61\x01\x46" + struct.pack(">d", 1.0) + b"\x61\x02",
-         "duplicate"),
+        (
+            b"\x83\x74\x00\x00\x00\x02\x61\x01\x61\x01\x46" + struct.pack(">d", 1.0) + b"\x61\x02",
+            "duplicate",
+        ),
         (b"\x83\x70\x00\x00\x00\x05\x00", "NEW_FUN_EXT"),
         (b"\x83\x5a\xff\xff\x77\x01a\x00\x00\x00\x01", "NEWER_REFERENCE_EXT"),
     ],

@@ -140,8 +140,10 @@ def same(a: Any, b: Any) -> bool:
     if type(a) in (tuple, list):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     if type(a) is dict:
-        return list(a) == list(b) and all(same(k, j) for k, j in zip(a, b, strict=True)) and all(
-            same(a[k], b[k]) for k in a
+        return (
+            list(a) == list(b)
+            and all(same(k, j) for k, j in zip(a, b, strict=True))
+            and all(same(a[k], b[k]) for k in a)
         )
     if type(a) is ImproperList:
         return same(a.elements, b.elements) and same(a.tail, b.tail)

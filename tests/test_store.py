@@ -1,0 +1,200 @@
+"""zarr's own store test suite, run against MnesiaStore on real Erlang nodes."""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+import zarr.core.sync
+from zarr.core.buffer import Buffer, cpu, default_buffer_prototype
+from zarr.testing.store import StoreTests
+
+from pyrlang_zarr import Atom, MnesiaStore
+from pyrlang_zarr.cluster import LocalCluster
+from pyrlang_zarr.dist.shared import shared_node
+from pyrlang_zarr.keys import (
+    METADATA,
+    ROOT_METADATA_KEY,
+    V2_ARRAY_METADATA_KEY,
+    KeyLayout,
+    chunk_keys_from_metadata,
+)
+from pyrlang_zarr.mnesia import ensure_table
+
+TABLE = "zarr_storage"
+
+
+@pytest.fixture(scope="module")
+def table(cluster: LocalCluster) -> str:
+    zarr.core.sync.sync(ensure_table(shared_node(cluster.cookie), cluster.nodes, TABLE))
+    return TABLE
+
+
+async def raw_layout(store: MnesiaStore) -> KeyLayout:
+    """The key layout computed from the raw metadata records, not by the store."""
+    node = shared_node(store._cookie)
+    aid = store.array_id.encode()
+    chunks = None
+    for key, x in ((ROOT_METADATA_KEY, METADATA), (V2_ARRAY_METADATA_KEY, b".zarray")):
+        recs = await node.rpc(store.node, "mnesia", "dirty_read", [Atom(TABLE), (aid, x)])
+        if recs and chunks is None:
+            chunks = chunk_keys_from_metadata(key, recs[0][2])
+    return KeyLayout(chunks)
+
+
+async def raw_key(store: MnesiaStore, key: str) -> Any:
+    return (store.array_id.encode(), (await raw_layout(store)).to_mnesia(key))
+
+
+class TestMnesiaStore(StoreTests[MnesiaStore, cpu.Buffer]):
+    store_cls = MnesiaStore
+    buffer_cls = cpu.Buffer
+
+    async def set(self, store: MnesiaStore, key: str, value: Buffer) -> None:
+        node = shared_node(store._cookie)
+        record = (Atom(TABLE), await raw_key(store, key), value.to_bytes())
+        write = pz_fun("mnesia", "write", 1)
+        assert await node.rpc(store.node, "mnesia", "transaction", [write, [record]]) == (
+            Atom("atomic"),
+            Atom("ok"),
+        )
+
+    async def get(self, store: MnesiaStore, key: str) -> Buffer:
+        node = shared_node(store._cookie)
+        recs = await node.rpc(
+            store.node, "mnesia", "dirty_read", [Atom(TABLE), await raw_key(store, key)]
+        )
+        assert recs, f"no record for {key}"
+        return self.buffer_cls.from_bytes(recs[0][2])
+
+    @pytest.fixture
+    def store_kwargs(self, cluster: LocalCluster, table: str) -> dict[str, Any]:
+        return {
+            "array_id": f"suite-{uuid.uuid4().hex}",
+            "node": cluster.nodes[0],
+            "cookie": cluster.cookie,
+            "table_name": table,
+        }
+
+    def test_store_repr(self, store: MnesiaStore) -> None:
+        text = repr(store)
+        assert text.startswith("MnesiaStore(array_id='suite-") and store.node in text
+        assert store._cookie not in text and store._cookie not in str(store)
+
+    def test_store_supports_writes(self, store: MnesiaStore) -> None:
+        assert store.supports_writes
+
+    def test_store_supports_listing(self, store: MnesiaStore) -> None:
+        assert store.supports_listing
+
+
+def pz_fun(m: str, f: str, a: int) -> Any:
+    from pyrlang_zarr import ExportFun
+
+    return ExportFun(m, f, a)
+
+
+@pytest.fixture
+def kwargs(cluster: LocalCluster, table: str) -> dict[str, Any]:
+    return {
+        "array_id": f"t-{uuid.uuid4().hex}",
+        "node": cluster.nodes[0],
+        "cookie": cluster.cookie,
+        "table_name": table,
+    }
+
+
+@pytest.mark.parametrize(
+    "create",
+    [
+        {"zarr_format": 3},
+        {"zarr_format": 3, "chunk_key_encoding": {"name": "default", "separator": "."}},
+        {"zarr_format": 3, "chunk_key_encoding": {"name": "v2", "separator": "/"}},
+        {"zarr_format": 3, "chunk_key_encoding": {"name": "v2", "separator": "."}},
+        {"zarr_format": 2},
+        {"zarr_format": 2, "chunk_key_encoding": {"name": "v2", "separator": "/"}},
+    ],
+    ids=["v3", "v3-dot", "v3-v2enc-slash", "v3-v2enc-dot", "v2", "v2-slash"],
+)
+async def test_listing_is_lossless_and_chunks_are_tuples(
+    kwargs: dict[str, Any], cluster: LocalCluster, create: dict[str, Any]
+) -> None:
+    store = MnesiaStore(**kwargs)
+    arr = await zarr.api.asynchronous.create_array(
+        store, shape=(4, 6), chunks=(2, 3), dtype="int32", fill_value=-1, **create
+    )
+    await arr.setitem(slice(None), np.arange(24, dtype="int32").reshape(4, 6))
+    await arr.setitem((0, 0), 100)
+    listed = sorted([k async for k in store.list()])
+    # the same array in a MemoryStore lists the same keys
+    mem = zarr.storage.MemoryStore()
+    ref = await zarr.api.asynchronous.create_array(
+        mem, shape=(4, 6), chunks=(2, 3), dtype="int32", fill_value=-1, **create
+    )
+    await ref.setitem(slice(None), np.arange(24, dtype="int32").reshape(4, 6))
+    assert listed == sorted([k async for k in mem.list()])
+    # chunk records are integer tuples in Mnesia, from the Erlang side
+    out = cluster.erl_eval(
+        1,
+        f"lists:sort(mnesia:dirty_select({TABLE}, "
+        f"[{{{{{TABLE}, {{<<\"{store.array_id}\">>, '$1'}}, '_'}}, [], ['$1']}}])).",
+    )
+    for i in range(2):
+        for j in range(2):
+            assert f"{{{i},{j}}}" in out.replace(" ", "")
+    again = await zarr.api.asynchronous.open_array(store=MnesiaStore(**kwargs))
+    expected = np.arange(24, dtype="int32").reshape(4, 6)
+    expected[0, 0] = 100
+    assert np.array_equal(await again.getitem(slice(None)), expected)
+
+
+async def test_metadata_change_rekeys_chunks(kwargs: dict[str, Any]) -> None:
+    """Replacing the root metadata with another chunk key encoding keeps listing exact."""
+    store = MnesiaStore(**kwargs)
+    arr = await zarr.api.asynchronous.create_array(store, shape=(4,), chunks=(2,), dtype="u1")
+    await arr.setitem(slice(None), np.arange(4, dtype="u1"))
+    before = sorted([k async for k in store.list()])
+    assert before == ["c/0", "c/1", "zarr.json"]
+    doc = (await store.get("zarr.json", default_buffer_prototype())).to_bytes()
+    dotted = doc.replace(b'"separator": "/"', b'"separator": "."')
+    assert dotted != doc
+    await store.set("zarr.json", cpu.Buffer.from_bytes(dotted))
+    assert sorted([k async for k in store.list()]) == before  # same names, now as paths
+    await store.delete("zarr.json")
+    assert sorted([k async for k in store.list()]) == ["c/0", "c/1"]
+    fresh = MnesiaStore(**kwargs)
+    assert sorted([k async for k in fresh.list()]) == ["c/0", "c/1"]
+
+
+async def test_sync_api_and_pickle(kwargs: dict[str, Any]) -> None:
+    store = MnesiaStore(**kwargs)
+    z = zarr.create_array(store, shape=(10, 10), chunks=(5, 5), dtype="f8")
+    z[:] = np.ones((10, 10))
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone == store
+    assert zarr.open_array(clone, mode="r")[:].sum() == 100.0
+
+
+async def test_read_only_store_cannot_write(kwargs: dict[str, Any]) -> None:
+    store = MnesiaStore(**kwargs, read_only=True)
+    with pytest.raises(ValueError, match="read-only"):
+        await store.set("x", cpu.Buffer.from_bytes(b"1"))
+    with pytest.raises(ValueError, match="read-only"):
+        await store.clear()
+
+
+def test_bad_store_arguments() -> None:
+    with pytest.raises(ValueError, match="array_id"):
+        MnesiaStore("", node="a@b", cookie="c")
+    with pytest.raises(TypeError, match="array_id"):
+        MnesiaStore(3, node="a@b", cookie="c")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="node"):
+        MnesiaStore("x", cookie="c")
+    with pytest.raises(ValueError, match="name@host"):
+        MnesiaStore("x", node="nohost", cookie="c")
+    with pytest.raises(ValueError, match="nodes"):
+        MnesiaStore("x", nodes=[], cookie="c")
