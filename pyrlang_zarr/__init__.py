@@ -1,6 +1,7 @@
 """Zarr arrays stored in Mnesia, from a Python hidden node on an Erlang/OTP cluster."""
 
 from pyrlang_zarr import errors
+from pyrlang_zarr.array import MnesiaArray, create, open
 from pyrlang_zarr.dist import Node, Process
 from pyrlang_zarr.errors import (
     AuthenticationError,
@@ -21,6 +22,7 @@ __all__ = [
     "AuthenticationError",
     "ExportFun",
     "ImproperList",
+    "MnesiaArray",
     "MnesiaStore",
     "Node",
     "NodeDown",
@@ -35,5 +37,7 @@ __all__ = [
     "RpcTimeout",
     "TableNotFound",
     "TransactionError",
+    "create",
     "errors",
+    "open",
 ]

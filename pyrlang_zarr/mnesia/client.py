@@ -88,6 +88,49 @@ end).
 """
 
 
+# Optimistic concurrency: apply Ops only if every key read still has the version we read
+# (md5 of its data, or absent); otherwise abort with {conflict, StaleKeys}.
+_CHECKED_BODY = """
+fun() ->
+    Version = fun(K) ->
+        case mnesia:read(Tab, K, write) of [] -> absent; [{_, _, D}] -> erlang:md5(D) end
+    end,
+    case [K || {K, V} <- Reads, Version(K) =/= V] of
+        [] ->
+            lists:foreach(
+                fun({write, K, D}) -> mnesia:write({Tab, K, D});
+                   ({delete, K}) -> mnesia:delete({Tab, K})
+                end, Ops);
+        Stale ->
+            mnesia:abort({conflict, Stale})
+    end
+end
+"""
+_CHECKED = f"mnesia:transaction({_CHECKED_BODY})."
+_CHECKED_DURABLE = f"""
+begin
+    Result = mnesia:sync_transaction({_CHECKED_BODY}),
+    case Result of
+        {{atomic, _}} ->
+            Replicas = mnesia:table_info(Tab, disc_copies),
+            {{_, Bad}} = rpc:multicall(Replicas, mnesia, sync_log, [], Timeout),
+            {{Result, Bad}};
+        _ ->
+            {{Result, []}}
+    end
+end.
+"""
+_CONFLICT = Atom("conflict")
+
+
+class Conflict(Exception):
+    """A checked batch found keys changed since they were read (``keys``): nothing written."""
+
+    def __init__(self, keys: list[Any]) -> None:
+        super().__init__(f"{len(keys)} record(s) changed since read")
+        self.keys = keys
+
+
 @dataclass(frozen=True, slots=True)
 class Write:
     key: Any
@@ -206,6 +249,38 @@ class MnesiaClient:
             else:
                 raise TypeError(f"batch takes Write and Delete operations, not {op!r}")
         await self.transaction(_ZIPWITH, [_APPLY, funs, args], f"batch of {len(ops)}")
+
+    async def checked_batch(
+        self, reads: Sequence[tuple[Any, bytes | None]], ops: Sequence[Op]
+    ) -> None:
+        """Apply ``ops`` in one transaction iff each ``(key, md5)`` in ``reads`` still holds
+        (``md5`` of the data read, ``None`` if it was absent); else raise :class:`Conflict`."""
+        terms = []
+        for op in ops:
+            if isinstance(op, Write):
+                terms.append((Atom("write"), op.key, op.data))
+            elif isinstance(op, Delete):
+                terms.append((Atom("delete"), op.key))
+            else:
+                raise TypeError(f"checked_batch takes Write and Delete operations, not {op!r}")
+        versions = [(k, Atom("absent") if v is None else v) for k, v in reads]
+        bindings = {"Tab": self._tab, "Reads": versions, "Ops": terms, "Timeout": 30000}
+        what = f"batch of {len(ops)}"
+        if self.durable:
+            result, bad = await self._eval(_CHECKED_DURABLE, bindings, what)
+            if bad:
+                raise TransactionError(
+                    f"transaction_error: {what} committed, but the log could not be forced to "
+                    f"disc on {bad}",
+                    bad,
+                )
+        else:
+            result = await self._eval(_CHECKED, bindings, what)
+        if type(result) is tuple and len(result) == 2 and result[0] == _ABORTED:
+            reason = result[1]
+            if type(reason) is tuple and len(reason) == 2 and reason[0] == _CONFLICT:
+                raise Conflict(list(reason[1]))
+        self._unwrap(result, what)
 
     async def insert_if_absent(self, key: Any, data: Any) -> bool:
         """Write unless a record with ``key`` exists, atomically; True if written."""

@@ -73,8 +73,9 @@ _F64: Final = struct.Struct(">d").unpack_from
 _U32_U8: Final = struct.Struct(">IB").unpack_from
 _U32_U32: Final = struct.Struct(">II").unpack_from
 _U32_U32_U8: Final = struct.Struct(">IIB").unpack_from
-_U32_U32_U32: Final = struct.Struct(">III").unpack_from
+_U32x3: Final = struct.Struct(">III").unpack_from
 _U64_U32: Final = struct.Struct(">QI").unpack_from
+_IDS: Final = {n: struct.Struct(f">{n}I").unpack_from for n in range(1, 6)}  # reference ids
 
 # Container kinds on the decoder's stack.
 _TUPLE: Final = 0
@@ -88,6 +89,10 @@ _NEW_FUN_HEADER: Final = 29
 _ATOM_CACHE_LIMIT: Final = 8192
 #: UTF-8 atom bytes -> decoded value; atoms repeat in every message, decoding them once pays.
 _atom_cache: dict[Any, Any] = {b"true": True, b"false": False}
+#: The same for atoms inside pids, references and ports (node names), which stay atoms.
+_node_cache: dict[bytes, Atom] = {}
+_PID_CACHE_LIMIT: Final = 4096
+_pid_cache: dict[bytes, Pid] = {}
 
 _Buffer: TypeAlias = bytes | memoryview
 
@@ -116,7 +121,18 @@ def _latin1_atom(raw: _Buffer) -> Any:
 def _read_atom(buf: _Buffer, pos: int, end: int) -> tuple[Atom, int]:
     """An atom embedded in a pid, reference, port or export: always an ``Atom``, never a bool."""
     tag = buf[pos]
-    if tag == SMALL_ATOM_UTF8_EXT or tag == SMALL_ATOM_EXT:
+    if tag == SMALL_ATOM_UTF8_EXT:
+        start = pos + 2
+        stop = start + buf[pos + 1]
+        if stop <= end:
+            raw = bytes(buf[start:stop])  # no copy when buf is bytes
+            atom = _node_cache.get(raw)
+            if atom is None:
+                atom = Atom(str(raw, "utf-8"))
+                if len(_node_cache) < _ATOM_CACHE_LIMIT:
+                    _node_cache[raw] = atom
+            return atom, stop
+    elif tag == SMALL_ATOM_EXT:
         start = pos + 2
         stop = start + buf[pos + 1]
     elif tag == ATOM_UTF8_EXT or tag == ATOM_EXT:
@@ -126,8 +142,58 @@ def _read_atom(buf: _Buffer, pos: int, end: int) -> tuple[Atom, int]:
         raise DecodeError(f"expected an atom at offset {pos}, found {_tag_name(tag)}")
     if stop > end:
         raise DecodeError(f"{_tag_name(tag)} at offset {pos} runs past the end of the data")
-    encoding = "latin-1" if tag == SMALL_ATOM_EXT or tag == ATOM_EXT else "utf-8"
+    encoding = "utf-8" if tag == ATOM_UTF8_EXT or tag == SMALL_ATOM_UTF8_EXT else "latin-1"
     return Atom(str(buf[start:stop], encoding)), stop
+
+
+def _new_pid(buf: _Buffer, pos: int, end: int) -> tuple[Pid, int]:
+    """NEW_PID_EXT after its tag.
+
+    The same few pids come in message after message (ours, in every reply), so they are
+    cached by their bytes.
+    """
+    if buf[pos] == SMALL_ATOM_UTF8_EXT:
+        stop = pos + 14 + buf[pos + 1]  # atom tag, length, name, id:32, serial:32, creation:32
+        if stop <= end:
+            raw = bytes(buf[pos:stop])
+            pid = _pid_cache.get(raw)
+            if pid is None:
+                node = _read_atom(raw, 0, len(raw))[0]
+                pid = _pid(node, *_U32x3(raw, len(raw) - 12))
+                if len(_pid_cache) >= _PID_CACHE_LIMIT:
+                    _pid_cache.clear()
+                _pid_cache[raw] = pid
+            return pid, stop
+    node, pos = _read_atom(buf, pos, end)
+    return _pid(node, *_U32x3(buf, pos)), pos + 12
+
+
+# Constructors for the decoder's already checked values: they skip ``__init__`` and its
+# argument checks, which cost more than decoding the bytes.
+_new = object.__new__
+_set_pid_node, _set_pid_id, _set_pid_serial, _set_pid_creation = (
+    Pid.__dict__[name].__set__ for name in ("node", "id", "serial", "creation")
+)
+_set_ref_node, _set_ref_creation, _set_ref_ids = (
+    Reference.__dict__[name].__set__ for name in ("node", "creation", "ids")
+)
+
+
+def _pid(node: Atom, pid_id: int, serial: int, creation: int) -> Pid:
+    pid = _new(Pid)
+    _set_pid_node(pid, node)
+    _set_pid_id(pid, pid_id)
+    _set_pid_serial(pid, serial)
+    _set_pid_creation(pid, creation)
+    return pid
+
+
+def _reference(node: Atom, creation: int, ids: tuple[int, ...]) -> Reference:
+    ref = _new(Reference)
+    _set_ref_node(ref, node)
+    _set_ref_creation(ref, creation)
+    _set_ref_ids(ref, ids)
+    return ref
 
 
 def _copy_views(key: Any, depth: int = 0) -> Any:
@@ -259,10 +325,7 @@ def _decode_body(buf: _Buffer, pos: int, end: int, copy_binaries: bool) -> tuple
                 value = _I32(buf, pos)[0]
                 pos += 4
             elif tag == NEW_PID_EXT:
-                node, pos = _read_atom(buf, pos, end)
-                pid_id, serial, creation = _U32_U32_U32(buf, pos)
-                pos += 12
-                value = Pid(node, pid_id, serial, creation)
+                value, pos = _new_pid(buf, pos, end)
             elif tag == NEWER_REFERENCE_EXT or tag == NEW_REFERENCE_EXT:
                 n = _U16(buf, pos)[0]
                 node, pos = _read_atom(buf, pos + 2, end)
@@ -274,9 +337,10 @@ def _decode_body(buf: _Buffer, pos: int, end: int, copy_binaries: bool) -> tuple
                     pos += 1
                 if 4 * n > end - pos:
                     raise _too_long(tag, tag_pos, "bytes of ids", 4 * n, end - pos)
-                ids = struct.unpack_from(f">{n}I", buf, pos)
+                unpack_ids = _IDS.get(n)
+                ids = unpack_ids(buf, pos) if unpack_ids else struct.unpack_from(f">{n}I", buf, pos)
                 pos += 4 * n
-                value = Reference(node, creation, ids)
+                value = _reference(node, creation, ids)
             elif tag == MAP_EXT:
                 n = 2 * _U32(buf, pos)[0]
                 pos += 4
@@ -381,7 +445,7 @@ def _decode_body(buf: _Buffer, pos: int, end: int, copy_binaries: bool) -> tuple
                 node, pos = _read_atom(buf, pos, end)
                 pid_id, serial, creation = _U32_U32_U8(buf, pos)
                 pos += 9
-                value = Pid(node, pid_id, serial, creation)
+                value = _pid(node, pid_id, serial, creation)
             elif tag == NEW_PORT_EXT:
                 node, pos = _read_atom(buf, pos, end)
                 port_id, creation = _U32_U32(buf, pos)
