@@ -68,21 +68,24 @@ class Params:
     # chunk size -> (chunks per run, chunks per write_many transaction)
     writes: dict[int, tuple[int, int]]
     ram_writes: dict[int, tuple[int, int]]  # the same for the ram_copies comparison
+    reps: int  # runs of every write cell per client, ours and native alternating first
 
 
 FULL = Params(
     others=(10, 100, 1000),
     listed=(64, 256, 1024, 4096),
     list_calls=21,
-    writes={KIB: (4096, 64), 64 * KIB: (512, 64), MIB: (64, 8)},
-    ram_writes={KIB: (4096, 64), 64 * KIB: (512, 64), MIB: (64, 8)},
+    writes={KIB: (4096, 64), 64 * KIB: (1024, 64), MIB: (64, 8)},
+    ram_writes={KIB: (4096, 64), 64 * KIB: (1024, 64), MIB: (64, 8)},
+    reps=3,
 )
 QUICK = Params(
     others=(10, 100, 300),
     listed=(64, 256, 1024, 4096),
     list_calls=9,
     writes={KIB: (1024, 64), 64 * KIB: (128, 64), MIB: (16, 8)},
-    ram_writes={},
+    ram_writes={KIB: (1024, 64), 64 * KIB: (128, 64), MIB: (16, 8)},
+    reps=1,
 )
 
 
@@ -107,13 +110,13 @@ def fmt_size(size: int) -> str:
     return f"{size // MIB} MiB" if size >= MIB else f"{size // KIB} KiB"
 
 
-def render(header: tuple[str, ...], rows: list[tuple[str, ...]], left: int = 1) -> str:
-    """A Markdown table; the first ``left`` columns left-aligned, the rest right-aligned."""
+def render(header: tuple[str, ...], rows: list[tuple[str, ...]], left: set[int]) -> str:
+    """A Markdown table; the columns in ``left`` left-aligned, the others right-aligned."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = []
     for n, row in enumerate([header, *rows]):
         cells = [
-            c.ljust(w) if i < left else c.rjust(w)
+            c.ljust(w) if i in left else c.rjust(w)
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -333,39 +336,57 @@ async def check_count(node: Node, nodes: list[str], table: str, n: int, what: st
             await asyncio.sleep(0.01)
 
 
+def write_modes(batch: int) -> list[tuple[str, int, str]]:
+    """(mode, its parameter, label) of the three ways of writing."""
+    return [
+        ("seq", 1, "1 txn/chunk, sequential"),
+        ("conc", WRITERS, f"1 txn/chunk, {WRITERS} writers"),
+        ("batch", batch, f"write_many, {batch} chunks/txn"),
+    ]
+
+
 async def bench_writes(
-    node: Node, nodes: list[str], native: Native, storage: str, cells: dict[int, tuple[int, int]]
+    node: Node,
+    nodes: list[str],
+    native: Native,
+    storage: str,
+    cells: dict[int, tuple[int, int]],
+    reps: int,
 ) -> list[tuple[str, ...]]:
     table = WRITE_TABLES[storage]
     await ensure_table(node, nodes, table, ram_copies=storage == "ram_copies")
     client = MnesiaClient(node, table, nodes[0], timeout=300)
-    rows = []
+    blobs = {size: os.urandom(size) for size in cells}  # one bytes object per chunk size
+    mbps: dict[tuple[int, str, str], list[float]] = {}
     turn = 0
+    for rep in range(reps):
+        for size, (n, batch) in cells.items():
+            for mode, param, label in write_modes(batch):
+                # alternate who goes first: background load drifts, and hits both alike
+                for side in ("ours", "native") if turn % 2 == 0 else ("native", "ours"):
+                    await reset_table(node, nodes, table)
+                    if side == "ours":
+                        t0 = time.perf_counter_ns()
+                        await OURS[mode](client, blobs[size], n, param)
+                        ns = time.perf_counter_ns() - t0
+                    else:
+                        ns = await native.run(table, size, mode, n, param)
+                    await check_count(node, nodes, table, n, f"{side} {mode}")
+                    mbps.setdefault((size, mode, side), []).append(n * size / 1e6 / (ns / 1e9))
+                turn += 1
+                ours, nat = (mbps[size, mode, side][-1] for side in ("ours", "native"))
+                print(
+                    f"  rep {rep + 1}/{reps} {storage} {fmt_size(size)} {label}: "
+                    f"ours {ours:.1f} MB/s, native {nat:.1f} MB/s",
+                    flush=True,
+                )
+    await reset_table(node, nodes, table)
+    rows = []
     for size, (n, batch) in cells.items():
-        data = os.urandom(size)  # one bytes object for every write of this size
-        for mode, param, label in (
-            ("seq", 1, "1 txn/chunk, sequential"),
-            ("conc", WRITERS, f"1 txn/chunk, {WRITERS} writers"),
-            ("batch", batch, f"write_many, {batch} chunks/txn"),
-        ):
-            ns: dict[str, int] = {}
-            # alternate who goes first: background load drifts, and hits both alike
-            for side in ("ours", "native") if turn % 2 == 0 else ("native", "ours"):
-                await reset_table(node, nodes, table)
-                if side == "ours":
-                    t0 = time.perf_counter_ns()
-                    await OURS[mode](client, data, n, param)
-                    ns[side] = time.perf_counter_ns() - t0
-                else:
-                    ns[side] = await native.run(table, size, mode, n, param)
-                await check_count(node, nodes, table, n, f"{side} {mode}")
-            turn += 1
-            ours, nat = (n * size / 1e6 / (ns[s] / 1e9) for s in ("ours", "native"))
-            print(
-                f"  {storage} {fmt_size(size)} {label}: "
-                f"ours {ours:.1f} MB/s, native {nat:.1f} MB/s",
-                flush=True,
-            )
+        for mode, _, label in write_modes(batch):
+            ours_all, nat_all = mbps[size, mode, "ours"], mbps[size, mode, "native"]
+            ours, nat = statistics.median(ours_all), statistics.median(nat_all)
+            per_rep = " ".join(f"{a / b:.2f}" for a, b in zip(ours_all, nat_all, strict=True))
             rows.append(
                 (
                     fmt_size(size),
@@ -375,23 +396,24 @@ async def bench_writes(
                     f"{ours:.1f}",
                     f"{nat:.1f}",
                     f"{ours / nat:.2f}",
+                    per_rep,
                 )
             )
-    await reset_table(node, nodes, table)
     return rows
 
 
 # -- main -----------------------------------------------------------------------------------
 
 
-def environment(otp: str, erts: str, info: dict[str, Any]) -> str:
+def environment(otp: str, erts: str, info: dict[str, Any], load: tuple[float, float]) -> str:
     return (
         f"Python {platform.python_version()} ({platform.python_implementation()}), "
         f"OTP {otp} (erts {erts}), {os.cpu_count()} cores, "
         f"{platform.system()} {platform.release()} {platform.machine()}\n"
         f"2 Mnesia nodes (LocalCluster) and the native client: +S 1 +sbwt none +sbwtdcpu none "
         f"+sbwtdio none +zdbbl 65536; native client {info.get('node', '?')} "
-        f"hidden: {info.get('hidden', '?')}"
+        f"hidden: {info.get('hidden', '?')}\n"
+        f"load average (1 min) before/after: {load[0]:.2f} / {load[1]:.2f}"
     )
 
 
@@ -401,6 +423,7 @@ async def amain(args: argparse.Namespace) -> int:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     p = QUICK if args.quick else FULL
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     cluster = LocalCluster(n=2)
     await asyncio.to_thread(cluster.start)
     native: Native | None = None
@@ -414,12 +437,14 @@ async def amain(args: argparse.Namespace) -> int:
             list_rows = await bench_listing(node, nodes, p)
             print("2. writes ...", flush=True)
             native = await Native.start(nodes[0], cluster.cookie)
-            write_rows = await bench_writes(node, nodes, native, "disc_copies", p.writes)
+            write_rows = await bench_writes(node, nodes, native, "disc_copies", p.writes, p.reps)
             if p.ram_writes:
-                write_rows += await bench_writes(node, nodes, native, "ram_copies", p.ram_writes)
+                write_rows += await bench_writes(
+                    node, nodes, native, "ram_copies", p.ram_writes, p.reps
+                )
         otp_s, erts_s = bytes(otp).decode(), bytes(erts).decode()
         print()
-        print(environment(otp_s, erts_s, native.info))
+        print(environment(otp_s, erts_s, native.info, (load_before, os.getloadavg()[0])))
         print()
         print(
             f"Listing one array: keys_under(ArrayId), i.e. mnesia:dirty_select returning keys "
@@ -436,12 +461,12 @@ async def amain(args: argparse.Namespace) -> int:
             "ordered_set ms",
             "set/ordered_set",
         )
-        print(render(header, list_rows))
+        print(render(header, list_rows, {0}))
         print()
         print(
-            "Writes through rex on node 1 of 2 (ordered_set replicated on both nodes); one run "
-            "per cell, table emptied and transaction logs dumped before each run; "
-            "MB/s = 10^6 bytes/s"
+            f"Writes through rex on node 1 of 2, ordered_set replicated on both nodes; median "
+            f"of {p.reps} run(s) per cell and client, table emptied and transaction logs dumped "
+            f"before each run; MB/s = 10^6 bytes/s"
         )
         print()
         header = (
@@ -452,8 +477,9 @@ async def amain(args: argparse.Namespace) -> int:
             "ours MB/s",
             "native MB/s",
             "ours/native",
+            "ours/native per rep",
         )
-        print(render(header, write_rows, left=3))
+        print(render(header, write_rows, {0, 1, 2, 7}))
         print()
         print(f"total {time.perf_counter() - started:.0f} s")
         return 0

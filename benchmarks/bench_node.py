@@ -27,6 +27,7 @@ import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -365,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of comparing, cProfile our side of one measurement (both threads)",
     )
     parser.add_argument(
-        "--profile-dir", default="bench-profiles", help="where --profile saves .prof files"
+        "--profile-dir",
+        default=str(Path(tempfile.gettempdir()) / "pz-bench-profiles"),
+        help="where --profile saves its .prof files (default: %(default)s)",
     )
     args = parser.parse_args(argv)
     try:

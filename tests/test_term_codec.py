@@ -8,7 +8,9 @@ checked with ``binary_to_term`` on the same node. No Erlang is needed to run the
 from __future__ import annotations
 
 import array
+import copy
 import enum
+import pickle
 import struct
 import time
 import zlib
@@ -252,6 +254,10 @@ A_AT_BC = b"\x64\x00\x04a@bc"  # ATOM_EXT 'a@bc'
         (b"\x83\x76\x00\x04true", True),
         (V["old_float"], 3.25),
         (b"\x83\x67" + A_AT_BC + b"\x00\x00\x00\x01\x00\x00\x00\x02\x03", Pid("a@bc", 1, 2, 3)),
+        (
+            b"\x83\x58" + A_AT_BC + b"\x00\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x03",
+            Pid("a@bc", 1, 2, 3),
+        ),
         (b"\x83\x65" + A_AT_BC + b"\x00\x00\x00\x01\x03", Reference("a@bc", 3, (1,))),
         (
             b"\x83\x72\x00\x02" + A_AT_BC + b"\x03\x00\x00\x00\x01\x00\x00\x00\x02",
@@ -542,6 +548,31 @@ def test_identifiers_are_hashable_and_ordered() -> None:
     assert decode_term(encode({a: 1, REF: 2, PORT: 3})) == {a: 1, REF: 2, PORT: 3}
 
 
+def test_decoded_identifiers_behave_like_constructed_ones() -> None:
+    first, second = decode_term(V["pid_ref_port"]), decode_term(V["pid_ref_port"])
+    assert first == second == (PID, REF, PORT)
+    for decoded, built in zip(first, (PID, REF, PORT), strict=True):
+        assert hash(decoded) == hash(built) and repr(decoded) == repr(built)
+        assert type(decoded.node) is Atom
+
+
+def test_types_pickle_and_copy() -> None:
+    values = [
+        Atom("a"),
+        PID,
+        REF,
+        PORT,
+        ExportFun("m", "f", 1),
+        ImproperList((1,), 2),
+        BitBinary(b"\x80", 1),
+        decode_term(V["fun_new"]),
+    ]
+    for value in values:
+        again = pickle.loads(pickle.dumps(value))
+        assert again == value and type(again) is type(value)
+        assert copy.deepcopy(value) == value
+
+
 def test_ports_pick_the_smallest_form() -> None:
     assert encode(Port("a@bc", 7, 9))[1] == 89
     big = Port("a@bc", 2**32 + 7, 9)
@@ -723,6 +754,12 @@ def test_deep_nesting_within_the_limit_works_both_ways() -> None:
     tuples = b"\x83" + b"\x68\x01" * 9_000 + b"\x6a"
     assert depth_of(decode_term(tuples)) == 9_000
     assert encode(decode_term(tuples)) == tuples
+
+
+def test_deep_map_keys_are_a_clean_error() -> None:
+    key = b"\x68\x01" * 3_000 + b"\x61\x01"
+    with pytest.raises(DecodeError, match="MAP_EXT"):
+        decode_term(b"\x83\x74\x00\x00\x00\x02" + key + b"\x61\x01" + key + b"\x61\x02")
 
 
 def test_too_deep_nesting_is_a_clean_error() -> None:

@@ -224,6 +224,8 @@ def _make_map(items: list[Any], start: int, copy_binaries: bool) -> dict[Any, An
             f"MAP_EXT at offset {start}: map key of unhashable type ({exc}); Erlang allows "
             "lists and maps as map keys, Python dicts do not"
         ) from None
+    except RecursionError:  # equal hashes make Python compare the keys, recursively
+        raise DecodeError(f"MAP_EXT at offset {start}: keys nested too deep to compare") from None
     if len(result) != len(keys):
         raise DecodeError(
             f"MAP_EXT at offset {start}: duplicate keys, or keys that Python treats as equal "

@@ -1,0 +1,303 @@
+"""The ExZarr-style array API on a real 3-node cluster: the seed's example and its promises."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+import zarr.codecs
+
+import pyrlang_zarr as pz
+from pyrlang_zarr import Atom
+from pyrlang_zarr.array import MnesiaArray
+from pyrlang_zarr.cluster import LocalCluster
+from pyrlang_zarr.dist.shared import shared_node
+from pyrlang_zarr.errors import NotFound, TableNotFound, TransactionError
+from pyrlang_zarr.mnesia.client import _CHECKED, MnesiaClient
+
+TAB = "zarr_storage"
+
+
+@pytest.fixture(scope="module")
+def c3() -> Iterator[LocalCluster]:
+    with LocalCluster(n=3) as c:
+        yield c
+
+
+def opts(c: LocalCluster, **kw: Any) -> dict[str, Any]:
+    return {"node": c.nodes[0], "cookie": c.cookie, "nodes": c.nodes, **kw}
+
+
+async def raw_records(c: LocalCluster, peer: str, array_id: str) -> list[Any]:
+    node = shared_node(c.cookie)
+    spec = [((Atom(TAB), (array_id.encode(), Atom("$1")), Atom("_")), [], [Atom("$_")])]
+    return await node.rpc(peer, "mnesia", "dirty_select", [Atom(TAB), spec])
+
+
+async def test_seed_example_round_trips_and_opens_on_another_replica(c3: LocalCluster) -> None:
+    arr = await pz.create(
+        array_id="experiment_001",
+        shape=(1000, 1000),
+        chunks=(100, 100),
+        dtype="float64",
+        overwrite=True,
+        **opts(c3),
+    )
+    data = np.random.default_rng(1).random((1000, 1000))
+    await arr.set_slice(data, start=(0, 0), stop=(1000, 1000))
+    block = await arr.get_slice(start=(0, 0), stop=(100, 100))
+    assert np.array_equal(block, data[:100, :100])
+    assert np.array_equal(await arr.get_slice(start=(0, 0), stop=(1000, 1000)), data)
+    other = await pz.open(array_id="experiment_001", node=c3.nodes[2], cookie=c3.cookie)
+    assert other.shape == (1000, 1000) and other.chunks == (100, 100)
+    assert other.dtype == np.float64
+    assert np.array_equal(await other.get_slice(start=(0, 0), stop=(1000, 1000)), data)
+
+
+async def test_records_follow_the_seed_schema_on_every_replica(c3: LocalCluster) -> None:
+    aid = f"schema-{uuid.uuid4().hex[:8]}"
+    arr = await pz.create(array_id=aid, shape=(20, 30), chunks=(10, 10), **opts(c3))
+    await arr.set_slice(np.ones((20, 30)), start=(0, 0), stop=(20, 30))
+    for peer in c3.nodes:
+        records = await raw_records(c3, peer, aid)
+        keys = {r[1][1] for r in records}
+        assert keys == {Atom("metadata")} | {(i, j) for i in range(2) for j in range(3)}
+        for tab, (array_id, index), data in records:
+            assert tab == Atom(TAB) and array_id == aid.encode() and isinstance(data, bytes)
+            if index == Atom("metadata"):
+                meta = json.loads(data)
+                assert meta["shape"] == [20, 30] and meta["zarr_format"] == 3
+            else:
+                assert all(isinstance(i, int) for i in index)
+    # and the same seen by Erlang code alone, on the last replica
+    out = c3.erl_eval(
+        2,
+        f"[element(2, element(2, R)) || R <- ets:tab2list({TAB}), "
+        f'element(1, element(2, R)) =:= <<"{aid}">>].',
+    )
+    assert "metadata" in out and "{1,2}" in out.replace(" ", "")
+
+
+async def test_partial_writes_keep_neighbours(c3: LocalCluster) -> None:
+    arr = await pz.create(
+        array_id=f"part-{uuid.uuid4().hex[:8]}", shape=(10, 10), chunks=(4, 4), **opts(c3)
+    )
+    expected = np.zeros((10, 10))
+    rng = np.random.default_rng(2)
+    for _ in range(10):
+        a = rng.integers(0, 9, 2)
+        b = a + rng.integers(1, 4, 2)
+        b = np.minimum(b, 10)
+        block = rng.random(tuple(b - a))
+        await arr.set_slice(block, start=tuple(a), stop=tuple(b))
+        expected[a[0] : b[0], a[1] : b[1]] = block
+    assert np.array_equal(await arr.get_slice(), expected)
+
+
+async def test_set_slice_is_all_or_nothing(
+    c3: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Make the commit fail after its chunk writes: none of them may land."""
+    aid = f"atomic-{uuid.uuid4().hex[:8]}"
+    arr = await pz.create(array_id=aid, shape=(40, 40), chunks=(10, 10), **opts(c3))
+    await arr.set_slice(np.full((40, 40), 1.0), start=(0, 0), stop=(40, 40))
+    before = await raw_records(c3, c3.nodes[1], aid)
+    seen: list[int] = []
+
+    async def commit_then_fail(self: MnesiaClient, reads: Any, ops: Any) -> None:
+        """The real commit expression, plus one write to a missing table after all chunks."""
+        seen.append(len(ops))
+        text = _CHECKED.replace(
+            "end, Ops);", "end, Ops), mnesia:write({pz_no_such_table, x, <<>>});"
+        )
+        assert text != _CHECKED
+        terms = [(Atom("write"), op.key, op.data) for op in ops]
+        bindings = {"Tab": self._tab, "Reads": [], "Ops": terms}
+        self._unwrap(await self._eval(text, bindings, "test"), "test")
+
+    monkeypatch.setattr(MnesiaClient, "checked_batch", commit_then_fail)
+    with pytest.raises(TableNotFound):
+        await arr.set_slice(np.full((40, 40), 2.0), start=(0, 0), stop=(40, 40))
+    monkeypatch.undo()
+    assert seen == [16]  # all 16 chunks were in the failed transaction
+    after = await raw_records(c3, c3.nodes[1], aid)
+    assert set(before) == set(after) and len(before) == len(after)
+    assert np.array_equal(await arr.get_slice(), np.full((40, 40), 1.0))
+
+
+async def test_concurrent_set_slices_lose_no_update(c3: LocalCluster) -> None:
+    """Writers to disjoint halves of the same chunks: every write survives."""
+    arr = await pz.create(
+        array_id=f"conc-{uuid.uuid4().hex[:8]}", shape=(8, 8), chunks=(8, 8), **opts(c3)
+    )
+    writes = [((r, 0), (r + 1, 8), float(r + 1)) for r in range(8)]
+    await asyncio.gather(
+        *(arr.set_slice(np.full((1, 8), v), start=a, stop=b) for a, b, v in writes)
+    )
+    got = await arr.get_slice()
+    assert np.array_equal(got, np.repeat(np.arange(1.0, 9.0)[:, None], 8, axis=1))
+
+
+async def test_get_slice_never_sees_half_a_set_slice(c3: LocalCluster) -> None:
+    arr = await pz.create(
+        array_id=f"cons-{uuid.uuid4().hex[:8]}", shape=(4, 40), chunks=(4, 10), **opts(c3)
+    )
+    await arr.set_slice(np.zeros((4, 40)), start=(0, 0), stop=(4, 40))
+
+    async def writer() -> None:
+        for v in range(1, 15):
+            await arr.set_slice(np.full((4, 40), float(v)), start=(0, 0), stop=(4, 40))
+
+    async def reader() -> list[set[float]]:
+        seen = []
+        for _ in range(25):
+            seen.append(set(np.unique(await arr.get_slice()).tolist()))
+        return seen
+
+    _, seen = await asyncio.gather(writer(), reader())
+    assert all(len(values) == 1 for values in seen)  # one version at a time, never a mix
+
+
+async def test_zarr_v2_and_codecs(c3: LocalCluster) -> None:
+    v2 = await pz.create(
+        array_id=f"v2-{uuid.uuid4().hex[:8]}",
+        shape=(30,),
+        chunks=(7,),
+        dtype="int16",
+        zarr_format=2,
+        **opts(c3),
+    )
+    await v2.set_slice(np.arange(30, dtype="int16"), start=(0,), stop=(30,))
+    assert np.array_equal(await v2.get_slice(start=(3,), stop=(25,)), np.arange(3, 25))
+    keys = sorted([k async for k in v2.store.list()])
+    assert ".zarray" in keys and "0" in keys and "4" in keys
+    gz = await pz.create(
+        array_id=f"gz-{uuid.uuid4().hex[:8]}",
+        shape=(64, 64),
+        chunks=(16, 16),
+        dtype="float32",
+        compressors=[zarr.codecs.GzipCodec(level=3)],
+        **opts(c3),
+    )
+    data = np.linspace(0, 1, 64 * 64, dtype="float32").reshape(64, 64)
+    await gz.set_slice(data, start=(0, 0), stop=(64, 64))
+    assert np.array_equal(await gz.get_slice(), data)
+    sharded = await pz.create(
+        array_id=f"sh-{uuid.uuid4().hex[:8]}",
+        shape=(64, 64),
+        chunks=(8, 8),
+        shards=(32, 32),
+        dtype="uint8",
+        **opts(c3),
+    )
+    img = (np.arange(64 * 64) % 251).astype("uint8").reshape(64, 64)
+    await sharded.set_slice(img, start=(0, 0), stop=(64, 64))
+    await sharded.set_slice(np.zeros((5, 5), "uint8"), start=(30, 30), stop=(35, 35))
+    img[30:35, 30:35] = 0
+    assert np.array_equal(await sharded.get_slice(start=(20, 20), stop=(50, 50)), img[20:50, 20:50])
+    # plain zarr on the same store reads through byte ranges of the shards
+    z = zarr.open_array(
+        pz.MnesiaStore(sharded.array_id, node=c3.nodes[1], cookie=c3.cookie), mode="r"
+    )
+    assert np.array_equal(z[:], img)
+
+
+async def test_bad_inputs_raise_before_anything_is_written(c3: LocalCluster) -> None:
+    aid = f"bad-{uuid.uuid4().hex[:8]}"
+    arr = await pz.create(array_id=aid, shape=(10, 10), chunks=(5, 5), **opts(c3))
+    await arr.set_slice(np.ones((10, 10)), start=(0, 0), stop=(10, 10))
+    before = set(await raw_records(c3, c3.nodes[0], aid))
+    cases: list[tuple[type[Exception], Any, Any, Any]] = [
+        (IndexError, np.ones((5, 11)), (5, 0), (10, 11)),  # stop beyond shape
+        (ValueError, np.ones((0, 0)), (6, 6), (5, 5)),  # start after stop
+        (ValueError, np.ones(10), (0,), (10,)),  # wrong number of dimensions
+        (ValueError, np.ones((3, 3)), (0, 0), (2, 2)),  # data shape does not fit
+        (TypeError, np.full((2, 2), 1 + 2j), (0, 0), (2, 2)),  # complex into float64
+        (TypeError, np.array([["a", "b"], ["c", "d"]]), (0, 0), (2, 2)),  # strings
+        (IndexError, np.ones((2, 2)), (-1, 0), (1, 2)),  # negative index
+        (TypeError, np.ones((2, 2)), (0.5, 0), (2, 2)),  # not an integer
+    ]
+    for error, data, start, stop in cases:
+        with pytest.raises(error):
+            await arr.set_slice(data, start=start, stop=stop)
+    with pytest.raises(IndexError):
+        await arr.get_slice(start=(0, 0), stop=(11, 10))
+    assert set(await raw_records(c3, c3.nodes[0], aid)) == before
+
+
+async def test_bad_create_and_open_arguments(c3: LocalCluster) -> None:
+    base = {"node": c3.nodes[0], "cookie": c3.cookie}
+    with pytest.raises(ValueError, match="array_id"):
+        await pz.create(array_id="", shape=(2,), chunks=(1,), **base)
+    with pytest.raises(TypeError, match="array_id"):
+        await pz.create(array_id=7, shape=(2,), chunks=(1,), **base)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dimensions"):
+        await pz.create(array_id="x", shape=(2, 2), chunks=(1,), **base)
+    with pytest.raises(ValueError, match="positive"):
+        await pz.create(array_id="x", shape=(2,), chunks=(0,), **base)
+    with pytest.raises(TypeError, match="dtype"):
+        await pz.create(array_id="x", shape=(2,), chunks=(1,), dtype="notatype", **base)
+    with pytest.raises(NotFound, match="not_found"):
+        await pz.open(array_id=f"missing-{uuid.uuid4().hex}", **base)
+    with pytest.raises(TableNotFound, match="table_not_found"):
+        await pz.open(array_id="x", table_name="pz_no_such_table", **base)
+    nothing = await raw_records(c3, c3.nodes[0], "x")
+    assert nothing == []
+
+
+async def test_ram_copies_and_own_table(c3: LocalCluster) -> None:
+    arr = await pz.create(
+        array_id="ram-array",
+        shape=(4,),
+        chunks=(2,),
+        dtype="u1",
+        ram_copies=True,
+        table_name="pz_ram_arrays",
+        overwrite=True,
+        **opts(c3),
+    )
+    await arr.set_slice(np.array([1, 2, 3, 4], "u1"), start=(0,), stop=(4,))
+    node = shared_node(c3.cookie)
+    ram = await node.rpc(
+        c3.nodes[1], "mnesia", "table_info", [Atom("pz_ram_arrays"), Atom("ram_copies")]
+    )
+    assert sorted(map(str, ram)) == sorted(c3.nodes)
+    recs = await node.rpc(
+        c3.nodes[1], "mnesia", "dirty_read", [Atom("pz_ram_arrays"), (b"ram-array", (1,))]
+    )
+    assert recs and recs[0][0] == Atom("pz_ram_arrays")  # record name = table name
+    again = await pz.open(
+        array_id="ram-array", table_name="pz_ram_arrays", node=c3.nodes[2], cookie=c3.cookie
+    )
+    assert np.array_equal(await again.get_slice(), [1, 2, 3, 4])
+
+
+async def test_read_only_open_refuses_writes(c3: LocalCluster) -> None:
+    aid = f"ro-{uuid.uuid4().hex[:8]}"
+    await pz.create(array_id=aid, shape=(2,), chunks=(2,), **opts(c3))
+    ro = await pz.open(array_id=aid, node=c3.nodes[0], cookie=c3.cookie, read_only=True)
+    with pytest.raises(ValueError, match="read-only"):
+        await ro.set_slice(np.ones(2), start=(0,), stop=(2,))
+
+
+async def test_conflicts_exhausted_is_a_transaction_error(
+    c3: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyrlang_zarr.mnesia.client import Conflict
+
+    arr = await pz.create(
+        array_id=f"cf-{uuid.uuid4().hex[:8]}", shape=(4,), chunks=(4,), **opts(c3)
+    )
+
+    async def always_conflict(self: Any, client: Any, reads: Any, ops: Any) -> None:
+        raise Conflict([b"k"])
+
+    monkeypatch.setattr(MnesiaArray, "_commit", always_conflict)
+    with pytest.raises(TransactionError, match="conflicting"):
+        await arr.set_slice(np.ones(2), start=(0,), stop=(2,))
