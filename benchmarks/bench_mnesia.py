@@ -83,8 +83,8 @@ QUICK = Params(
     others=(10, 100, 300),
     listed=(64, 256, 1024, 4096),
     list_calls=9,
-    writes={KIB: (1024, 64), 64 * KIB: (128, 64), MIB: (16, 8)},
-    ram_writes={KIB: (1024, 64), 64 * KIB: (128, 64), MIB: (16, 8)},
+    writes={KIB: (1024, 64), 64 * KIB: (256, 64), MIB: (32, 8)},
+    ram_writes={KIB: (1024, 64), 64 * KIB: (256, 64), MIB: (32, 8)},
     reps=1,
 )
 
