@@ -152,7 +152,7 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-QUICK = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+QUICK = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @QUICK
@@ -212,7 +212,7 @@ def test_fuzz_random_compressed_streams(data: bytes) -> None:
     check_decode(b"\x83\x50\x00\x00\x01\x00\x78\x9c" + data)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(terms, st.data())
 def test_fuzz_truncations(term: Any, data: st.DataObject) -> None:
     encoded = encode(term)
@@ -224,7 +224,7 @@ def test_fuzz_truncations(term: Any, data: st.DataObject) -> None:
             decode_term(encoded[:cut])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(terms, st.data())
 def test_fuzz_bit_flips_and_byte_changes(term: Any, data: st.DataObject) -> None:
     encoded = bytearray(encode(term))
@@ -274,7 +274,7 @@ def test_erlang_reads_what_we_encode(tmp_path: Any) -> None:
     assert ERL is not None
     batch: list[Any] = []
 
-    @settings(max_examples=200, deadline=None, database=None)
+    @settings(max_examples=150, deadline=None, database=None)
     @given(terms)
     def collect(term: Any) -> None:
         batch.append(term)
