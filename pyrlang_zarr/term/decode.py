@@ -251,6 +251,7 @@ def _decode_body(buf: _Buffer, pos: int, end: int, copy_binaries: bool) -> tuple
     is_bytes = type(buf) is bytes
     view = None if copy_binaries else memoryview(buf).toreadonly()
     atoms = _atom_cache
+    pids = _pid_cache
     # The innermost open container lives in locals; the ones around it wait on the stack.
     kind = -1
     count = 0
@@ -327,7 +328,14 @@ def _decode_body(buf: _Buffer, pos: int, end: int, copy_binaries: bool) -> tuple
                 value = _I32(buf, pos)[0]
                 pos += 4
             elif tag == NEW_PID_EXT:
-                value, pos = _new_pid(buf, pos, end)
+                # Cache hit only for a whole pid whose node is a SMALL_ATOM_UTF8_EXT: a key's
+                # length follows from its own second byte, so a cut-off slice cannot match.
+                stop = pos + 14 + buf[pos + 1]
+                value = pids.get(buf[pos:stop] if is_bytes else bytes(buf[pos:stop]))
+                if value is None:
+                    value, pos = _new_pid(buf, pos, end)
+                else:
+                    pos = stop
             elif tag == NEWER_REFERENCE_EXT or tag == NEW_REFERENCE_EXT:
                 n = _U16(buf, pos)[0]
                 node, pos = _read_atom(buf, pos + 2, end)

@@ -65,6 +65,7 @@ _TAG_U32_U8: Final = struct.Struct(">BIB").pack
 _PID_TAIL: Final = struct.Struct(">III").pack
 _U32_U32: Final = struct.Struct(">II").pack
 _U64_U32: Final = struct.Struct(">QI").pack
+_REF_TAILS: Final = {n: struct.Struct(f">I{n}I").pack for n in range(6)}  # creation, ids
 
 _SMALL_INTS: Final = tuple(bytes((SMALL_INTEGER_EXT, i)) for i in range(256))
 _INT32_MIN: Final = -(1 << 31)
@@ -290,7 +291,10 @@ def _encode(term: Any, parts: list[bytes | memoryview]) -> bytearray:
                     node = t.node
                     b = atoms.get(node)
                     out += b if b is not None else _atom_bytes(node)
-                    out += struct.pack(f">I{len(ids)}I", t.creation, *ids)
+                    pack_ids = _REF_TAILS.get(len(ids))
+                    if pack_ids is None:
+                        pack_ids = struct.Struct(f">I{len(ids)}I").pack
+                    out += pack_ids(t.creation, *ids)
                     continue
                 if tp is str:
                     try:
