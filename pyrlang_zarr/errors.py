@@ -84,3 +84,8 @@ class IncompatibleTable(PyrlangZarrError, ValueError):
 
 class MnesiaNotRunning(PyrlangZarrError):
     """Mnesia is not running on the node asked (set the cluster up first)."""
+
+
+class NoMajority(TransactionError):
+    """A write to a ``majority`` table was refused: the node sees too few of its replicas
+    (it is on the minority side of a partition). Nothing was written."""

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 PASS_THROUGH = 112
 TICK = b"\x00\x00\x00\x00"
 _HEADER = struct.Struct(">IB")
-_SMALL_WRITE = 64 * 1024
+_SMALL_WRITE = 256 * 1024  # below this a packet goes out as one write (one segment train)
 
 MessageHandler = Callable[["DistConnection", tuple[Any, ...], Any], None]
 LostHandler = Callable[["DistConnection", Exception], None]
@@ -51,7 +51,7 @@ class DistConnection(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[Peer] = self._loop.create_future()
         self._error: Exception | None = None
-        self._last_recv = self._loop.time()
+        self.last_recv = self._loop.time()
         self._sent_since_tick = False
         self._ticker: asyncio.TimerHandle | None = None
         self.closed = False
@@ -67,7 +67,7 @@ class DistConnection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._reader.buffer_updated(nbytes)
-        self._last_recv = self._loop.time()
+        self.last_recv = self._loop.time()
         try:
             self._process_packets()
         except Exception as exc:  # a broken peer must not take the event loop down with it
@@ -167,7 +167,7 @@ class DistConnection(asyncio.BufferedProtocol):
     def _tick(self) -> None:
         if self.closed:
             return
-        silent = self._loop.time() - self._last_recv
+        silent = self._loop.time() - self.last_recv
         if silent > self._tick_time:
             self.abort(NodeDown(f"{self.peer_name} sent nothing for {silent:.0f} s (no ticks)"))
             return

@@ -56,6 +56,7 @@ _EXIT = Atom("EXIT")
 _DOWN = Atom("DOWN")
 _PROCESS = Atom("process")
 _DEFAULT = object()
+_PROBE = (_CALL, Atom("erlang"), Atom("node"), [], _USER)  # its reply only proves life
 
 
 def split_node_name(name: str) -> tuple[str, str]:
@@ -189,7 +190,10 @@ class Node:
     first peer); ``cookie`` comes from the argument, else ``ERLANG_COOKIE``, else
     ``~/.erlang.cookie``. ``rpc_timeout`` is the default timeout of :meth:`rpc` in seconds
     (``None``: wait until the reply or the connection's loss). ``tick_time`` is the peer's
-    ``net_ticktime``: a peer silent that long is taken for down.
+    ``net_ticktime``: a peer silent that long is taken for down. While calls wait on a peer,
+    it is probed whenever it is silent, and taken for down after ``liveness_timeout``
+    seconds of silence: a peer cut off without a reset (a pulled cable, a partition) fails
+    its calls in seconds rather than after a whole tick time.
     """
 
     def __init__(
@@ -200,10 +204,15 @@ class Node:
         rpc_timeout: float | None = 60.0,
         connect_timeout: float = 10.0,
         tick_time: float = 60.0,
+        liveness_timeout: float = 10.0,
     ) -> None:
         if name is not None:
             split_node_name(name)
-        for label, value in (("connect_timeout", connect_timeout), ("tick_time", tick_time)):
+        for label, value in (
+            ("connect_timeout", connect_timeout),
+            ("tick_time", tick_time),
+            ("liveness_timeout", liveness_timeout),
+        ):
             if not value > 0:
                 raise ValueError(f"{label} must be a positive number of seconds, got {value!r}")
         if rpc_timeout is not None and not rpc_timeout > 0:
@@ -213,6 +222,7 @@ class Node:
         self.rpc_timeout = rpc_timeout
         self.connect_timeout = connect_timeout
         self.tick_time = tick_time
+        self.liveness_timeout = liveness_timeout
         self._owner_pid = -1
         self._io: IoThread | None = None
         self._reset()
@@ -222,6 +232,7 @@ class Node:
         self._owner_pid = os.getpid()
         self._io = None
         self._name: str | None = self._requested_name
+        self._name_atom: Atom | None = None
         self._creation = new_creation()
         self._ids = itertools.count(1)
         self._peers: dict[str, _Peer] = {}
@@ -261,16 +272,21 @@ class Node:
             )
         return self._name
 
+    def _our_atom(self) -> Atom:
+        """Our name as an atom; decided (short form) if no connection decided it yet."""
+        atom = self._name_atom
+        if atom is None or atom != self._name:
+            atom = self._name_atom = Atom(self._ensure_name(False))
+        return atom
+
     def make_ref(self) -> Reference:
         """A reference unique to this node run (creation and a counter)."""
         n = next(self._ids)
-        return Reference(
-            Atom(self._ensure_name(False)), self._creation, (n & 0x3FFFF, n >> 18 & 0xFFFFFFFF, 0)
-        )
+        return Reference(self._our_atom(), self._creation, (n & 0x3FFFF, n >> 18 & 0xFFFFFFFF, 0))
 
     def _make_pid(self) -> Pid:
         n = next(self._ids)
-        return Pid(Atom(self._ensure_name(False)), n & 0x7FFF, n >> 15 & 0x1FFF, self._creation)
+        return Pid(self._our_atom(), n & 0x7FFF, n >> 15 & 0x1FFF, self._creation)
 
     # -- lifetime -------------------------------------------------------------------------
     def _runtime(self) -> IoThread:
@@ -281,7 +297,34 @@ class Node:
         io = self._io
         if io is None or not io.alive:
             io = self._io = IoThread(f"pyrlang_zarr-node-{id(self):x}")
+            io.loop.call_soon_threadsafe(self._watch_liveness)
         return io
+
+    def _watch_liveness(self) -> None:
+        """On the IO loop, every quarter of ``liveness_timeout``: probe silent peers that
+        owe us replies; drop those silent for the whole ``liveness_timeout``."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for peer in list(self._peers.values()):
+            conn = peer.conn
+            if conn is None or not peer.calls:
+                continue
+            silent = now - conn.last_recv
+            if silent > self.liveness_timeout:
+                conn.abort(
+                    NodeDown(
+                        f"{peer.name} sent nothing for {silent:.1f} s while calls were waiting "
+                        "(cut off or hung)"
+                    )
+                )
+            elif silent > self.liveness_timeout / 4 and self._rpc_pid is not None:
+                probe = (_GEN_CALL, (self._rpc_pid, self.make_ref()), _PROBE)
+                try:
+                    conn.send((C.REG_SEND, self._rpc_pid, _EMPTY, _REX), probe)
+                except NodeDown:
+                    pass
+        if not self._closed:
+            loop.call_later(self.liveness_timeout / 4, self._watch_liveness)
 
     async def start(self) -> Node:
         """Start the node's thread (connections are made on first use)."""

@@ -19,15 +19,32 @@ decision must be taken on the server, as an ``erl_eval`` expression (:mod:`.expr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pyrlang_zarr.dist import Node
-from pyrlang_zarr.errors import NotFound, RpcError, TransactionError
+from pyrlang_zarr.errors import (
+    HandshakeTimeout,
+    MnesiaNotRunning,
+    NodeDown,
+    NodeUnreachable,
+    NoMajority,
+    NotFound,
+    RpcError,
+    RpcTimeout,
+    TransactionError,
+)
 from pyrlang_zarr.mnesia.errors import abort_error, from_rpc_error
 from pyrlang_zarr.mnesia.expr import Expressions
 from pyrlang_zarr.term import Atom, ExportFun
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Failures that mean "this node cannot serve us now": the call moves to another replica.
+FAILOVER = (NodeDown, NodeUnreachable, HandshakeTimeout, RpcTimeout, MnesiaNotRunning, NoMajority)
 
 _ATOMIC = Atom("atomic")
 _ABORTED = Atom("aborted")
@@ -152,8 +169,11 @@ def _presence(data: bytes | None) -> Any:
 class MnesiaClient:
     """Operations on ``table`` through the Mnesia node ``coordinator``.
 
-    ``timeout`` bounds every call (seconds). The coordinator runs each transaction; its
-    replicas are Mnesia's business.
+    ``timeout`` bounds every call (seconds). When the coordinator is down, cut off, not
+    running Mnesia or on the minority side of a majority table, the call moves to another
+    replica (``replicas``, and those Mnesia reports for the table) and that one becomes the
+    coordinator. A write whose first attempt had an unknown outcome is simply applied again
+    there: every write replaces whole values, so applying it twice is applying it once.
     """
 
     def __init__(
@@ -162,6 +182,7 @@ class MnesiaClient:
         table: str,
         coordinator: str,
         *,
+        replicas: Sequence[str] = (),
         timeout: float | None = 60.0,
         durable: bool = False,
     ) -> None:
@@ -170,38 +191,103 @@ class MnesiaClient:
         self.node = node
         self.table = table
         self.coordinator = coordinator
+        self.replicas = list(dict.fromkeys([coordinator, *replicas]))
         self.timeout = timeout
         self.durable = durable
+        self.failovers = 0
         self._tab = Atom(table)
         self._exprs = Expressions(node)
+        self._discovered = False
 
     def __repr__(self) -> str:
         return f"<MnesiaClient {self.table} via {self.coordinator}>"
 
     # -- plumbing -------------------------------------------------------------------------
-    async def _rpc(self, module: str, function: str, args: list[Any], what: str) -> Any:
-        try:
-            return await self.node.rpc(
-                self.coordinator, module, function, args, timeout=self.timeout
-            )
-        except RpcError as exc:
-            raise from_rpc_error(exc, self.table, what) from None
+    async def _attempts(self, what: str, attempt: Callable[[str], Awaitable[T]]) -> T:
+        """Run ``attempt(peer)`` on the coordinator, then on each other replica while the
+        failure says that node cannot serve us."""
+        if not self._discovered:
+            self._discovered = True
+            await self._discover()
+        errors: list[str] = []
+        last: Exception | None = None
+        for peer in [self.coordinator, *(r for r in self.replicas if r != self.coordinator)]:
+            try:
+                result = await attempt(peer)
+            except FAILOVER as exc:
+                log.warning("%s on %s failed (%s); trying another replica", what, peer, exc)
+                errors.append(f"{peer}: {exc}")
+                last = exc
+                continue
+            if peer != self.coordinator:
+                log.warning("%s: %s now coordinates for %s", what, peer, self.table)
+                self.coordinator = peer
+                self.failovers += 1
+            return result
+        assert last is not None
+        if isinstance(last, NoMajority):
+            raise last
+        raise type(last)(
+            f"{what} failed on every replica of {self.table!r}; a write among them may or may "
+            "not have been applied (outcome unknown): " + "; ".join(errors)
+        ) from last
 
-    async def transaction(self, fun: ExportFun, args: list[Any], what: str = "transaction") -> Any:
-        """``mnesia:transaction(Fun, Args)``: the result, or the mapped abort as an exception."""
-        if self.durable:
-            result, bad = await self._eval(
-                _DURABLE_COMMIT, {"F": fun, "A": args, "Tab": self._tab, "Timeout": 30000}, what
-            )
+    async def _discover(self) -> None:
+        """Add the table's replicas as Mnesia knows them to the failover candidates."""
+        for peer in list(self.replicas):
+            try:
+                nodes = await self.node.rpc(
+                    peer, "mnesia", "table_info", [self._tab, Atom("all_nodes")], timeout=10
+                )
+            except (RpcError, *FAILOVER):
+                continue
+            if isinstance(nodes, list):
+                self.replicas = list(dict.fromkeys([*self.replicas, *map(str, nodes)]))
+            return
+
+    async def _rpc(
+        self, module: str, function: str, args: list[Any], what: str, *, unwrap: bool = False
+    ) -> Any:
+        async def attempt(peer: str) -> Any:
+            try:
+                result = await self.node.rpc(peer, module, function, args, timeout=self.timeout)
+            except RpcError as exc:
+                raise from_rpc_error(exc, self.table, what) from None
+            return self._unwrap(result, what) if unwrap else result
+
+        return await self._attempts(what, attempt)
+
+    async def _eval(
+        self, text: str, bindings: dict[str, Any], what: str, *, durable: bool = False
+    ) -> Any:
+        """Evaluate ``text``; with ``durable`` it yields ``{Result, BadNodes}`` (unwrapped)."""
+
+        async def attempt(peer: str) -> Any:
+            try:
+                result = await self._exprs.eval(peer, text, bindings, timeout=self.timeout)
+            except RpcError as exc:
+                raise from_rpc_error(exc, self.table, what) from None
+            if not durable:
+                return result
+            outcome, bad = result
             if bad:
                 raise TransactionError(
                     f"transaction_error: {what} committed, but the log could not be forced to "
                     f"disc on {bad}",
                     bad,
                 )
-        else:
-            result = await self._rpc("mnesia", "transaction", [fun, args], what)
-        return self._unwrap(result, what)
+            return outcome
+
+        return await self._attempts(what, attempt)
+
+    async def transaction(self, fun: ExportFun, args: list[Any], what: str = "transaction") -> Any:
+        """``mnesia:transaction(Fun, Args)``: the result, or the mapped abort as an exception."""
+        if self.durable:
+            bindings = {"F": fun, "A": args, "Tab": self._tab, "Timeout": 30000}
+            return self._unwrap(
+                await self._eval(_DURABLE_COMMIT, bindings, what, durable=True), what
+            )
+        return await self._rpc("mnesia", "transaction", [fun, args], what, unwrap=True)
 
     def _unwrap(self, result: Any, what: str) -> Any:
         if type(result) is tuple and len(result) == 2:
@@ -210,12 +296,6 @@ class MnesiaClient:
             if result[0] == _ABORTED:
                 raise abort_error(result[1], self.table, what)
         raise abort_error(result, self.table, what)
-
-    async def _eval(self, text: str, bindings: dict[str, Any], what: str) -> Any:
-        try:
-            return await self._exprs.eval(self.coordinator, text, bindings, timeout=self.timeout)
-        except RpcError as exc:
-            raise from_rpc_error(exc, self.table, what) from None
 
     def _record(self, key: Any, data: Any) -> tuple[Any, Any, Any]:
         return (self._tab, key, data)
@@ -266,16 +346,8 @@ class MnesiaClient:
         versions = [(k, Atom("absent") if v is None else v) for k, v in reads]
         bindings = {"Tab": self._tab, "Reads": versions, "Ops": terms, "Timeout": 30000}
         what = f"batch of {len(ops)}"
-        if self.durable:
-            result, bad = await self._eval(_CHECKED_DURABLE, bindings, what)
-            if bad:
-                raise TransactionError(
-                    f"transaction_error: {what} committed, but the log could not be forced to "
-                    f"disc on {bad}",
-                    bad,
-                )
-        else:
-            result = await self._eval(_CHECKED, bindings, what)
+        text = _CHECKED_DURABLE if self.durable else _CHECKED
+        result = await self._eval(text, bindings, what, durable=self.durable)
         if type(result) is tuple and len(result) == 2 and result[0] == _ABORTED:
             reason = result[1]
             if type(reason) is tuple and len(reason) == 2 and reason[0] == _CONFLICT:

@@ -10,6 +10,7 @@ from typing import Any
 
 from pyrlang_zarr.errors import (
     MnesiaNotRunning,
+    NoMajority,
     PyrlangZarrError,
     RpcError,
     TableNotFound,
@@ -20,6 +21,7 @@ from pyrlang_zarr.term.format import format_term
 
 _NO_EXISTS = Atom("no_exists")
 _NODE_NOT_RUNNING = Atom("node_not_running")
+_NO_MAJORITY = Atom("no_majority")
 _EXIT = Atom("EXIT")
 _ABORTED = Atom("aborted")
 
@@ -29,6 +31,13 @@ def abort_error(reason: Any, table: str, what: str) -> PyrlangZarrError:
     if type(reason) is tuple and reason:
         if reason[0] == _NO_EXISTS:
             return TableNotFound(f"table_not_found: Mnesia table {table!r} does not exist ({what})")
+        if reason[0] == _NO_MAJORITY:
+            return NoMajority(
+                f"transaction_error: {what} refused: {table!r} is a majority table and this "
+                "node sees fewer than half of its replicas (minority side of a partition); "
+                "nothing was written",
+                reason,
+            )
         if reason[0] == _NODE_NOT_RUNNING:
             return MnesiaNotRunning(
                 f"Mnesia is not running on {format_term(reason[1:])} ({what}); set the "

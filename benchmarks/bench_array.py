@@ -1,0 +1,673 @@
+"""End-to-end array throughput through zarr: our array API against zarr's own stores.
+
+    python benchmarks/bench_array.py              # 256 MiB array, 32 MiB slices
+    python benchmarks/bench_array.py --quick      # 32 MiB array, 8 MiB slices
+    python benchmarks/bench_array.py --mib 512 --slice-mib 64 --no-replicated
+
+Writes one float64 array (1024 columns, 1 MiB chunks of (128, 1024)) in row slices and
+reads it back in the same slices, through every backend below, with the same data (a smooth
+field plus integer noise, on a 1/256 grid: zstd level 0 shrinks it to about 28 %), the same
+chunks and the same codecs (zarr's default for float64 in zarr v3, zstd level 0, and none):
+
+- ``pz.create`` + ``set_slice``/``get_slice``: one Mnesia transaction per slice, on a
+  one-node ``LocalCluster``, ``disc_copies`` and ``ram_copies``, and (unless
+  ``--no-replicated``) ``disc_copies`` replicated on a two-node cluster;
+- plain zarr (``zarr.api.asynchronous``) on ``pz.MnesiaStore``: one transaction per chunk,
+  zarr's own concurrency (``async.concurrency``, 10) and the store's limit (16 in flight);
+- zarr's ``MemoryStore`` and ``LocalStore`` (a temporary directory).
+
+Every slice read back is compared with what was written (``np.array_equal``). MB/s counts
+uncompressed array bytes, 1 MB = 10**6 bytes; timings cover the ``set_slice``/``setitem``
+and ``get_slice``/``getitem`` calls only.
+
+Then one ``set_slice`` and one ``get_slice`` of a 32 MiB slice (``disc_copies``, zstd) run
+under cProfile in every thread that works for them, and their wall time is split into
+codec, transport, Mnesia/server and the rest (see ``split_profile`` for the method).
+
+No assertions on timings. Exits 0, or 1 if some data read back differs from what was
+written. Needs Erlang/OTP (``erl``) on ``PATH``; the Erlang nodes are stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import cProfile
+import os
+import platform
+import pstats
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numcodecs
+import numpy as np
+import zarr
+import zarr.api.asynchronous as zasync
+from zarr.storage import LocalStore, MemoryStore
+
+HERE = Path(__file__).resolve().parent
+# This checkout's package, whatever the install (as in bench_node.py).
+sys.path.insert(0, str(HERE.parent))
+
+import pyrlang_zarr as pz  # noqa: E402
+from pyrlang_zarr.cluster import LocalCluster  # noqa: E402
+from pyrlang_zarr.dist import Node  # noqa: E402
+from pyrlang_zarr.dist.shared import shared_node  # noqa: E402
+
+MB = 1_000_000
+MIB = 1 << 20
+COLS = 1024
+CHUNK_ROWS = 128  # (128, 1024) float64 = 1 MiB per chunk
+ROW_BYTES = COLS * 8
+PROFILE_MIB = 32
+CODECS: dict[str, Any] = {"zstd": "auto", "none": None}  # "auto": zstd level 0 for float64
+DISC_TABLE = "pzb_array_disc"
+RAM_TABLE = "pzb_array_ram"
+STORE_TABLE = "pzb_array_store"
+
+
+# -- data and timing ---------------------------------------------------------------------
+
+
+def make_data(rows: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """A smooth field plus integer noise, on a 1/256 grid: random-ish, yet compressible."""
+    rng = np.random.default_rng(20240601)
+    r = np.arange(rows, dtype=np.float64)[:, None]
+    c = np.arange(COLS, dtype=np.float64)[None, :]
+    data = np.sin(r / 500.0) * np.cos(c / 50.0)
+    data *= 100 * 256
+    np.round(data, out=data)
+    data += rng.integers(-128, 129, size=(rows, COLS))
+    data /= 256
+    return data
+
+
+@dataclass
+class Result:
+    backend: str
+    codec: str
+    write_s: float
+    read_s: float
+    nbytes: int
+    ok: bool
+    note: str = ""
+
+    @property
+    def write_mbs(self) -> float:
+        return self.nbytes / MB / self.write_s
+
+    @property
+    def read_mbs(self) -> float:
+        return self.nbytes / MB / self.read_s
+
+
+Writer = Callable[[np.ndarray[Any, Any], int, int], Awaitable[None]]
+Reader = Callable[[int, int], Awaitable[np.ndarray[Any, Any]]]
+
+
+async def run_slices(
+    data: np.ndarray[Any, Any], slice_rows: int, write: Writer, read: Reader
+) -> tuple[float, float, bool]:
+    """Write ``data`` slice by slice, then read it back the same way; (write s, read s, equal)."""
+    bounds = [(a, min(a + slice_rows, len(data))) for a in range(0, len(data), slice_rows)]
+    write_s = 0.0
+    for a, b in bounds:
+        t0 = time.perf_counter()
+        await write(data[a:b], a, b)
+        write_s += time.perf_counter() - t0
+    read_s = 0.0
+    ok = True
+    for a, b in bounds:
+        t0 = time.perf_counter()
+        got = await read(a, b)
+        read_s += time.perf_counter() - t0
+        ok = ok and got.shape == (b - a, COLS) and bool(np.array_equal(got, data[a:b]))
+        del got
+    return write_s, read_s, ok
+
+
+# -- backends ----------------------------------------------------------------------------
+
+
+async def bench_array_api(
+    label: str,
+    codec: str,
+    data: np.ndarray[Any, Any],
+    slice_rows: int,
+    *,
+    node: str,
+    cookie: str,
+    nodes: list[str],
+    table: str,
+    ram_copies: bool,
+) -> Result:
+    arr = await pz.create(
+        array_id=f"bench-{codec}",
+        shape=data.shape,
+        chunks=(CHUNK_ROWS, COLS),
+        dtype="float64",
+        node=node,
+        cookie=cookie,
+        nodes=nodes,
+        ram_copies=ram_copies,
+        table_name=table,
+        compressors=CODECS[codec],
+        overwrite=True,
+    )
+    try:
+
+        async def write(block: np.ndarray[Any, Any], a: int, b: int) -> None:
+            await arr.set_slice(block, start=(a, 0), stop=(b, COLS))
+
+        async def read(a: int, b: int) -> np.ndarray[Any, Any]:
+            return await arr.get_slice(start=(a, 0), stop=(b, COLS))
+
+        w, r, ok = await run_slices(data, slice_rows, write, read)
+    finally:
+        await arr.store.clear()  # keep the Erlang node's memory and disc log small
+    return Result(label, codec, w, r, data.nbytes, ok)
+
+
+async def bench_zarr(
+    label: str, codec: str, data: np.ndarray[Any, Any], slice_rows: int, store: Any
+) -> tuple[Result, int]:
+    """Plain zarr (async API) on ``store``; also returns the stored chunk bytes."""
+    arr = await zasync.create_array(
+        store,
+        shape=data.shape,
+        chunks=(CHUNK_ROWS, COLS),
+        dtype="float64",
+        compressors=CODECS[codec],
+        overwrite=True,
+    )
+
+    async def write(block: np.ndarray[Any, Any], a: int, b: int) -> None:
+        await arr.setitem((slice(a, b), slice(None)), block)
+
+    async def read(a: int, b: int) -> np.ndarray[Any, Any]:
+        return np.asarray(await arr.getitem((slice(a, b), slice(None))))
+
+    w, r, ok = await run_slices(data, slice_rows, write, read)
+    stored = await store.getsize_prefix("c/")
+    return Result(label, codec, w, r, data.nbytes, ok), stored
+
+
+async def bench_one_node(
+    cluster: LocalCluster, data: np.ndarray[Any, Any], slice_rows: int, log: Callable[[str], None]
+) -> list[Result]:
+    node, cookie = cluster.nodes[0], cluster.cookie
+    results: list[Result] = []
+    for codec in CODECS:
+        for label, table, ram in (
+            ("array API, disc_copies", DISC_TABLE, False),
+            ("array API, ram_copies", RAM_TABLE, True),
+        ):
+            res = await bench_array_api(
+                label,
+                codec,
+                data,
+                slice_rows,
+                node=node,
+                cookie=cookie,
+                nodes=[node],
+                table=table,
+                ram_copies=ram,
+            )
+            log(f"  {res.backend:<34} {codec:<5} {res.write_mbs:8.1f} {res.read_mbs:8.1f} MB/s")
+            results.append(res)
+        store = pz.MnesiaStore(
+            f"bench-store-{codec}", node=node, cookie=cookie, nodes=[node], table_name=STORE_TABLE
+        )
+        try:
+            res, _ = await bench_zarr(
+                "zarr on MnesiaStore, disc_copies", codec, data, slice_rows, store
+            )
+        finally:
+            await store.clear()
+        log(f"  {res.backend:<34} {codec:<5} {res.write_mbs:8.1f} {res.read_mbs:8.1f} MB/s")
+        results.append(res)
+    return results
+
+
+async def bench_local_stores(
+    data: np.ndarray[Any, Any], slice_rows: int, log: Callable[[str], None]
+) -> tuple[list[Result], dict[str, int]]:
+    results: list[Result] = []
+    stored: dict[str, int] = {}
+    for codec in CODECS:
+        mem = await MemoryStore.open()
+        res, stored[codec] = await bench_zarr("zarr MemoryStore", codec, data, slice_rows, mem)
+        del mem
+        log(f"  {res.backend:<34} {codec:<5} {res.write_mbs:8.1f} {res.read_mbs:8.1f} MB/s")
+        results.append(res)
+        tmp = tempfile.mkdtemp(prefix="pzb-array-")
+        try:
+            local = await LocalStore.open(tmp)
+            res, _ = await bench_zarr("zarr LocalStore (temp dir)", codec, data, slice_rows, local)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log(f"  {res.backend:<34} {codec:<5} {res.write_mbs:8.1f} {res.read_mbs:8.1f} MB/s")
+        results.append(res)
+    return results, stored
+
+
+async def bench_replicated(
+    cluster: LocalCluster, data: np.ndarray[Any, Any], slice_rows: int, log: Callable[[str], None]
+) -> list[Result]:
+    res = await bench_array_api(
+        "array API, disc_copies x2 nodes",
+        "zstd",
+        data,
+        slice_rows,
+        node=cluster.nodes[0],
+        cookie=cluster.cookie,
+        nodes=cluster.nodes,
+        table=DISC_TABLE,
+        ram_copies=False,
+    )
+    log(f"  {res.backend:<34} zstd  {res.write_mbs:8.1f} {res.read_mbs:8.1f} MB/s")
+    await shared_node(cluster.cookie).close()
+    return [res]
+
+
+# -- profile -----------------------------------------------------------------------------
+
+
+class ProfilingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor while profiling: zarr runs its codecs here
+    (``asyncio.to_thread``), so every task gets a cProfile of its own worker thread."""
+
+    def __init__(self) -> None:
+        super().__init__(thread_name_prefix="pzb-codec")
+        self.profiles: list[cProfile.Profile] = []
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        return super().submit(self._profiled, fn, args, kwargs)
+
+    def _profiled(self, fn: Any, args: Any, kwargs: Any) -> Any:
+        prof = cProfile.Profile(time.thread_time)
+        prof.enable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            prof.disable()
+            with self._lock:
+                self.profiles.append(prof)
+
+
+@dataclass
+class Profiled:
+    wall: float
+    unprofiled_wall: float
+    unprofiled_rpc_wall: float
+    rpc_wall: float
+    rpc_calls: int
+    threads: dict[str, list[cProfile.Profile]] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def timed_rpcs() -> Iterator[list[float]]:
+    """Record the wall time of every ``Node.rpc`` made meanwhile (a benchmark-local patch)."""
+    walls: list[float] = []
+    original = Node.rpc
+
+    async def rpc(self: Node, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await original(self, *args, **kwargs)
+        finally:
+            walls.append(time.perf_counter() - t0)
+
+    Node.rpc = rpc  # type: ignore[method-assign]
+    try:
+        yield walls
+    finally:
+        Node.rpc = original  # type: ignore[method-assign]
+
+
+async def profile_call(
+    make: Callable[[], Awaitable[Any]], io_loop: asyncio.AbstractEventLoop
+) -> Profiled:
+    """Run ``make()`` once plain, then once under cProfile in every thread it uses."""
+    with timed_rpcs() as plain_walls:
+        t0 = time.perf_counter()
+        await make()
+        unprofiled = time.perf_counter() - t0
+
+    loop = asyncio.get_running_loop()
+    executor = ProfilingExecutor()
+    loop.set_default_executor(executor)
+    # thread_time: each thread's CPU time, so waiting (for the GIL, the socket, Mnesia) is
+    # not counted as work, and parallel codec workers do not add up their waits.
+    main, io_side = cProfile.Profile(time.thread_time), cProfile.Profile(time.thread_time)
+
+    async def on_io(enable: bool) -> None:
+        done = loop.create_future()
+
+        def flip() -> None:  # runs on the node's IO thread: profilers are per thread
+            (io_side.enable if enable else io_side.disable)()
+            loop.call_soon_threadsafe(done.set_result, None)
+
+        io_loop.call_soon_threadsafe(flip)
+        await done
+
+    await on_io(True)
+    with timed_rpcs() as walls:
+        main.enable()
+        t0 = time.perf_counter()
+        try:
+            await make()
+        finally:
+            wall = time.perf_counter() - t0
+            main.disable()
+            await on_io(False)
+    executor.shutdown(wait=True)
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
+    return Profiled(
+        wall=wall,
+        unprofiled_wall=unprofiled,
+        unprofiled_rpc_wall=sum(plain_walls),
+        rpc_wall=sum(walls),
+        rpc_calls=len(walls),
+        threads={"main": [main], "io": [io_side], "codec": executor.profiles},
+    )
+
+
+# Classification of cProfile entries by own time (tottime), from thread, file path and name.
+_IDLE = (
+    "<method 'poll' of 'select.epoll' objects>",
+    "<method 'select' of 'select.",
+    "<method 'acquire' of '_thread.lock' objects>",
+    "<method 'wait' of",
+)
+_CODEC_MODULES = ("/numcodecs/", "/zarr/codecs/", "/zarr/core/buffer/", "/numpy/")
+_CODEC_BUILTINS = ("numcodecs", "zstd", "numpy", "ndarray", "frombuffer", "copyto", "tobytes")
+_TRANSPORT_MODULES = ("/pyrlang_zarr/term/", "/pyrlang_zarr/dist/")
+_TRANSPORT_BUILTINS = ("_socket.socket",)
+
+
+def bucket_of(path: str, name: str, thread: str) -> str:
+    """``codec``, ``transport``, ``idle`` or ``other`` for one profile entry.
+
+    The node's IO thread does nothing but our rpc (term encode/decode, framing, asyncio
+    transport, socket): all of its work is transport. The executor's workers run zarr's
+    codecs: all codec. In the caller's thread, by module: numcodecs, zarr codecs and buffers
+    and numpy are codec; ``pyrlang_zarr.term``/``pyrlang_zarr.dist`` are transport; the rest
+    (zarr indexing, asyncio task plumbing, our overlay and client) is other.
+    """
+    if path == "~" and name.startswith(_IDLE):
+        return "idle"
+    if thread == "io":
+        return "transport"
+    if thread == "codec":
+        return "codec"
+    if path == "~":
+        if any(s in name for s in _CODEC_BUILTINS):
+            return "codec"
+        if any(s in name for s in _TRANSPORT_BUILTINS):
+            return "transport"
+        return "other"
+    if any(s in path for s in _TRANSPORT_MODULES):
+        return "transport"
+    if any(s in path for s in _CODEC_MODULES):
+        return "codec"
+    return "other"
+
+
+def bucket_times(profiles: list[cProfile.Profile], thread: str) -> dict[str, float]:
+    out = {"codec": 0.0, "transport": 0.0, "idle": 0.0, "other": 0.0}
+    if not profiles:
+        return out
+    stats = pstats.Stats(profiles[0])
+    for prof in profiles[1:]:
+        stats.add(prof)
+    for (path, _line, name), row in stats.stats.items():  # type: ignore[attr-defined]
+        out[bucket_of(path, name, thread)] += row[2]  # tottime
+    return out
+
+
+def split_profile(p: Profiled) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Split one call's (profiled) wall time into codec, transport, Mnesia/server and rest.
+
+    Method. A ``set_slice`` is two phases in sequence: zarr encodes every chunk into the
+    overlay (main thread, codecs in executor threads), then one rpc commits them; a
+    ``get_slice`` is the rpc first, then zarr decodes. So:
+
+    - rpc phase = the summed wall time of ``Node.rpc`` calls (a patched ``Node.rpc``
+      records it). Within it, **transport** = the CPU the node's IO thread spends on the
+      call (its profile minus ``epoll.poll``: ``pyrlang_zarr.term`` encode/decode,
+      ``pyrlang_zarr.dist`` framing, asyncio transports and socket calls), plus the main
+      thread's own CPU in ``pyrlang_zarr.term``/``pyrlang_zarr.dist``; **Mnesia/server** = rpc wall
+      minus transport: the Erlang node decoding, running the transaction and encoding the
+      reply, and the kernel moving the bytes over loopback, which we cannot separate here.
+    - zarr phase = wall minus rpc phase. Codec work runs in parallel worker threads, so its
+      CPU can exceed the phase; the phase is shared out between **codec** (numcodecs/zstd,
+      zarr codec classes, numpy copies, from the workers' and main thread's profiles) and
+      **other** (zarr indexing and task plumbing, our overlay, md5) in proportion to CPU.
+
+    The profilers count each thread's CPU time (``time.thread_time``), so waits are not work.
+    cProfile slows Python code more than C code: the split comes from the profiled run,
+    next to which the unprofiled wall time of the same call is printed.
+    """
+    per_thread = {name: bucket_times(profs, name) for name, profs in p.threads.items()}
+    transport = min(per_thread["io"]["transport"] + per_thread["main"]["transport"], p.rpc_wall)
+    server = max(p.rpc_wall - transport, 0.0)
+    zarr_phase = max(p.wall - p.rpc_wall, 0.0)
+    codec_cpu = per_thread["codec"]["codec"] + per_thread["main"]["codec"]
+    other_cpu = per_thread["main"]["other"]
+    share = codec_cpu / (codec_cpu + other_cpu) if codec_cpu + other_cpu > 0 else 0.0
+    split = {
+        "codec": zarr_phase * share,
+        "transport": transport,
+        "Mnesia/server": server,
+        "other (zarr, overlay, asyncio)": zarr_phase * (1 - share),
+    }
+    return split, per_thread
+
+
+def top_functions(p: Profiled, n: int = 12) -> list[tuple[str, str, float, int]]:
+    """The ``n`` entries with the most own time across all threads (idle waits left out)."""
+    rows: list[tuple[str, str, float, int]] = []
+    for thread, profs in p.threads.items():
+        if not profs:
+            continue
+        stats = pstats.Stats(profs[0])
+        for prof in profs[1:]:
+            stats.add(prof)
+        for (path, line, name), row in stats.stats.items():  # type: ignore[attr-defined]
+            if bucket_of(path, name, thread) == "idle":
+                continue
+            where = name if path == "~" else f"{short_path(path)}:{line}({name})"
+            rows.append((thread, where, row[2], row[1]))
+    rows.sort(key=lambda r: -r[2])
+    return rows[:n]
+
+
+def short_path(path: str) -> str:
+    for marker in ("site-packages/", "/pyrlang_zarr/", "/lib/python3"):
+        i = path.find(marker)
+        if i >= 0:
+            return path[i + len(marker) :] if marker != "/pyrlang_zarr/" else path[i + 1 :]
+    return path
+
+
+async def bench_profile(
+    cluster: LocalCluster, data: np.ndarray[Any, Any]
+) -> tuple[Profiled, Profiled]:
+    node, cookie = cluster.nodes[0], cluster.cookie
+    rows = min(PROFILE_MIB * MIB // ROW_BYTES, len(data))
+    block = np.ascontiguousarray(data[:rows])
+    arr = await pz.create(
+        array_id="bench-profile",
+        shape=block.shape,
+        chunks=(CHUNK_ROWS, COLS),
+        dtype="float64",
+        node=node,
+        cookie=cookie,
+        nodes=[node],
+        table_name=DISC_TABLE,
+        overwrite=True,
+    )
+    try:
+        await arr.set_slice(block)  # warm up: connection, parsed expressions, metadata
+        io_loop = shared_node(cookie)._runtime().loop
+        write = await profile_call(lambda: arr.set_slice(block), io_loop)
+        got: list[np.ndarray[Any, Any]] = []
+
+        async def read() -> None:
+            got[:] = [await arr.get_slice()]
+
+        read_p = await profile_call(read, io_loop)
+        if not np.array_equal(got[0], block):
+            raise RuntimeError("profiled get_slice returned other data than was written")
+    finally:
+        await arr.store.clear()
+    return write, read_p
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def print_table(results: list[Result]) -> None:
+    base = {r.codec: r for r in results if r.backend == "zarr MemoryStore"}
+    head = (
+        f"{'backend':<34} | {'codec':<5} | {'write MB/s':>10} | {'read MB/s':>9} | "
+        f"{'write vs Mem':>12} | {'read vs Mem':>11} | ok"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        m = base.get(r.codec)
+        wr = f"{r.write_mbs / m.write_mbs:.2f}x" if m else "-"
+        rr = f"{r.read_mbs / m.read_mbs:.2f}x" if m else "-"
+        print(
+            f"{r.backend:<34} | {r.codec:<5} | {r.write_mbs:10.1f} | {r.read_mbs:9.1f} | "
+            f"{wr:>12} | {rr:>11} | {'yes' if r.ok else 'NO'}"
+        )
+
+
+def print_split(title: str, p: Profiled) -> None:
+    split, per_thread = split_profile(p)
+    print(
+        f"\n{title}: {p.wall:.3f} s under cProfile, {p.rpc_calls} rpc call(s) taking "
+        f"{p.rpc_wall:.3f} s (without the profiler: {p.unprofiled_wall:.3f} s, rpc "
+        f"{p.unprofiled_rpc_wall:.3f} s)"
+    )
+    print(f"  {'bucket':<32} | {'seconds':>7} | {'share':>6}")
+    print(f"  {'-' * 32}-+-{'-' * 7}-+-{'-' * 6}")
+    for name, secs in split.items():
+        print(f"  {name:<32} | {secs:7.3f} | {100 * secs / p.wall:5.1f}%")
+    print("  CPU by thread (own time, s):")
+    for thread, b in per_thread.items():
+        busy = ", ".join(f"{k} {v:.3f}" for k, v in b.items() if k != "idle")
+        print(f"    {thread:<6} {busy}, idle {b['idle']:.3f}")
+    print("  top functions by own time:")
+    for thread, where, secs, calls in top_functions(p):
+        print(f"    {secs:7.3f} s {calls:>7}x  [{thread}] {where}")
+
+
+def environment() -> str:
+    try:
+        otp = subprocess.run(
+            ["erl", "-noshell", "-eval", "io:format(erlang:system_info(otp_release)), halt()."],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        otp = "?"
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"Python {platform.python_version()}, zarr {zarr.__version__}, numcodecs "
+        f"{numcodecs.__version__}, numpy {np.__version__}, OTP {otp}, {os.cpu_count()} CPUs, "
+        f"load {load}"
+    )
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    rows = args.mib * MIB // ROW_BYTES
+    slice_rows = max(args.slice_mib * MIB // ROW_BYTES, CHUNK_ROWS)
+    t_start = time.perf_counter()
+    data = make_data(rows)
+    print(
+        f"array: {data.shape} float64 = {data.nbytes / MIB:.0f} MiB, chunks ({CHUNK_ROWS}, {COLS})"
+        f" = 1 MiB, written and read in slices of {slice_rows} rows "
+        f"({slice_rows * ROW_BYTES / MIB:.0f} MiB)"
+    )
+    print(environment())
+    log("running (per backend: write MB/s, read MB/s):")
+
+    results, stored = await bench_local_stores(data, slice_rows, log)
+    cluster = stack.enter_context(LocalCluster(n=1))
+    mnesia_results = await bench_one_node(cluster, data, slice_rows, log)
+    write_p, read_p = await bench_profile(cluster, data)
+    await shared_node(cluster.cookie).close()
+    await asyncio.to_thread(cluster.stop)
+    if args.replicated:
+        cluster2 = stack.enter_context(LocalCluster(n=2))
+        mnesia_results += await bench_replicated(cluster2, data, slice_rows, log)
+        await asyncio.to_thread(cluster2.stop)
+    results = mnesia_results + results
+
+    ratio = stored.get("zstd", 0) / data.nbytes
+    print(
+        f"\nthroughput ({data.nbytes / MIB:.0f} MiB float64, 1 MB = 10^6 bytes of array data; "
+        f"zstd keeps {100 * ratio:.1f} % of the bytes)"
+    )
+    print_table(results)
+    print(f"\ntime split of our array API, one {PROFILE_MIB} MiB slice, disc_copies, zstd")
+    print_split("set_slice", write_p)
+    print_split("get_slice", read_p)
+    print(f"\ntotal run time {time.perf_counter() - t_start:.0f} s")
+    if not all(r.ok for r in results):
+        print("DATA MISMATCH: some backend read back other data than was written")
+        return 1
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="32 MiB array, 8 MiB slices")
+    parser.add_argument("--mib", type=int, help="array size in MiB (default 256; --quick: 32)")
+    parser.add_argument(
+        "--slice-mib", type=int, help="rows per set_slice/get_slice in MiB (32; --quick: 8)"
+    )
+    parser.add_argument(
+        "--no-replicated",
+        dest="replicated",
+        action="store_false",
+        help="skip the two-node replicated disc_copies row",
+    )
+    args = parser.parse_args()
+    args.mib = args.mib or (32 if args.quick else 256)
+    args.slice_mib = args.slice_mib or (8 if args.quick else 32)
+    if args.mib < 1 or args.slice_mib < 1:
+        parser.error("--mib and --slice-mib must be positive")
+    # SIGTERM as an exception: the with-block below then stops the Erlang nodes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with contextlib.ExitStack() as stack:
+        code = asyncio.run(run(args, stack))
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
