@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import warnings
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
@@ -36,7 +37,7 @@ from zarr.core.array import AsyncArray
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import StorePath
 
-from pyrlang_zarr.errors import NotFound, TransactionError
+from pyrlang_zarr.errors import NotFound, PossiblyStaleRead, TransactionError
 from pyrlang_zarr.mnesia.client import Conflict, Delete, MnesiaClient, Op, Write
 from pyrlang_zarr.store import DEFAULT_TABLE, MnesiaStore, check_array_id, check_nodes
 
@@ -255,9 +256,23 @@ class MnesiaArray:
         client = await self.store._ready()
         mkeys = [await self.store._mkey(k) for k in keys]
         found = await client.read_many(mkeys, consistent=True)
+        if self.store.majority:
+            await self._warn_if_minority(client)
         overlay = _Overlay(self.store, client, dict(zip(keys, found, strict=True)))
         result = await self._on(overlay).getitem(selection)
         return np.asarray(result)
+
+    async def _warn_if_minority(self, client: MnesiaClient) -> None:
+        replicas, reachable = await client.replica_view()
+        if 2 * len(reachable) <= len(replicas):
+            warnings.warn(
+                PossiblyStaleRead(
+                    f"{self.array_id!r} was read through {client.coordinator}, which reaches "
+                    f"only {reachable} of the replicas {replicas}: it may be on the minority "
+                    "side of a partition and miss newer writes"
+                ),
+                stacklevel=3,
+            )
 
 
 async def create(
@@ -270,6 +285,7 @@ async def create(
     cookie: str | None = None,
     nodes: Sequence[str] | None = None,
     ram_copies: bool = False,
+    majority: bool = False,
     table_name: str = DEFAULT_TABLE,
     fill_value: Any = 0,
     zarr_format: int = 3,
@@ -280,7 +296,10 @@ async def create(
     """Create an array in Mnesia (ExZarr's ``create`` with ``storage: :mnesia``).
 
     ``nodes`` are the table's replicas: Mnesia and the table are set up on them first
-    (idempotently). Other keyword arguments go to ``zarr.create_array`` (``compressors``,
+    (idempotently), and calls fail over among them. ``majority=True`` makes writes need a
+    majority of replicas (the minority side of a partition refuses them with
+    :class:`~pyrlang_zarr.errors.NoMajority`; its reads warn with ``PossiblyStaleRead``).
+    Other keyword arguments go to ``zarr.create_array`` (``compressors``,
     ``filters``, ``shards``, ``attributes``, ...). zarr v3 by default, ``zarr_format=2`` on
     request.
     """
@@ -303,6 +322,7 @@ async def create(
         table_name=table_name,
         nodes=replicas or None,
         ram_copies=ram_copies,
+        majority=majority,
         durable=durable,
     )
     await store._ensure_open()
@@ -326,6 +346,7 @@ async def open(
     cookie: str | None = None,
     nodes: Sequence[str] | None = None,
     table_name: str = DEFAULT_TABLE,
+    majority: bool = False,
     read_only: bool = False,
     durable: bool = False,
 ) -> MnesiaArray:
@@ -338,6 +359,7 @@ async def open(
         cookie=cookie,
         table_name=table_name,
         nodes=replicas or None,
+        majority=majority,
         read_only=True,
         durable=durable,
     )

@@ -89,3 +89,8 @@ class MnesiaNotRunning(PyrlangZarrError):
 class NoMajority(TransactionError):
     """A write to a ``majority`` table was refused: the node sees too few of its replicas
     (it is on the minority side of a partition). Nothing was written."""
+
+
+class PossiblyStaleRead(UserWarning):
+    """A read was served by a node that sees fewer than half of the table's replicas: it may
+    be on the minority side of a partition and miss writes the majority has taken since."""

@@ -74,7 +74,9 @@ class MnesiaStore(Store):
 
     ``node`` is the Erlang node to talk to; ``nodes`` the table's replicas (when given, the
     table and Mnesia are set up on them when the store opens, idempotently). ``ram_copies``
-    picks RAM-only replicas for a new table. ``durable`` forces each commit to disc.
+    picks RAM-only replicas for a new table; ``majority`` makes its writes need a majority of
+    replicas. ``durable`` forces each commit to disc. Calls fail over to other replicas
+    (``nodes``, and those Mnesia reports) when the node talked to goes away.
     """
 
     supports_writes = True
@@ -90,6 +92,7 @@ class MnesiaStore(Store):
         table_name: str = DEFAULT_TABLE,
         nodes: Sequence[str] | None = None,
         ram_copies: bool = False,
+        majority: bool = False,
         read_only: bool = False,
         durable: bool = False,
         timeout: float | None = 60.0,
@@ -103,6 +106,7 @@ class MnesiaStore(Store):
             raise TypeError("cookie must be a str")
         self.table_name = table_name
         self.ram_copies = bool(ram_copies)
+        self.majority = bool(majority)
         self.durable = bool(durable)
         self.timeout = timeout
         self._cookie = cookie
@@ -122,6 +126,7 @@ class MnesiaStore(Store):
             "table_name": self.table_name,
             "nodes": list(self.nodes) or None,
             "ram_copies": self.ram_copies,
+            "majority": self.majority,
             "read_only": self.read_only,
             "durable": self.durable,
             "timeout": self.timeout,
@@ -166,9 +171,20 @@ class MnesiaStore(Store):
         if client is None:
             node = shared_node(self._cookie)
             if self.nodes and not self.read_only:
-                await ensure_table(node, self.nodes, self.table_name, ram_copies=self.ram_copies)
+                await ensure_table(
+                    node,
+                    self.nodes,
+                    self.table_name,
+                    ram_copies=self.ram_copies,
+                    majority=self.majority or None,
+                )
             client = MnesiaClient(
-                node, self.table_name, self.node, timeout=self.timeout, durable=self.durable
+                node,
+                self.table_name,
+                self.node,
+                replicas=self.nodes,
+                timeout=self.timeout,
+                durable=self.durable,
             )
             self._client = client
         return client

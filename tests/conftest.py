@@ -33,3 +33,12 @@ def cluster() -> Iterator[LocalCluster]:
 async def node(cluster: LocalCluster) -> AsyncIterator[Node]:
     async with Node(cookie=cluster.cookie) as n:
         yield n
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests import faults
+
+    if faults.REPORT:
+        terminalreporter.section("faults injected and writes acknowledged / lost")
+        for line in faults.table():
+            terminalreporter.write_line(line)

@@ -240,3 +240,20 @@ async def test_silent_peer_is_detected_by_ticks_and_we_keep_the_peer_alive() -> 
                     await n.rpc(peer, "timer", "sleep", [1], timeout=20)
             finally:
                 os.kill(proc.pid, 18)  # SIGCONT
+
+
+async def test_failed_connection_leaves_no_unretrieved_errors(
+    cluster: LocalCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed connection attempt's error goes to its calls; nothing is left for asyncio to
+    log from a finalizer ('exception was never retrieved')."""
+    import gc
+
+    async with Node(cookie=cluster.cookie) as n:
+        for _ in range(3):
+            with pytest.raises(NodeUnreachable):
+                await n.rpc(f"nosuchnode@{cluster.host}", "erlang", "node", [])
+    gc.collect()
+    await asyncio.sleep(0.1)
+    gc.collect()
+    assert "never retrieved" not in caplog.text

@@ -380,7 +380,10 @@ class Node:
             _, host = split_node_name(name)
             self._ensure_name(is_long_host(host), host)  # pids and refs carry our name
             peer = self._peers[name] = _Peer(name)
-            peer.connecting = asyncio.get_running_loop().create_task(self._connect(peer))
+            task = asyncio.get_running_loop().create_task(self._connect(peer))
+            # its error reaches the calls queued on it; mark it seen so no one logs it at GC
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            peer.connecting = task
         return peer
 
     async def _connect(self, peer: _Peer) -> None:

@@ -19,6 +19,7 @@ decision must be taken on the server, as an ``erl_eval`` expression (:mod:`.expr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -372,6 +373,16 @@ class MnesiaClient:
         return bool(self._unwrap(result, "compare_and_set"))
 
     # -- reads ----------------------------------------------------------------------------
+    async def replica_view(self) -> tuple[list[str], list[str]]:
+        """``(replicas, reachable)`` as the coordinator sees them: the table's replicas and
+        those among them it currently runs Mnesia with."""
+        replicas, running = await asyncio.gather(
+            self._rpc("mnesia", "table_info", [self._tab, Atom("all_nodes")], "replica view"),
+            self._rpc("mnesia", "system_info", [Atom("running_db_nodes")], "replica view"),
+        )
+        live = {str(n) for n in running}
+        return sorted(map(str, replicas)), sorted(str(n) for n in replicas if str(n) in live)
+
     async def read(self, key: Any) -> Any | None:
         """The data under ``key`` (dirty read), or ``None``."""
         records = await self._rpc("mnesia", "dirty_read", [self._tab, key], "read")

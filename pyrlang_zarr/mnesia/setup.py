@@ -47,6 +47,7 @@ class TableInfo:
     storage: str  # "disc_copies" | "ram_copies" | "disc_only_copies"
     replicas: tuple[str, ...]
     created: bool
+    majority: bool = False
 
 
 def _check_args(nodes: Sequence[str], table: str, table_type: str) -> list[str]:
@@ -134,12 +135,16 @@ async def ensure_table(
     *,
     ram_copies: bool = False,
     table_type: str = "ordered_set",
+    majority: bool | None = None,
     timeout: float = 30.0,
 ) -> TableInfo:
     """Mnesia up on ``nodes`` and ``table`` replicated on each of them; safe to repeat.
 
     An existing table is accepted if its records are ``{table, Key, Data}`` and its type is
     ``set`` or ``ordered_set`` (an ExZarr table qualifies); its storage type is kept.
+    ``majority=True`` makes transactions on the table commit only where more than half of
+    its replicas are reachable (``{majority, true}``): the minority side of a partition
+    refuses writes instead of diverging. ``None`` leaves an existing table's setting alone.
     """
     nodes = _check_args(nodes, table, table_type)
     await ensure_mnesia(node, nodes, timeout=timeout)
@@ -152,6 +157,7 @@ async def ensure_table(
             (Atom("attributes"), [Atom("key"), Atom("data")]),
             (Atom("type"), Atom(table_type)),
             (Atom(storage), [Atom(n) for n in nodes]),
+            (Atom("majority"), bool(majority)),
         ]
         result = await node.rpc(coordinator, "mnesia", "create_table", [tab, definition])
         if result == (_ATOMIC, _OK):
@@ -172,8 +178,15 @@ async def ensure_table(
                         f"could not add a replica of {table} on {n}: {format_term(result)}", result
                     )
         info = await _describe(node, coordinator, table)
+    if majority is not None and info.majority != majority:
+        result = await node.rpc(coordinator, "mnesia", "change_table_majority", [tab, majority])
+        if result != (_ATOMIC, _OK):
+            raise TransactionError(
+                f"could not set majority={majority} on {table}: {format_term(result)}", result
+            )
+        info = await _describe(node, coordinator, table)
     await asyncio.gather(*(_wait_loaded(node, n, tab, timeout) for n in nodes))
-    return TableInfo(info.name, info.type, info.storage, info.replicas, created)
+    return TableInfo(info.name, info.type, info.storage, info.replicas, created, info.majority)
 
 
 async def _wait_loaded(node: Node, peer: str, tab: Atom, timeout: float) -> None:
@@ -192,13 +205,14 @@ async def _describe(node: Node, coordinator: str, table: str) -> TableInfo:
     async def ti(key: str) -> Any:
         return await node.rpc(coordinator, "mnesia", "table_info", [tab, Atom(key)])
 
-    attributes, record_name, table_type, disc, ram, disc_only = await asyncio.gather(
+    attributes, record_name, table_type, disc, ram, disc_only, majority = await asyncio.gather(
         ti("attributes"),
         ti("record_name"),
         ti("type"),
         ti("disc_copies"),
         ti("ram_copies"),
         ti("disc_only_copies"),
+        ti("majority"),
     )
     if len(attributes) != 2 or record_name != tab or str(table_type) not in TABLE_TYPES:
         raise IncompatibleTable(
@@ -209,4 +223,4 @@ async def _describe(node: Node, coordinator: str, table: str) -> TableInfo:
         )
     storage = "disc_copies" if disc else "ram_copies" if ram else "disc_only_copies"
     replicas = tuple(sorted(str(n) for n in (*disc, *ram, *disc_only)))
-    return TableInfo(table, str(table_type), storage, replicas, False)
+    return TableInfo(table, str(table_type), storage, replicas, False, majority is True)
