@@ -29,9 +29,7 @@ SETTINGS = settings(
 @pytest.fixture
 def store(cluster: LocalCluster) -> MnesiaStore:
     zarr.core.sync.sync(ensure_table(shared_node(cluster.cookie), cluster.nodes, "zarr_storage"))
-    return MnesiaStore(
-        f"stateful-{uuid.uuid4().hex}", node=cluster.nodes[0], cookie=cluster.cookie
-    )
+    return MnesiaStore(f"stateful-{uuid.uuid4().hex}", node=cluster.nodes[0], cookie=cluster.cookie)
 
 
 def test_zarr_store_state_machine(store: MnesiaStore) -> None:

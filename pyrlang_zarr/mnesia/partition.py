@@ -1,0 +1,124 @@
+"""Partitions: noticing them, and bringing the minority back to the majority's data.
+
+Mnesia never merges two sides that both ran while apart. When they meet again each node
+reports ``{inconsistent_database, running_partitioned_network, Other}`` and they keep
+running with different data. With ``majority`` tables only the majority side can have
+committed writes, so the recovery is safe and mechanical:
+
+1. on each minority node, make the majority nodes its *master nodes*
+   (``mnesia:set_master_nodes/1``),
+2. restart Mnesia there: tables load from the masters, so the minority's copies are
+   replaced by the majority's,
+3. clear the master nodes again so later restarts load the usual way.
+
+:class:`MnesiaEvents` subscribes a process of ours to Mnesia's system events on each node
+(``mnesia_subscr:subscribe/2``) so the condition is seen the moment Mnesia sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pyrlang_zarr.dist import Node, Process
+from pyrlang_zarr.errors import TransactionError
+from pyrlang_zarr.term import Atom
+from pyrlang_zarr.term.format import format_term
+
+log = logging.getLogger(__name__)
+
+_OK = Atom("ok")
+_SYSTEM_EVENT = Atom("mnesia_system_event")
+_INCONSISTENT = Atom("inconsistent_database")
+
+
+class MnesiaEvents:
+    """Mnesia system events of ``nodes``, as ``(node_event_tuple)`` terms.
+
+    ``inconsistent`` collects every ``(Context, Node)`` of an ``inconsistent_database``
+    event seen so far; each is also logged as a warning.
+    """
+
+    def __init__(self, node: Node, nodes: Sequence[str]) -> None:
+        self.node = node
+        self.nodes = list(nodes)
+        self.inconsistent: list[tuple[Any, str]] = []
+        self._proc: Process | None = None
+
+    async def __aenter__(self) -> MnesiaEvents:
+        self._proc = self.node.process()
+        for peer in self.nodes:
+            result = await self.node.rpc(
+                peer, "mnesia_subscr", "subscribe", [self._proc.pid, Atom("system")]
+            )
+            if not (type(result) is tuple and result[0] == _OK):
+                raise TransactionError(
+                    f"could not subscribe to Mnesia events on {peer}: {format_term(result)}",
+                    result,
+                )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            await self._proc.close()
+
+    async def next(self, timeout: float | None = None) -> Any:
+        """The next system event (``TimeoutError`` if none comes within ``timeout``)."""
+        assert self._proc is not None, "use MnesiaEvents as an async context manager"
+        while True:
+            message = await self._proc.receive(timeout)
+            if type(message) is tuple and len(message) == 2 and message[0] == _SYSTEM_EVENT:
+                event = message[1]
+                if type(event) is tuple and len(event) == 3 and event[0] == _INCONSISTENT:
+                    self.inconsistent.append((event[1], str(event[2])))
+                    log.warning(
+                        "Mnesia reports an inconsistent database (%s) with %s: the cluster "
+                        "was partitioned and both sides ran; recover with recover_partition()",
+                        event[1],
+                        event[2],
+                    )
+                return event
+
+    async def wait_inconsistent(self, timeout: float) -> tuple[Any, str]:
+        """Wait for the first ``inconsistent_database`` event."""
+        async with asyncio.timeout(timeout):
+            while not self.inconsistent:
+                await self.next()
+        return self.inconsistent[0]
+
+
+async def recover_partition(
+    node: Node,
+    majority: Sequence[str],
+    minority: Sequence[str],
+    tables: Sequence[str],
+    *,
+    timeout: float = 60.0,
+) -> None:
+    """Make every node of ``minority`` drop its copies and reload ``tables`` from
+    ``majority``; on return all replicas hold the majority's data."""
+    if not majority or not minority or set(majority) & set(minority):
+        raise ValueError("majority and minority must be non-empty, disjoint lists of nodes")
+    masters = [Atom(n) for n in majority]
+    tabs = [Atom(t) for t in tables]
+    for peer in minority:
+        for m in majority:  # the Erlang nodes may still be apart after the link came back
+            await node.rpc(peer, "net_kernel", "connect_node", [Atom(m)], timeout=timeout)
+        await _ok(node, peer, "set_master_nodes", [masters], timeout)
+        await _ok(node, peer, "stop", [], timeout)
+        started = await node.rpc(peer, "mnesia", "start", [], timeout=timeout)
+        if started != _OK:
+            raise TransactionError(f"mnesia:start() on {peer}: {format_term(started)}", started)
+        await _ok(node, peer, "wait_for_tables", [tabs, int(timeout * 1000)], timeout + 5)
+        await _ok(node, peer, "set_master_nodes", [[]], timeout)
+        log.info("%s reloaded %s from %s", peer, list(tables), list(majority))
+
+
+async def _ok(node: Node, peer: str, function: str, args: list[Any], timeout: float) -> None:
+    result = await node.rpc(peer, "mnesia", function, args, timeout=timeout)
+    if result not in (_OK, Atom("stopped")):
+        raise TransactionError(
+            f"mnesia:{function} on {peer} during recovery: {format_term(result)}", result
+        )
