@@ -40,6 +40,7 @@ import platform
 import pstats
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,21 +96,26 @@ def make_data(rows: int) -> np.ndarray[Any, np.dtype[np.float64]]:
 
 @dataclass
 class Result:
+    """One backend and codec: per-rep timings (seconds) of writing and reading everything."""
+
     backend: str
     codec: str
-    write_s: float
-    read_s: float
     nbytes: int
-    ok: bool
-    note: str = ""
+    writes: list[float] = field(default_factory=list)
+    reads: list[float] = field(default_factory=list)
+    ok: bool = True
 
     @property
     def write_mbs(self) -> float:
-        return self.nbytes / MB / self.write_s
+        return self.nbytes / MB / statistics.median(self.writes)
 
     @property
     def read_mbs(self) -> float:
-        return self.nbytes / MB / self.read_s
+        return self.nbytes / MB / statistics.median(self.reads)
+
+    def spread(self, which: list[float]) -> str:
+        rates = sorted(self.nbytes / MB / s for s in which)
+        return f"{rates[0]:.0f}-{rates[-1]:.0f}"
 
 
 Writer = Callable[[np.ndarray[Any, Any], int, int], Awaitable[None]]
@@ -139,33 +145,28 @@ async def run_slices(
 
 # -- backends ----------------------------------------------------------------------------
 
+Case = Callable[[np.ndarray[Any, Any], int], Awaitable[tuple[float, float, bool]]]
 
-async def bench_array_api(
-    label: str,
-    codec: str,
-    data: np.ndarray[Any, Any],
-    slice_rows: int,
-    *,
-    node: str,
-    cookie: str,
-    nodes: list[str],
-    table: str,
-    ram_copies: bool,
-) -> Result:
-    arr = await pz.create(
-        array_id=f"bench-{codec}",
-        shape=data.shape,
-        chunks=(CHUNK_ROWS, COLS),
-        dtype="float64",
-        node=node,
-        cookie=cookie,
-        nodes=nodes,
-        ram_copies=ram_copies,
-        table_name=table,
-        compressors=CODECS[codec],
-        overwrite=True,
-    )
-    try:
+
+def array_api_case(
+    codec: str, *, node: str, cookie: str, nodes: list[str], table: str, ram_copies: bool
+) -> Case:
+    """``pz.create`` + ``set_slice``/``get_slice``: one Mnesia transaction per slice."""
+
+    async def case(data: np.ndarray[Any, Any], slice_rows: int) -> tuple[float, float, bool]:
+        arr = await pz.create(
+            array_id=f"bench-{codec}",
+            shape=data.shape,
+            chunks=(CHUNK_ROWS, COLS),
+            dtype="float64",
+            node=node,
+            cookie=cookie,
+            nodes=nodes,
+            ram_copies=ram_copies,
+            table_name=table,
+            compressors=CODECS[codec],
+            overwrite=True,
+        )
 
         async def write(block: np.ndarray[Any, Any], a: int, b: int) -> None:
             await arr.set_slice(block, start=(a, 0), stop=(b, COLS))
@@ -173,16 +174,18 @@ async def bench_array_api(
         async def read(a: int, b: int) -> np.ndarray[Any, Any]:
             return await arr.get_slice(start=(a, 0), stop=(b, COLS))
 
-        w, r, ok = await run_slices(data, slice_rows, write, read)
-    finally:
-        await arr.store.clear()  # keep the Erlang node's memory and disc log small
-    return Result(label, codec, w, r, data.nbytes, ok)
+        try:
+            return await run_slices(data, slice_rows, write, read)
+        finally:
+            await arr.store.clear()  # keep the Erlang node's memory and disc log small
+
+    return case
 
 
-async def bench_zarr(
-    label: str, codec: str, data: np.ndarray[Any, Any], slice_rows: int, store: Any
-) -> tuple[Result, int]:
-    """Plain zarr (async API) on ``store``; also returns the stored chunk bytes."""
+async def zarr_slices(
+    store: Any, codec: str, data: np.ndarray[Any, Any], slice_rows: int
+) -> tuple[float, float, bool]:
+    """Plain zarr (async API) on ``store``, the same slices."""
     arr = await zasync.create_array(
         store,
         shape=data.shape,
@@ -198,87 +201,98 @@ async def bench_zarr(
     async def read(a: int, b: int) -> np.ndarray[Any, Any]:
         return np.asarray(await arr.getitem((slice(a, b), slice(None))))
 
-    w, r, ok = await run_slices(data, slice_rows, write, read)
-    stored = await store.getsize_prefix("c/")
-    return Result(label, codec, w, r, data.nbytes, ok), stored
+    return await run_slices(data, slice_rows, write, read)
 
 
-async def bench_one_node(
-    cluster: LocalCluster, data: np.ndarray[Any, Any], slice_rows: int, log: Callable[[str], None]
-) -> list[Result]:
+def mnesia_store_case(codec: str, *, node: str, cookie: str) -> Case:
+    """zarr on ``pz.MnesiaStore``: a transaction per chunk, zarr's own concurrency."""
+
+    async def case(data: np.ndarray[Any, Any], slice_rows: int) -> tuple[float, float, bool]:
+        store = pz.MnesiaStore(
+            f"bench-store-{codec}", node=node, cookie=cookie, nodes=[node], table_name=STORE_TABLE
+        )
+        try:
+            return await zarr_slices(store, codec, data, slice_rows)
+        finally:
+            await store.clear()
+
+    return case
+
+
+def memory_case(codec: str) -> Case:
+    async def case(data: np.ndarray[Any, Any], slice_rows: int) -> tuple[float, float, bool]:
+        return await zarr_slices(await MemoryStore.open(), codec, data, slice_rows)
+
+    return case
+
+
+def local_case(codec: str) -> Case:
+    async def case(data: np.ndarray[Any, Any], slice_rows: int) -> tuple[float, float, bool]:
+        tmp = tempfile.mkdtemp(prefix="pzb-array-")
+        try:
+            return await zarr_slices(await LocalStore.open(tmp), codec, data, slice_rows)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    return case
+
+
+def one_node_cases(cluster: LocalCluster) -> list[tuple[str, str, Case]]:
     node, cookie = cluster.nodes[0], cluster.cookie
-    results: list[Result] = []
+    cases: list[tuple[str, str, Case]] = []
     for codec in CODECS:
         for label, table, ram in (
             ("array API, disc_copies", DISC_TABLE, False),
             ("array API, ram_copies", RAM_TABLE, True),
         ):
-            res = await bench_array_api(
-                label,
-                codec,
-                data,
-                slice_rows,
-                node=node,
-                cookie=cookie,
-                nodes=[node],
-                table=table,
-                ram_copies=ram,
+            case = array_api_case(
+                codec, node=node, cookie=cookie, nodes=[node], table=table, ram_copies=ram
             )
-            log(f"  {res.backend:<34} {codec:<5} {res.write_mbs:8.1f} {res.read_mbs:8.1f} MB/s")
-            results.append(res)
-        store = pz.MnesiaStore(
-            f"bench-store-{codec}", node=node, cookie=cookie, nodes=[node], table_name=STORE_TABLE
-        )
-        try:
-            res, _ = await bench_zarr(
-                "zarr on MnesiaStore, disc_copies", codec, data, slice_rows, store
-            )
-        finally:
-            await store.clear()
-        log(f"  {res.backend:<34} {codec:<5} {res.write_mbs:8.1f} {res.read_mbs:8.1f} MB/s")
-        results.append(res)
-    return results
-
-
-async def bench_local_stores(
-    data: np.ndarray[Any, Any], slice_rows: int, log: Callable[[str], None]
-) -> tuple[list[Result], dict[str, int]]:
-    results: list[Result] = []
-    stored: dict[str, int] = {}
+            cases.append((label, codec, case))
+        label = "zarr on MnesiaStore, disc_copies"
+        cases.append((label, codec, mnesia_store_case(codec, node=node, cookie=cookie)))
     for codec in CODECS:
-        mem = await MemoryStore.open()
-        res, stored[codec] = await bench_zarr("zarr MemoryStore", codec, data, slice_rows, mem)
-        del mem
-        log(f"  {res.backend:<34} {codec:<5} {res.write_mbs:8.1f} {res.read_mbs:8.1f} MB/s")
-        results.append(res)
-        tmp = tempfile.mkdtemp(prefix="pzb-array-")
-        try:
-            local = await LocalStore.open(tmp)
-            res, _ = await bench_zarr("zarr LocalStore (temp dir)", codec, data, slice_rows, local)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        log(f"  {res.backend:<34} {codec:<5} {res.write_mbs:8.1f} {res.read_mbs:8.1f} MB/s")
-        results.append(res)
-    return results, stored
+        cases.append(("zarr MemoryStore", codec, memory_case(codec)))
+        cases.append(("zarr LocalStore (temp dir)", codec, local_case(codec)))
+    return cases
 
 
-async def bench_replicated(
-    cluster: LocalCluster, data: np.ndarray[Any, Any], slice_rows: int, log: Callable[[str], None]
-) -> list[Result]:
-    res = await bench_array_api(
-        "array API, disc_copies x2 nodes",
-        "zstd",
-        data,
-        slice_rows,
-        node=cluster.nodes[0],
-        cookie=cluster.cookie,
-        nodes=cluster.nodes,
-        table=DISC_TABLE,
-        ram_copies=False,
-    )
-    log(f"  {res.backend:<34} zstd  {res.write_mbs:8.1f} {res.read_mbs:8.1f} MB/s")
-    await shared_node(cluster.cookie).close()
-    return [res]
+def replicated_cases(cluster: LocalCluster) -> list[tuple[str, str, Case]]:
+    node, cookie, nodes = cluster.nodes[0], cluster.cookie, cluster.nodes
+    label = "array API, disc_copies x2 nodes"
+    return [
+        (
+            label,
+            codec,
+            array_api_case(
+                codec, node=node, cookie=cookie, nodes=nodes, table=DISC_TABLE, ram_copies=False
+            ),
+        )
+        for codec in CODECS
+    ]
+
+
+async def run_cases(
+    cases: list[tuple[str, str, Case]],
+    data: np.ndarray[Any, Any],
+    slice_rows: int,
+    reps: int,
+    results: dict[tuple[str, str], Result],
+) -> None:
+    """Every case once per rep, reps outermost: load that drifts hits every backend alike."""
+    for rep in range(reps):
+        for backend, codec, case in cases:
+            res = results.setdefault((backend, codec), Result(backend, codec, data.nbytes))
+            w, r, ok = await case(data, slice_rows)
+            res.writes.append(w)
+            res.reads.append(r)
+            res.ok = res.ok and ok
+            print(
+                f"  rep {rep + 1}/{reps}  {backend:<34} {codec:<5} "
+                f"write {data.nbytes / MB / w:7.1f}  read {data.nbytes / MB / r:7.1f} MB/s"
+                + ("" if ok else "  DATA MISMATCH"),
+                flush=True,
+            )
 
 
 # -- profile -----------------------------------------------------------------------------
@@ -309,11 +323,14 @@ class ProfilingExecutor(concurrent.futures.ThreadPoolExecutor):
 
 @dataclass
 class Profiled:
+    """``n`` calls under the profilers; times are per call (totals divided by ``n``)."""
+
+    n: int
     wall: float
     unprofiled_wall: float
     unprofiled_rpc_wall: float
     rpc_wall: float
-    rpc_calls: int
+    rpc_calls: float
     threads: dict[str, list[cProfile.Profile]] = field(default_factory=dict)
 
 
@@ -338,12 +355,14 @@ def timed_rpcs() -> Iterator[list[float]]:
 
 
 async def profile_call(
-    make: Callable[[], Awaitable[Any]], io_loop: asyncio.AbstractEventLoop
+    make: Callable[[], Awaitable[Any]], io_loop: asyncio.AbstractEventLoop, n: int
 ) -> Profiled:
-    """Run ``make()`` once plain, then once under cProfile in every thread it uses."""
+    """Run ``make()`` ``n`` times plain, then ``n`` times under cProfile in every thread it
+    uses (the caller's, the node's IO thread, the codec workers)."""
     with timed_rpcs() as plain_walls:
         t0 = time.perf_counter()
-        await make()
+        for _ in range(n):
+            await make()
         unprofiled = time.perf_counter() - t0
 
     loop = asyncio.get_running_loop()
@@ -368,7 +387,8 @@ async def profile_call(
         main.enable()
         t0 = time.perf_counter()
         try:
-            await make()
+            for _ in range(n):
+                await make()
         finally:
             wall = time.perf_counter() - t0
             main.disable()
@@ -376,14 +396,21 @@ async def profile_call(
     executor.shutdown(wait=True)
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
     return Profiled(
-        wall=wall,
-        unprofiled_wall=unprofiled,
-        unprofiled_rpc_wall=sum(plain_walls),
-        rpc_wall=sum(walls),
-        rpc_calls=len(walls),
+        n=n,
+        wall=wall / n,
+        unprofiled_wall=unprofiled / n,
+        unprofiled_rpc_wall=sum(plain_walls) / n,
+        rpc_wall=sum(walls) / n,
+        rpc_calls=len(walls) / n,
         threads={"main": [main], "io": [io_side], "codec": executor.profiles},
     )
 
+
+THREAD_NAMES = {
+    "main": "caller (zarr, our array)",
+    "io": "node IO thread",
+    "codec": "codec workers (to_thread)",
+}
 
 # Classification of cProfile entries by own time (tottime), from thread, file path and name.
 _IDLE = (
@@ -426,7 +453,8 @@ def bucket_of(path: str, name: str, thread: str) -> str:
     return "other"
 
 
-def bucket_times(profiles: list[cProfile.Profile], thread: str) -> dict[str, float]:
+def bucket_times(profiles: list[cProfile.Profile], thread: str, n: int) -> dict[str, float]:
+    """Own time per bucket, per call (the profiles cover ``n`` calls)."""
     out = {"codec": 0.0, "transport": 0.0, "idle": 0.0, "other": 0.0}
     if not profiles:
         return out
@@ -434,7 +462,7 @@ def bucket_times(profiles: list[cProfile.Profile], thread: str) -> dict[str, flo
     for prof in profiles[1:]:
         stats.add(prof)
     for (path, _line, name), row in stats.stats.items():  # type: ignore[attr-defined]
-        out[bucket_of(path, name, thread)] += row[2]  # tottime
+        out[bucket_of(path, name, thread)] += row[2] / n  # tottime
     return out
 
 
@@ -461,7 +489,7 @@ def split_profile(p: Profiled) -> tuple[dict[str, float], dict[str, dict[str, fl
     cProfile slows Python code more than C code: the split comes from the profiled run,
     next to which the unprofiled wall time of the same call is printed.
     """
-    per_thread = {name: bucket_times(profs, name) for name, profs in p.threads.items()}
+    per_thread = {name: bucket_times(profs, name, p.n) for name, profs in p.threads.items()}
     transport = min(per_thread["io"]["transport"] + per_thread["main"]["transport"], p.rpc_wall)
     server = max(p.rpc_wall - transport, 0.0)
     zarr_phase = max(p.wall - p.rpc_wall, 0.0)
@@ -477,9 +505,9 @@ def split_profile(p: Profiled) -> tuple[dict[str, float], dict[str, dict[str, fl
     return split, per_thread
 
 
-def top_functions(p: Profiled, n: int = 12) -> list[tuple[str, str, float, int]]:
+def top_functions(p: Profiled, top: int = 12) -> list[tuple[str, str, float, float]]:
     """The ``n`` entries with the most own time across all threads (idle waits left out)."""
-    rows: list[tuple[str, str, float, int]] = []
+    rows: list[tuple[str, str, float, float]] = []
     for thread, profs in p.threads.items():
         if not profs:
             continue
@@ -490,9 +518,9 @@ def top_functions(p: Profiled, n: int = 12) -> list[tuple[str, str, float, int]]
             if bucket_of(path, name, thread) == "idle":
                 continue
             where = name if path == "~" else f"{short_path(path)}:{line}({name})"
-            rows.append((thread, where, row[2], row[1]))
+            rows.append((thread, where, row[2] / p.n, row[1] / p.n))
     rows.sort(key=lambda r: -r[2])
-    return rows[:n]
+    return rows[:top]
 
 
 def short_path(path: str) -> str:
@@ -504,13 +532,13 @@ def short_path(path: str) -> str:
 
 
 async def bench_profile(
-    cluster: LocalCluster, data: np.ndarray[Any, Any]
+    cluster: LocalCluster, data: np.ndarray[Any, Any], codec: str, reps: int
 ) -> tuple[Profiled, Profiled]:
     node, cookie = cluster.nodes[0], cluster.cookie
     rows = min(PROFILE_MIB * MIB // ROW_BYTES, len(data))
     block = np.ascontiguousarray(data[:rows])
     arr = await pz.create(
-        array_id="bench-profile",
+        array_id=f"bench-profile-{codec}",
         shape=block.shape,
         chunks=(CHUNK_ROWS, COLS),
         dtype="float64",
@@ -518,18 +546,19 @@ async def bench_profile(
         cookie=cookie,
         nodes=[node],
         table_name=DISC_TABLE,
+        compressors=CODECS[codec],
         overwrite=True,
     )
     try:
         await arr.set_slice(block)  # warm up: connection, parsed expressions, metadata
         io_loop = shared_node(cookie)._runtime().loop
-        write = await profile_call(lambda: arr.set_slice(block), io_loop)
+        write = await profile_call(lambda: arr.set_slice(block), io_loop, reps)
         got: list[np.ndarray[Any, Any]] = []
 
         async def read() -> None:
             got[:] = [await arr.get_slice()]
 
-        read_p = await profile_call(read, io_loop)
+        read_p = await profile_call(read, io_loop, reps)
         if not np.array_equal(got[0], block):
             raise RuntimeError("profiled get_slice returned other data than was written")
     finally:
@@ -541,10 +570,12 @@ async def bench_profile(
 
 
 def print_table(results: list[Result]) -> None:
+    """Medians, ratios to ``MemoryStore`` with the same codec, and each rep's range."""
     base = {r.codec: r for r in results if r.backend == "zarr MemoryStore"}
     head = (
         f"{'backend':<34} | {'codec':<5} | {'write MB/s':>10} | {'read MB/s':>9} | "
-        f"{'write vs Mem':>12} | {'read vs Mem':>11} | ok"
+        f"{'write vs Mem':>12} | {'read vs Mem':>11} | {'write range':>11} | "
+        f"{'read range':>11} | ok"
     )
     print(head)
     print("-" * len(head))
@@ -554,14 +585,16 @@ def print_table(results: list[Result]) -> None:
         rr = f"{r.read_mbs / m.read_mbs:.2f}x" if m else "-"
         print(
             f"{r.backend:<34} | {r.codec:<5} | {r.write_mbs:10.1f} | {r.read_mbs:9.1f} | "
-            f"{wr:>12} | {rr:>11} | {'yes' if r.ok else 'NO'}"
+            f"{wr:>12} | {rr:>11} | {r.spread(r.writes):>11} | {r.spread(r.reads):>11} | "
+            f"{'yes' if r.ok else 'NO'}"
         )
 
 
 def print_split(title: str, p: Profiled) -> None:
     split, per_thread = split_profile(p)
     print(
-        f"\n{title}: {p.wall:.3f} s under cProfile, {p.rpc_calls} rpc call(s) taking "
+        f"\n{title}, per call (mean of {p.n}): {p.wall:.3f} s under cProfile, "
+        f"{p.rpc_calls:g} rpc call(s) taking "
         f"{p.rpc_wall:.3f} s (without the profiler: {p.unprofiled_wall:.3f} s, rpc "
         f"{p.unprofiled_rpc_wall:.3f} s)"
     )
@@ -569,13 +602,13 @@ def print_split(title: str, p: Profiled) -> None:
     print(f"  {'-' * 32}-+-{'-' * 7}-+-{'-' * 6}")
     for name, secs in split.items():
         print(f"  {name:<32} | {secs:7.3f} | {100 * secs / p.wall:5.1f}%")
-    print("  CPU by thread (own time, s):")
+    print("  CPU per thread and bucket (own time, s; waits excluded):")
     for thread, b in per_thread.items():
-        busy = ", ".join(f"{k} {v:.3f}" for k, v in b.items() if k != "idle")
-        print(f"    {thread:<6} {busy}, idle {b['idle']:.3f}")
-    print("  top functions by own time:")
-    for thread, where, secs, calls in top_functions(p):
-        print(f"    {secs:7.3f} s {calls:>7}x  [{thread}] {where}")
+        busy = ", ".join(f"{k} {v:.3f}" for k, v in b.items() if k != "idle" and v >= 0.0005)
+        print(f"    {THREAD_NAMES[thread]:<26} {busy or '-'}")
+    print("  top functions by own time (CPU per call):")
+    for thread, where, secs, calls in top_functions(p, 8):
+        print(f"    {secs:7.3f} s {calls:>6g}x  [{thread}] {where}")
 
 
 def environment() -> str:
@@ -601,44 +634,49 @@ def environment() -> str:
 
 
 async def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
-    def log(msg: str) -> None:
-        print(msg, flush=True)
-
     rows = args.mib * MIB // ROW_BYTES
     slice_rows = max(args.slice_mib * MIB // ROW_BYTES, CHUNK_ROWS)
     t_start = time.perf_counter()
     data = make_data(rows)
+    stored = len(numcodecs.Zstd(level=0).encode(data))
     print(
         f"array: {data.shape} float64 = {data.nbytes / MIB:.0f} MiB, chunks ({CHUNK_ROWS}, {COLS})"
         f" = 1 MiB, written and read in slices of {slice_rows} rows "
-        f"({slice_rows * ROW_BYTES / MIB:.0f} MiB)"
+        f"({slice_rows * ROW_BYTES / MIB:.0f} MiB); zstd keeps {100 * stored / data.nbytes:.1f} %"
     )
     print(environment())
-    log("running (per backend: write MB/s, read MB/s):")
+    print(f"running {args.reps} rep(s), all backends in each:", flush=True)
 
-    results, stored = await bench_local_stores(data, slice_rows, log)
+    results: dict[tuple[str, str], Result] = {}
     cluster = stack.enter_context(LocalCluster(n=1))
-    mnesia_results = await bench_one_node(cluster, data, slice_rows, log)
-    write_p, read_p = await bench_profile(cluster, data)
+    await run_cases(one_node_cases(cluster), data, slice_rows, args.reps, results)
+    print("profiling one set_slice and one get_slice per codec ...", flush=True)
+    profiles = {codec: await bench_profile(cluster, data, codec, args.reps) for codec in CODECS}
     await shared_node(cluster.cookie).close()
     await asyncio.to_thread(cluster.stop)
     if args.replicated:
         cluster2 = stack.enter_context(LocalCluster(n=2))
-        mnesia_results += await bench_replicated(cluster2, data, slice_rows, log)
+        await run_cases(replicated_cases(cluster2), data, slice_rows, args.reps, results)
+        await shared_node(cluster2.cookie).close()
         await asyncio.to_thread(cluster2.stop)
-    results = mnesia_results + results
+    elapsed = time.perf_counter() - t_start
 
-    ratio = stored.get("zstd", 0) / data.nbytes
+    order = [r for r in results.values() if r.backend.startswith("array API")]
+    order += [r for r in results.values() if not r.backend.startswith("array API")]
     print(
-        f"\nthroughput ({data.nbytes / MIB:.0f} MiB float64, 1 MB = 10^6 bytes of array data; "
-        f"zstd keeps {100 * ratio:.1f} % of the bytes)"
+        f"\nthroughput: {data.nbytes / MIB:.0f} MiB float64 in {slice_rows * ROW_BYTES / MIB:.0f}"
+        f" MiB slices, median of {args.reps} rep(s); MB/s of array data (1 MB = 10^6 bytes)"
     )
-    print_table(results)
-    print(f"\ntime split of our array API, one {PROFILE_MIB} MiB slice, disc_copies, zstd")
-    print_split("set_slice", write_p)
-    print_split("get_slice", read_p)
-    print(f"\ntotal run time {time.perf_counter() - t_start:.0f} s")
-    if not all(r.ok for r in results):
+    print_table(order)
+    for codec, (write_p, read_p) in profiles.items():
+        print(
+            f"\ntime split of our array API: one {PROFILE_MIB} MiB slice, disc_copies, "
+            f"codec {codec}"
+        )
+        print_split("set_slice", write_p)
+        print_split("get_slice", read_p)
+    print(f"\ntotal run time {elapsed:.0f} s")
+    if not all(r.ok for r in results.values()):
         print("DATA MISMATCH: some backend read back other data than was written")
         return 1
     return 0
@@ -651,6 +689,7 @@ def main() -> None:
     parser.add_argument(
         "--slice-mib", type=int, help="rows per set_slice/get_slice in MiB (32; --quick: 8)"
     )
+    parser.add_argument("--reps", type=int, help="repetitions, median reported (3; --quick: 1)")
     parser.add_argument(
         "--no-replicated",
         dest="replicated",
@@ -658,10 +697,11 @@ def main() -> None:
         help="skip the two-node replicated disc_copies row",
     )
     args = parser.parse_args()
+    args.reps = args.reps or (1 if args.quick else 3)
     args.mib = args.mib or (32 if args.quick else 256)
     args.slice_mib = args.slice_mib or (8 if args.quick else 32)
-    if args.mib < 1 or args.slice_mib < 1:
-        parser.error("--mib and --slice-mib must be positive")
+    if args.mib < 1 or args.slice_mib < 1 or args.reps < 1:
+        parser.error("--mib, --slice-mib and --reps must be positive")
     # SIGTERM as an exception: the with-block below then stops the Erlang nodes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with contextlib.ExitStack() as stack:

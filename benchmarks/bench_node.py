@@ -1,6 +1,6 @@
 """Our Python hidden node against a native BEAM hidden node, side by side, in one run.
 
-    python benchmarks/bench_node.py            # full run (about a minute)
+    python benchmarks/bench_node.py            # full run: 5 alternating reps (about 30 s)
     python benchmarks/bench_node.py --quick    # smaller counts (a few seconds)
     python benchmarks/bench_node.py --profile download   # cProfile our side of one metric
 
@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import dataclasses
 import io
 import json
 import os
@@ -196,7 +197,8 @@ async def run_native(server: str, cookie: str, p: Params) -> tuple[Raw, dict[str
         start_new_session=True,  # a Ctrl-C reaches us, and we stop it ourselves
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), NATIVE_DEADLINE + 30)
+        async with asyncio.timeout(NATIVE_DEADLINE + 30):
+            out, err = await proc.communicate()
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -321,6 +323,8 @@ async def amain(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     p = QUICK if args.quick else FULL
+    if args.reps is not None:
+        p = dataclasses.replace(p, reps=max(1, args.reps))
     cluster = LocalCluster(n=1)
     await asyncio.to_thread(cluster.start)
     try:
@@ -360,6 +364,9 @@ async def amain(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="small counts (a few seconds)")
+    parser.add_argument(
+        "--reps", type=int, help="whole measurement sets per client (default: 5, quick: 1)"
+    )
     parser.add_argument(
         "--profile",
         choices=("latency", "upload", "download", "concurrent"),

@@ -50,15 +50,22 @@ class MnesiaEvents:
     async def __aenter__(self) -> MnesiaEvents:
         self._proc = self.node.process()
         for peer in self.nodes:
-            result = await self.node.rpc(
-                peer, "mnesia_subscr", "subscribe", [self._proc.pid, Atom("system")]
-            )
-            if not (type(result) is tuple and result[0] == _OK):
-                raise TransactionError(
-                    f"could not subscribe to Mnesia events on {peer}: {format_term(result)}",
-                    result,
-                )
+            await self.subscribe(peer)
         return self
+
+    async def subscribe(self, peer: str) -> None:
+        """Receive ``peer``'s events too (again, after a lost connection dropped us there:
+        Mnesia forgets a subscriber it cannot reach)."""
+        assert self._proc is not None, "use MnesiaEvents as an async context manager"
+        result = await self.node.rpc(
+            peer, "mnesia_subscr", "subscribe", [self._proc.pid, Atom("system")]
+        )
+        if not (type(result) is tuple and result[0] == _OK):
+            raise TransactionError(
+                f"could not subscribe to Mnesia events on {peer}: {format_term(result)}", result
+            )
+        if peer not in self.nodes:
+            self.nodes.append(peer)
 
     async def __aexit__(self, *exc: object) -> None:
         if self._proc is not None:

@@ -1,0 +1,663 @@
+"""Erlang nodes on separate "hosts": Linux network namespaces joined by a bridge.
+
+:class:`NetnsCluster` runs ``n`` plain ``erl`` nodes named ``node1@host1`` .. ``nodeN@hostN``,
+each in its own network namespace with its own address, its own EPMD and its own hostname,
+plus a *client* namespace for the code under test (:meth:`NetnsCluster.run_client`). A host
+can be cut off the network and healed, killed and restarted, so tests can exercise
+partitions and node loss the way they happen between machines. Needs root on Linux; see
+:func:`available`.
+
+Layout, for a cluster with prefix ``pz1a2b3c`` (unique per cluster, so parallel runs and
+leftovers of crashed runs never collide)::
+
+    pz1a2b3c-sw   "switch": bridge br0, with one veth port per host (h1..hN) and cl
+    pz1a2b3c-h1   host1: lo + eth0 = 10.A.B.1/24      (node1@host1 and its EPMD)
+    ...
+    pz1a2b3c-hN   hostN: lo + eth0 = 10.A.B.N/24
+    pz1a2b3c-cl   client: lo + eth0 = 10.A.B.254/24   (run_client, erl_eval(via="client"))
+
+``10.A.B.0/24`` is derived from the prefix. The namespaces have no link to the machine's own
+network and no default route: nothing sent inside them can leave, whatever the subnet.
+
+Names: ``ip netns exec NS`` bind-mounts ``/etc/netns/NS/hosts`` over ``/etc/hosts`` (and
+``resolv.conf``, written empty so no DNS server is ever asked). Every host's file maps
+``host1..hostN`` and ``client`` to their addresses, so Erlang's resolver and Python's
+``getaddrinfo`` find the other hosts by name.
+
+Short names: on OTP 25 ``erl -sname node1@host1`` is accepted even when the machine's
+hostname is something else, and the nodes do connect. But everything that asks
+``gethostname()`` would then disagree with the node names: a hidden ``erl`` started with
+``-sname x`` (as :meth:`erl_eval` does), ``net_adm:localhost()``, and our Python ``Node``,
+whose default name is ``pz-<hex>@<gethostname()>``, would all carry the machine's name,
+which no other host can resolve. So every command runs in its own UTS namespace too, with
+the hostname of the namespace it is in (``ip netns exec NS unshare --uts sh -c
+'hostname host1 && exec "$@"' ...``); a Python ``Node`` in the client namespace is then
+``pz-<hex>@client``. ``ip``, ``unshare`` and ``sh`` all ``exec``, so the process we start *is*
+``beam.smp`` and signals reach it directly.
+
+Each host's first ``erl`` starts that namespace's EPMD. Stopping the cluster kills every
+process still in any of its namespaces (``ip netns pids``), deletes the namespaces (which
+destroys the bridge and the veth pairs) and ``/etc/netns/<ns>``, and removes the temporary
+directory. A small record in ``/run/pyrlang_zarr/netns`` names the owner process, so a later
+cluster cleans up after one whose Python process died without stopping it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, Self
+
+from pyrlang_zarr.cluster import (
+    _DIST_BUFFER_FLAGS,
+    _EPMD_NAME,
+    _HELPER_EVAL,
+    _NODE_EVAL,
+    _SMALL_MACHINE_FLAGS,
+    EPMD_TIMEOUT,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    ErlNode,
+    _erlang_string,
+    _find_epmd,
+    _find_erl,
+    _terminate,
+)
+
+__all__ = ["NetnsCluster", "available", "cleanup_stale"]
+
+RECORD_DIR = Path("/run/pyrlang_zarr/netns")
+"""Where running clusters note their owner, so leftovers of a dead owner can be removed."""
+
+_ETC_NETNS = Path("/etc/netns")
+_CLIENT_HOST = "client"
+_CLIENT_OCTET = 254
+_MAX_HOSTS = 200
+_BRIDGE = "br0"
+_HOST_IF = "eth0"
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]{0,30}$")
+# Sets the UTS hostname, then becomes the command: the started pid is the command's pid.
+_SET_HOSTNAME = 'hostname "$0" && exec "$@"'
+
+Where = int | Literal["client"]
+
+
+def available() -> str | None:
+    """``None`` when :class:`NetnsCluster` can run here, else what is missing."""
+    if not sys.platform.startswith("linux"):
+        return f"network namespaces need Linux, this is {sys.platform}"
+    if os.geteuid() != 0:
+        return "creating network namespaces needs root"
+    tools = {
+        "ip": "iproute2",
+        "unshare": "util-linux",
+        "hostname": "hostname",
+        "erl": "Erlang/OTP (Debian: erlang-nox)",
+    }
+    missing = [f"`{tool}` ({pkg})" for tool, pkg in tools.items() if shutil.which(tool) is None]
+    if missing:
+        return "missing on PATH: " + ", ".join(missing)
+    probe = f"pzprobe{secrets.token_hex(3)}"
+    steps = [
+        ["ip", "netns", "add", probe],
+        ["ip", "-n", probe, "link", "set", "lo", "up"],
+        ["ip", "-n", probe, "link", "add", "pzbr", "type", "bridge"],
+        ["ip", "-n", probe, "link", "add", "pzv0", "type", "veth", "peer", "name", "pzv1"],
+        ["ip", "-n", probe, "link", "set", "pzv0", "master", "pzbr", "up"],
+        [
+            "ip",
+            "netns",
+            "exec",
+            probe,
+            "unshare",
+            "--uts",
+            "sh",
+            "-c",
+            _SET_HOSTNAME,
+            "probe",
+            "true",
+        ],
+    ]
+    try:
+        for argv in steps:
+            done = _run(argv)
+            if done.returncode != 0:
+                return f"`{' '.join(argv)}` failed: {done.stderr.strip() or done.returncode}"
+    finally:
+        _run(["ip", "netns", "del", probe])
+    return None
+
+
+def cleanup_stale() -> list[str]:
+    """Remove the namespaces and files of clusters whose owner process is gone.
+
+    Returns the prefixes cleaned. Runs at every :meth:`NetnsCluster.start`.
+    """
+    cleaned = []
+    for record in sorted(RECORD_DIR.glob("*.json")):
+        try:
+            data = json.loads(record.read_text())
+            owner, started = int(data["owner"]), data["owner_start"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _process_start(owner) == started:
+            continue  # its owner still runs
+        _teardown(
+            _Resources(
+                namespaces=list(data.get("namespaces", [])),
+                base_dir=Path(data["base_dir"]) if data.get("base_dir") else None,
+                record=record,
+            )
+        )
+        cleaned.append(record.stem)
+    return cleaned
+
+
+@dataclass(eq=False)
+class _Resources:
+    """What a cluster owns; the finalizer's only reference, so it can run without the cluster."""
+
+    namespaces: list[str] = field(default_factory=list)
+    nodes: list[ErlNode] = field(default_factory=list)
+    base_dir: Path | None = None
+    record: Path | None = None
+
+
+class NetnsCluster:
+    """``n`` Erlang nodes ``nodeI@hostI``, each on its own network namespace ("host").
+
+    Mnesia is not started. ``ticktime`` sets ``-kernel net_ticktime`` on every node (and on
+    the :meth:`erl_eval` helpers); ``extra_args`` are appended to every node's ``erl``
+    command line (e.g. ``["-kernel", "net_setuptime", "2"]``). Usable as ``with`` or
+    ``async with``; everything is removed on exit, on garbage collection and at interpreter
+    exit, and a node whose Python parent dies stops when its stdin closes.
+    """
+
+    def __init__(
+        self,
+        n: int = 3,
+        cookie: str | None = None,
+        ticktime: int | None = None,
+        prefix: str | None = None,
+        *,
+        ram_only: bool = False,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        if not 1 <= n <= _MAX_HOSTS:
+            raise ValueError(f"n must be between 1 and {_MAX_HOSTS}, got n={n}")
+        if isinstance(extra_args, str):
+            raise TypeError("extra_args must be a sequence of arguments, not one string")
+        if prefix is not None and not _PREFIX_RE.match(prefix):
+            raise ValueError(
+                f"bad prefix {prefix!r}: up to 31 letters, digits, '_' or '.', not starting "
+                "with '_' or '.'"
+            )
+        self.n = n
+        self.cookie = cookie if cookie is not None else secrets.token_hex(16)
+        self.ticktime = ticktime
+        self.prefix = prefix if prefix is not None else "pz" + secrets.token_hex(3)
+        self.ram_only = ram_only
+        self.extra_args = list(extra_args)
+        self.hosts = [f"host{i + 1}" for i in range(n)]
+        digest = hashlib.sha256(self.prefix.encode()).digest()
+        # 10.A.B.0/24 with (A, B) from the prefix; 10.255.255.x is left alone.
+        a, b = digest[0], digest[1] if (digest[0], digest[1]) != (255, 255) else 254
+        self.subnet = f"10.{a}.{b}.0/24"
+        self.addresses = {host: f"10.{a}.{b}.{i + 1}" for i, host in enumerate(self.hosts)}
+        self.client_address = f"10.{a}.{b}.{_CLIENT_OCTET}"
+        self.switch_namespace = f"{self.prefix}-sw"
+        self.client_namespace = f"{self.prefix}-cl"
+        self.host_namespaces = [f"{self.prefix}-h{i + 1}" for i in range(n)]
+        self.base_dir: Path | None = None
+        self._nodes: list[ErlNode] = []
+        self._erl = ""
+        self._epmd = ""
+        self._finalizer: weakref.finalize[..., NetnsCluster] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Build the network, start every node, and wait until all are distributed."""
+        if self._finalizer is not None and self._finalizer.alive:
+            raise RuntimeError("cluster already started")
+        reason = available()
+        if reason is not None:
+            raise RuntimeError(f"NetnsCluster cannot run here: {reason}")
+        cleanup_stale()
+        self._erl = _find_erl()
+        self._epmd = _find_epmd(self._erl)
+        self.base_dir = Path(tempfile.mkdtemp(prefix=f"pz-netns-{self.prefix}-"))
+        res = _Resources(base_dir=self.base_dir)
+        self._finalizer = weakref.finalize(self, _teardown, res)
+        try:
+            res.record = self._write_record()
+            self._build_network(res)
+            self._nodes = res.nodes = [self._make_node(i) for i in range(self.n)]
+            for node in self._nodes:
+                node.launch()
+            deadline = time.monotonic() + START_TIMEOUT
+            for node in self._nodes:
+                self._check_name(node, node.wait_ready(deadline))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the nodes, kill whatever else runs in the namespaces, remove it all; idempotent."""
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def kill(self, i: int) -> None:
+        """SIGKILL node ``i``; wait until the process is gone and its EPMD has forgotten it."""
+        node = self[i]
+        if node.alive:
+            node.process.kill()
+        node.reap()
+        self._wait_unregistered(i)
+
+    def stop_node(self, i: int) -> None:
+        """Stop node ``i`` gracefully (SIGTERM makes BEAM run ``init:stop()``); wait until gone."""
+        _terminate([self[i]], STOP_TIMEOUT)
+        self._wait_unregistered(i)
+
+    def restart(self, i: int) -> None:
+        """Start node ``i`` again (same name, cookie, Mnesia dir), stopping it first if running."""
+        node = self[i]
+        if node.alive:
+            self.stop_node(i)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            self._wait_unregistered(i, raise_on_timeout=False)
+            node.launch()
+            try:
+                self._check_name(node, node.wait_ready(deadline))
+                return
+            except RuntimeError:
+                # EPMD may briefly hold the old registration: the new node then refuses to start.
+                if "in use" not in node.log_tail() or time.monotonic() > deadline:
+                    raise
+                node.reap()
+                time.sleep(0.2)
+
+    def cut(self, i: int) -> None:
+        """Partition host ``i`` from every other host and the client (its switch port down).
+
+        The host keeps its address and routes, as behind a pulled cable: packets to and from
+        it are lost, existing connections die by tick timeout, new ones by connect timeout.
+        """
+        self._check_index(i)
+        self._ip("-n", self.switch_namespace, "link", "set", self._port(i), "down")
+
+    def heal(self, i: int) -> None:
+        """Undo :meth:`cut`: bring the port up and wait until the link carries traffic."""
+        self._check_index(i)
+        self._ip("-n", self.switch_namespace, "link", "set", self._port(i), "up")
+        deadline = time.monotonic() + 10.0
+        while True:
+            done = _run(["ip", "-n", self.host_namespaces[i], "-o", "link", "show", _HOST_IF])
+            if "LOWER_UP" in done.stdout:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.hosts[i]}'s link did not come back up")
+            time.sleep(0.01)
+        # Neighbour entries that failed while cut would delay the first packets by seconds.
+        for ns in [*self.host_namespaces, self.client_namespace]:
+            _run(["ip", "-n", ns, "neigh", "flush", "dev", _HOST_IF])
+
+    # -- access ----------------------------------------------------------------------------
+
+    @property
+    def nodes(self) -> list[str]:
+        return [node.name for node in self._started_nodes()]
+
+    @property
+    def namespaces(self) -> list[str]:
+        """Every namespace of the cluster: switch, hosts, client."""
+        return [self.switch_namespace, *self.host_namespaces, self.client_namespace]
+
+    def __getitem__(self, i: int) -> ErlNode:
+        return self._started_nodes()[i]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[ErlNode]:
+        return iter(self._started_nodes())
+
+    def ns_argv(self, where: Where, argv: Sequence[str]) -> list[str]:
+        """``argv`` wrapped to run in host ``where``'s namespace (or ``"client"``'s).
+
+        It runs with that host's ``/etc/hosts`` and hostname; the started process becomes
+        ``argv[0]`` (no wrapper process stays between).
+        """
+        if where == "client":
+            ns, hostname = self.client_namespace, _CLIENT_HOST
+        else:
+            self._check_index(where)
+            ns, hostname = self.host_namespaces[where], self.hosts[where]
+        return [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "unshare",
+            "--uts",
+            "sh",
+            "-c",
+            _SET_HOSTNAME,
+            hostname,
+            *argv,
+        ]
+
+    def run_client(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` in the client namespace (hostname ``client``) and capture its output.
+
+        ``host1..hostN`` resolve there to the hosts' addresses. The environment is ours plus
+        ``ERLANG_COOKIE`` set to the cluster's cookie, plus ``env``. Raises
+        ``subprocess.TimeoutExpired`` (the command killed) after ``timeout`` seconds; a
+        non-zero exit status is left to the caller.
+        """
+        self._started_nodes()
+        if isinstance(argv, str):
+            raise TypeError("argv must be a sequence of arguments, not one string")
+        full_env = {**os.environ, "ERLANG_COOKIE": self.cookie, **(env or {})}
+        return subprocess.run(
+            self.ns_argv("client", argv),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            cwd=cwd if cwd is not None else self.base_dir,
+            timeout=timeout,
+            check=False,
+        )
+
+    def erl_eval(self, i: int, expr: str, timeout: float = 30.0, via: Where | None = None) -> str:
+        """Evaluate ``expr`` on node ``i`` from a throwaway hidden ``erl`` node.
+
+        The helper runs on host ``i`` itself unless ``via`` names another host or
+        ``"client"``: from the host itself it reaches its node even while the host is cut.
+        Returns the value as ``~p`` prints it, on one line; raises ``RuntimeError`` when the
+        expression does not parse, raises, or the rpc fails. Costs an ``erl`` start.
+        """
+        target = self[i].name
+        where: Where = i if via is None else via
+        text = expr.strip()
+        if not text.endswith("."):
+            text += "."
+        argv = [
+            self._erl,
+            "-sname",
+            f"pzeval-{secrets.token_hex(4)}",
+            "-hidden",
+            "-setcookie",
+            self.cookie,
+            "-noinput",
+            *_SMALL_MACHINE_FLAGS,
+            *self._ticktime_args(),
+            "-eval",
+            _HELPER_EVAL,
+        ]
+        env = {
+            **os.environ,
+            "PZ_EVAL_EXPR": text.encode().hex(),
+            "PZ_EVAL_TARGET": target,
+            "PZ_EVAL_TIMEOUT_MS": str(int(timeout * 1000)),
+            "ERL_CRASH_DUMP_SECONDS": "0",
+        }
+        try:
+            done = subprocess.run(
+                self.ns_argv(where, argv),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                env=env,
+                cwd=self.base_dir,
+                timeout=timeout + 15,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise TimeoutError(f"erl_eval on {target} did not finish: {expr!r}") from exc
+        out = done.stdout.decode(errors="replace")
+        found = re.search(r"^pz-(result|error) ([0-9A-Fa-f]*)$", out, re.MULTILINE)
+        if found is None:
+            err = done.stderr.decode(errors="replace")
+            raise RuntimeError(
+                f"erl_eval helper for {target} exited with status {done.returncode}:\n{out}{err}"
+            )
+        value = bytes.fromhex(found.group(2)).decode()
+        if found.group(1) == "error":
+            raise RuntimeError(f"erl_eval on {target} failed for {expr!r}: {value}")
+        return value
+
+    def registered_names(self, i: int) -> set[str]:
+        """Short names host ``i``'s EPMD lists (empty when it does not run)."""
+        self._check_index(i)
+        done = _run(["ip", "netns", "exec", self.host_namespaces[i], self._epmd, "-names"])
+        return set(_EPMD_NAME.findall(done.stdout)) if done.returncode == 0 else set()
+
+    def pids(self) -> dict[str, list[int]]:
+        """Processes in each of the cluster's namespaces (``ip netns pids``)."""
+        return {ns: _netns_pids(ns) for ns in self.namespaces}
+
+    # -- context managers ------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def __repr__(self) -> str:
+        state = "running" if self._finalizer is not None and self._finalizer.alive else "stopped"
+        return f"<NetnsCluster {self.prefix} n={self.n} {self.subnet} {state}>"
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _started_nodes(self) -> list[ErlNode]:
+        if not self._nodes:
+            raise RuntimeError("cluster not started: call start() or use it as a context manager")
+        return self._nodes
+
+    def _check_index(self, i: object) -> None:
+        if not isinstance(i, int) or not 0 <= i < self.n:
+            raise IndexError(f"no host {i!r} in a cluster of {self.n}")
+
+    def _port(self, i: int) -> str:
+        return f"h{i + 1}"
+
+    def _ticktime_args(self) -> list[str]:
+        return [] if self.ticktime is None else ["-kernel", "net_ticktime", str(self.ticktime)]
+
+    def _ip(self, *args: str) -> None:
+        done = _run(["ip", *args])
+        if done.returncode != 0:
+            raise RuntimeError(f"`ip {' '.join(args)}` failed: {done.stderr.strip()}")
+
+    def _write_record(self) -> Path:
+        RECORD_DIR.mkdir(parents=True, exist_ok=True)
+        record = RECORD_DIR / f"{self.prefix}.json"
+        data = {
+            "owner": os.getpid(),
+            "owner_start": _process_start(os.getpid()),
+            "namespaces": self.namespaces,
+            "base_dir": str(self.base_dir),
+        }
+        with record.open("x") as f:  # an existing record: this prefix is in use
+            json.dump(data, f)
+        return record
+
+    def _build_network(self, res: _Resources) -> None:
+        sw = self.switch_namespace
+        for ns in self.namespaces:
+            self._ip("netns", "add", ns)
+            res.namespaces.append(ns)
+            self._ip("-n", ns, "link", "set", "lo", "up")
+        self._ip("-n", sw, "link", "add", _BRIDGE, "type", "bridge")
+        self._ip("-n", sw, "link", "set", _BRIDGE, "up")
+        hosts_file = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        ends = [(self.host_namespaces[i], self.hosts[i], self._port(i)) for i in range(self.n)]
+        ends.append((self.client_namespace, _CLIENT_HOST, "cl"))
+        addresses = {**self.addresses, _CLIENT_HOST: self.client_address}
+        hosts_file += "".join(f"{addr}\t{name}\n" for name, addr in addresses.items())
+        for ns, name, port in ends:
+            self._ip(
+                "-n", sw, "link", "add", port, "type", "veth", "peer", "name", _HOST_IF, "netns", ns
+            )
+            self._ip("-n", sw, "link", "set", port, "master", _BRIDGE, "up")
+            self._ip("-n", ns, "addr", "add", f"{addresses[name]}/24", "dev", _HOST_IF)
+            self._ip("-n", ns, "link", "set", _HOST_IF, "up")
+            etc = _ETC_NETNS / ns
+            etc.mkdir(parents=True, exist_ok=True)
+            (etc / "hosts").write_text(hosts_file)
+            (etc / "resolv.conf").write_text("")  # no nameserver: never ask DNS
+
+    def _make_node(self, i: int) -> ErlNode:
+        assert self.base_dir is not None
+        short, host = f"node{i + 1}", self.hosts[i]
+        node_dir = self.base_dir / short
+        mnesia_dir = node_dir / "mnesia"
+        mnesia_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            self._erl,
+            "-sname",
+            f"{short}@{host}",
+            "-setcookie",
+            self.cookie,
+            "-noinput",
+            "-connect_all",
+            "true",
+            *_SMALL_MACHINE_FLAGS,
+            *_DIST_BUFFER_FLAGS,
+            *self._ticktime_args(),
+            "-mnesia",
+            "dir",
+            _erlang_string(str(mnesia_dir)),
+            *(["-mnesia", "schema_location", "ram"] if self.ram_only else []),
+            *self.extra_args,
+            "-eval",
+            _NODE_EVAL,
+        ]
+        env = {**os.environ, "ERL_CRASH_DUMP": str(node_dir / "erl_crash.dump")}
+        return ErlNode(
+            name=f"{short}@{host}",
+            short_name=short,
+            dir=node_dir,
+            mnesia_dir=mnesia_dir,
+            log_path=node_dir / "node.log",
+            argv=self.ns_argv(i, argv),
+            env=env,
+        )
+
+    def _check_name(self, node: ErlNode, reported: str) -> None:
+        if reported != node.name:
+            raise RuntimeError(
+                f"node started as {reported!r}, expected {node.name!r}; log {node.log_path} "
+                f"ends with:\n{node.log_tail()}"
+            )
+
+    def _wait_unregistered(self, i: int, raise_on_timeout: bool = True) -> None:
+        name = self[i].short_name
+        deadline = time.monotonic() + EPMD_TIMEOUT
+        while name in self.registered_names(i):
+            if time.monotonic() > deadline:
+                if raise_on_timeout:
+                    raise TimeoutError(f"EPMD on {self.hosts[i]} still lists {name}")
+                return
+            time.sleep(0.02)
+
+
+def _run(argv: Sequence[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _netns_pids(ns: str) -> list[int]:
+    done = _run(["ip", "netns", "pids", ns])
+    return [int(word) for word in done.stdout.split()] if done.returncode == 0 else []
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of ``pid`` in clock ticks since boot (tells a reused pid apart)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _teardown(res: _Resources) -> None:
+    """Finalizer: kill the nodes, empty and delete the namespaces, remove the files.
+
+    SIGKILL rather than a graceful stop (~1 s per node): their files are deleted anyway.
+    """
+    for node in res.nodes:
+        if node.alive:
+            node.process.kill()
+    for node in res.nodes:
+        if hasattr(node, "process"):
+            node.reap()
+    existing = set(_run(["ip", "netns", "list"]).stdout.split())
+    namespaces = [ns for ns in res.namespaces if ns in existing]
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while True:
+        left = [pid for ns in namespaces for pid in _netns_pids(ns)]
+        if not left or time.monotonic() > deadline:
+            break
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+    for ns in namespaces:
+        _run(["ip", "netns", "del", ns])
+    for ns in res.namespaces:
+        shutil.rmtree(_ETC_NETNS / ns, ignore_errors=True)
+    if res.base_dir is not None:
+        shutil.rmtree(res.base_dir, ignore_errors=True)
+    if res.record is not None:
+        res.record.unlink(missing_ok=True)
