@@ -98,6 +98,16 @@ _SET_HOSTNAME = 'hostname "$0" && exec "$@"'
 Where = int | Literal["client"]
 
 
+def host_name(i: int) -> str:
+    """Host ``i`` (0-based): ``host1``, ``host2``, ... (docker-compose.yml uses them too)."""
+    return f"host{i + 1}"
+
+
+def node_name(i: int) -> str:
+    """The Erlang node on host ``i``: ``node1@host1``, ..."""
+    return f"node{i + 1}@{host_name(i)}"
+
+
 def available() -> str | None:
     """``None`` when :class:`NetnsCluster` can run here, else what is missing."""
     if not sys.platform.startswith("linux"):
@@ -214,7 +224,7 @@ class NetnsCluster:
         self.prefix = prefix if prefix is not None else "pz" + secrets.token_hex(3)
         self.ram_only = ram_only
         self.extra_args = list(extra_args)
-        self.hosts = [f"host{i + 1}" for i in range(n)]
+        self.hosts = [host_name(i) for i in range(n)]
         digest = hashlib.sha256(self.prefix.encode()).digest()
         # 10.A.B.0/24 with (A, B) from the prefix; 10.255.255.x is left alone.
         a, b = digest[0], digest[1] if (digest[0], digest[1]) != (255, 255) else 254
@@ -552,7 +562,7 @@ class NetnsCluster:
 
     def _make_node(self, i: int) -> ErlNode:
         assert self.base_dir is not None
-        short, host = f"node{i + 1}", self.hosts[i]
+        short, host = node_name(i).split("@")
         node_dir = self.base_dir / short
         mnesia_dir = node_dir / "mnesia"
         mnesia_dir.mkdir(parents=True, exist_ok=True)
