@@ -314,9 +314,11 @@ class MnesiaStore(Store):
         client = await self._ready()
         layout = await self.layout()
         new_layout = layout
+        touches_metadata = False
         for op in ops:
             if op.key in (ROOT_METADATA_KEY, V2_ARRAY_METADATA_KEY):
                 new_layout = await self._layout_after(op)
+                touches_metadata = True
         records: list[Op] = []
         if new_layout.chunks != layout.chunks:
             records += await self._rekey(client, layout, new_layout)
@@ -333,7 +335,8 @@ class MnesiaStore(Store):
                 await client.delete(records[0].key)
             else:
                 await client.batch(records)
-        self._layout = new_layout
+        if touches_metadata:  # other writes, in flight at the same time, must not undo it
+            self._layout = new_layout
 
     async def _layout_after(self, op: Op) -> KeyLayout:
         """The layout once ``op`` on a metadata document is applied."""

@@ -198,3 +198,28 @@ def test_bad_store_arguments() -> None:
         MnesiaStore("x", node="nohost", cookie="c")
     with pytest.raises(ValueError, match="nodes"):
         MnesiaStore("x", nodes=[], cookie="c")
+
+
+async def test_concurrent_metadata_and_other_writes_keep_the_layout(kwargs: dict[str, Any]) -> None:
+    """zarr v2 writes .zarray and .zattrs at once: the layout from .zarray must stick."""
+    import asyncio
+    import json
+
+    store = MnesiaStore(**kwargs)
+    zarray = json.dumps(
+        {
+            "zarr_format": 2,
+            "shape": [4],
+            "chunks": [2],
+            "dtype": "<i4",
+            "compressor": None,
+            "fill_value": 0,
+            "order": "C",
+            "filters": None,
+        }
+    ).encode()
+    slow_first = [store.set(f"other{i}", cpu.Buffer.from_bytes(b"x")) for i in range(5)]
+    await asyncio.gather(*slow_first, store.set(".zarray", cpu.Buffer.from_bytes(zarray)))
+    await store.set("1", cpu.Buffer.from_bytes(b"chunk"))
+    assert (await raw_key(store, "1"))[1] == (1,)
+    assert (await store.layout()).to_mnesia("1") == (1,)

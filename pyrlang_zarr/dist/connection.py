@@ -54,6 +54,8 @@ class DistConnection(asyncio.BufferedProtocol):
         self.last_recv = self._loop.time()
         self._sent_since_tick = False
         self._ticker: asyncio.TimerHandle | None = None
+        self._cork: list[bytes | memoryview] = []
+        self._cork_scheduled = False
         self.closed = False
 
     # -- asyncio.BufferedProtocol ---------------------------------------------------------
@@ -139,22 +141,29 @@ class DistConnection(asyncio.BufferedProtocol):
         size = 1
         for part in parts:
             size += len(part)
-        header = _HEADER.pack(size, PASS_THROUGH)
-        if size < _SMALL_WRITE or len(parts) == 1:
-            transport.write(header + b"".join(parts))
-        else:  # big binaries go to the socket as they are
-            pending = [header]
+        cork = self._cork
+        cork.append(_HEADER.pack(size, PASS_THROUGH))
+        if size < _SMALL_WRITE:
+            # small packets of one loop iteration leave in one write: one syscall, one wake-up
+            cork.extend(parts)
+            if not self._cork_scheduled:
+                self._cork_scheduled = True
+                self._loop.call_soon(self._uncork)
+        else:  # big binaries go to the socket as they are, after what is queued before them
             for part in parts:
                 if len(part) >= _SMALL_WRITE:
-                    if pending:
-                        transport.write(b"".join(pending))
-                        pending = []
+                    self._uncork()
                     transport.write(part)
                 else:
-                    pending.append(part)
-            if pending:
-                transport.write(b"".join(pending))
+                    cork.append(part)
+            self._uncork()
         self._sent_since_tick = True
+
+    def _uncork(self) -> None:
+        self._cork_scheduled = False
+        if self._cork and self._transport is not None and not self.closed:
+            self._transport.write(b"".join(self._cork))
+        self._cork.clear()
 
     def _write(self, data: bytes) -> None:
         assert self._transport is not None
@@ -186,4 +195,5 @@ class DistConnection(asyncio.BufferedProtocol):
 
     def close(self) -> None:
         if self._transport is not None:
+            self._uncork()
             self._transport.close()

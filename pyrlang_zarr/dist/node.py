@@ -19,7 +19,8 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,15 +93,19 @@ def is_long_host(host: str) -> bool:
     return True
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Call:
     """A call in flight: its future and the loop that future belongs to."""
 
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     peer: str = ""
-    what: str = ""
+    kind: str = "send"  # "send", or "M:F/A" of a remote call
     ref: Reference | None = None
+
+    @property
+    def what(self) -> str:
+        return self.kind if self.kind == "send" else f"{self.kind} on {self.peer}"
 
 
 @dataclass(eq=False)
@@ -112,6 +117,17 @@ class _Peer:
     connecting: asyncio.Task[None] | None = None
     queue: list[tuple[list[bytes | memoryview], _Call | None]] = field(default_factory=list)
     calls: set[Reference] = field(default_factory=set)
+
+
+def _resolve_all(results: list[tuple[Any, ...]]) -> None:
+    """On a caller's loop: complete the futures of a batch of replies."""
+    for fut, value, error in results:
+        resolve(fut, value, error)
+
+
+def _expire(call: _Call, limit: float) -> None:
+    """On the caller's loop, when an rpc's time is up."""
+    resolve(call.future, None, RpcTimeout(f"no reply to {call.what} within {limit} s (outcome unknown)"))
 
 
 class Process:
@@ -240,6 +256,10 @@ class Node:
         self._processes: dict[Pid, Process] = {}
         self._registered: dict[str, Process] = {}
         self._rpc_pid: Pid | None = None
+        self._rex_header: list[bytes | memoryview] = []
+        self._inbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._inbox_scheduled = False
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
         self._closed = False
 
     def __repr__(self) -> str:  # never the cookie
@@ -404,7 +424,7 @@ class Node:
         queue, peer.queue = peer.queue, []
         for parts, call in queue:
             conn.send_parts(parts)
-            if call is not None and call.what == "send":
+            if call is not None and call.kind == "send":
                 self._succeed(call, None)
 
     async def _open(self, name: str) -> DistConnection:
@@ -505,20 +525,58 @@ class Node:
             if call is not None:
                 self._fail(call, exc)
             return
-        if call is not None and call.what == "send":
+        if call is not None and call.kind == "send":
             self._succeed(call, None)
 
     def _succeed(self, call: _Call, value: Any) -> None:
-        if call.loop is asyncio.get_running_loop():
-            resolve(call.future, value)
-        else:
-            resolve_threadsafe(call.loop, call.future, value)
+        self._complete(call, value, None)
 
     def _fail(self, call: _Call, error: BaseException) -> None:
-        if call.loop is asyncio.get_running_loop():
-            resolve(call.future, None, error)
-        else:
-            resolve_threadsafe(call.loop, call.future, None, error)
+        self._complete(call, None, error)
+
+    def _complete(self, call: _Call, value: Any, error: BaseException | None) -> None:
+        """On the IO loop. Results for other loops are sent once per loop iteration, all of
+        a loop's together: one wake-up of that loop however many replies arrived."""
+        io_loop = asyncio.get_running_loop()
+        if call.loop is io_loop:
+            resolve(call.future, value, error)
+            return
+        box = self._outbox.get(call.loop)
+        if box is None:
+            if not self._outbox:
+                io_loop.call_soon(self._flush_outbox)
+            box = self._outbox[call.loop] = []
+        box.append((call.future, value, error))
+
+    def _flush_outbox(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for loop, results in outbox.items():
+            try:
+                loop.call_soon_threadsafe(_resolve_all, results)
+            except RuntimeError:  # that caller's loop is closed: nobody waits any more
+                pass
+
+    def _to_io(self, io: IoThread, fn: Callable[..., None], *args: Any) -> None:
+        """Hand ``fn(*args)`` to the IO loop from another thread; calls made in a burst
+        share one wake-up of the IO thread."""
+        self._inbox.append((fn, args))
+        if not self._inbox_scheduled:
+            self._inbox_scheduled = True
+            try:
+                io.loop.call_soon_threadsafe(self._drain_inbox)
+            except RuntimeError:
+                self._inbox_scheduled = False
+                raise NodeDown(f"node {self._name} is closed") from None
+
+    def _drain_inbox(self) -> None:
+        self._inbox_scheduled = False
+        inbox = self._inbox
+        while inbox:
+            fn, args = inbox.popleft()
+            try:
+                fn(*args)
+            except Exception:  # each handed-over function fails its own call
+                log.exception("error handing a call to the node's loop")
 
     async def send(
         self, dest: Pid | tuple[str, str], message: Any, *, sender: Pid | None = None
@@ -556,11 +614,11 @@ class Node:
     async def _send_parts(self, node: str, parts: list[bytes | memoryview]) -> None:
         io = self._runtime()
         loop = asyncio.get_running_loop()
-        call = _Call(loop, loop.create_future(), node, "send")
+        call = _Call(loop, loop.create_future(), node)
         if loop is io.loop:
             self._submit(node, parts, call)
         else:
-            io.loop.call_soon_threadsafe(self._submit, node, parts, call)
+            self._to_io(io, self._submit, node, parts, call)
         await call.future
 
     # -- remote calls ---------------------------------------------------------------------
@@ -590,30 +648,25 @@ class Node:
             )
         io = self._runtime()
         loop = asyncio.get_running_loop()
-        what = f"{module}:{function}/{len(args)} on {peer}"
-        call = _Call(loop, loop.create_future(), peer, what)
+        fut = loop.create_future()
+        call = _Call(loop, fut, peer, f"{module}:{function}/{len(args)}")
         request = (_CALL, Atom(module), Atom(function), list(args), _USER)
         if loop is io.loop:
             self._start_call(peer, request, call)
         else:
-            io.loop.call_soon_threadsafe(self._start_call, peer, request, call)
+            self._to_io(io, self._start_call, peer, request, call)
         limit = self.rpc_timeout if timeout is _DEFAULT else timeout
+        timer = None if limit is None else loop.call_later(limit, _expire, call, limit)
         try:
-            if limit is None:
-                result = await call.future
-            else:
-                async with asyncio.timeout(limit) as scope:  # type: ignore[arg-type]
-                    result = await call.future
-        except TimeoutError as exc:
-            if limit is not None and scope.expired():
-                self._forget(io, call)
-                raise RpcTimeout(f"no reply to {what} within {limit} s (outcome unknown)") from None
-            raise exc
-        except asyncio.CancelledError:
+            result = await fut
+        except (RpcTimeout, asyncio.CancelledError):
             self._forget(io, call)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         if type(result) is tuple and len(result) == 2 and result[0] == _BADRPC:
-            raise RpcError(f"{what} failed: {format_term(result[1])}", result[1])
+            raise RpcError(f"{call.what} failed: {format_term(result[1])}", result[1])
         return result
 
     def _start_call(self, peer_name: str, request: tuple[Any, ...], call: _Call) -> None:
@@ -622,10 +675,11 @@ class Node:
             return
         try:
             peer = self._peer(peer_name)
-            pid = self._rpc_pid = self._rpc_pid or self._make_pid()
+            if self._rpc_pid is None:
+                self._rpc_pid = self._make_pid()
+                self._rex_header = encode_parts((C.REG_SEND, self._rpc_pid, _EMPTY, _REX))
             ref = call.ref = self.make_ref()
-            parts = encode_parts((C.REG_SEND, pid, _EMPTY, _REX))
-            parts += encode_parts((_GEN_CALL, (pid, ref), request))
+            parts = self._rex_header + encode_parts((_GEN_CALL, (self._rpc_pid, ref), request))
         except Exception as exc:
             self._fail(call, exc)
             return

@@ -5,7 +5,8 @@ Everything runs as calls of OTP's own functions with external funs as arguments
 (``mnesia:transaction(fun lists:zipwith/3, [fun erlang:apply/2, Funs, Args])``), or, where a
 decision must be taken on the server, as an ``erl_eval`` expression (:mod:`.expr`).
 
-- Writes and deletes run in transactions; a batch is **one** transaction: all or nothing.
+- Writes and deletes run in ``sync_transaction``s (they return once every active replica has
+  committed); a batch is **one** transaction: all or nothing.
 - Reads are dirty by default (no locks, no commit protocol; each record is read atomically);
   ``read_many(consistent=True)`` reads several records in one transaction instead.
 - Listing is a ``dirty_select`` whose match spec returns keys only: no chunk bytes cross the
@@ -79,7 +80,7 @@ end.
 """
 
 _INSERT_IF_ABSENT = """
-mnesia:transaction(fun() ->
+mnesia:sync_transaction(fun() ->
     case mnesia:read(Tab, Key, write) of
         [] -> mnesia:write({Tab, Key, Value}), true;
         _ -> false
@@ -88,7 +89,7 @@ end).
 """
 
 _COMPARE_AND_SET = """
-mnesia:transaction(fun() ->
+mnesia:sync_transaction(fun() ->
     Current = case mnesia:read(Tab, Key, write) of
         [] -> absent;
         [{_, _, Data}] -> {present, Data}
@@ -124,7 +125,7 @@ fun() ->
     end
 end
 """
-_CHECKED = f"mnesia:transaction({_CHECKED_BODY})."
+_CHECKED = f"mnesia:sync_transaction({_CHECKED_BODY})."
 _CHECKED_DURABLE = f"""
 begin
     Result = mnesia:sync_transaction({_CHECKED_BODY}),
@@ -282,13 +283,15 @@ class MnesiaClient:
         return await self._attempts(what, attempt)
 
     async def transaction(self, fun: ExportFun, args: list[Any], what: str = "transaction") -> Any:
-        """``mnesia:transaction(Fun, Args)``: the result, or the mapped abort as an exception."""
+        """``mnesia:sync_transaction(Fun, Args)``: the result, or the mapped abort as an
+        exception. ``sync_``: it returns once every active replica has committed, so a write
+        acknowledged here is readable on any replica (and after a failover) at once."""
         if self.durable:
             bindings = {"F": fun, "A": args, "Tab": self._tab, "Timeout": 30000}
             return self._unwrap(
                 await self._eval(_DURABLE_COMMIT, bindings, what, durable=True), what
             )
-        return await self._rpc("mnesia", "transaction", [fun, args], what, unwrap=True)
+        return await self._rpc("mnesia", "sync_transaction", [fun, args], what, unwrap=True)
 
     def _unwrap(self, result: Any, what: str) -> Any:
         if type(result) is tuple and len(result) == 2:
