@@ -218,8 +218,11 @@ async def test_concurrent_metadata_and_other_writes_keep_the_layout(kwargs: dict
             "filters": None,
         }
     ).encode()
-    slow_first = [store.set(f"other{i}", cpu.Buffer.from_bytes(b"x")) for i in range(5)]
-    await asyncio.gather(*slow_first, store.set(".zarray", cpu.Buffer.from_bytes(zarray)))
+    await store.layout()  # loaded before: the big write below starts with the old layout
+    big = cpu.Buffer.from_bytes(bytes(16 * 1024 * 1024))  # its commit ends after .zarray's
+    await asyncio.gather(
+        store.set(".zattrs", big), store.set(".zarray", cpu.Buffer.from_bytes(zarray))
+    )
     await store.set("1", cpu.Buffer.from_bytes(b"chunk"))
     assert (await raw_key(store, "1"))[1] == (1,)
     assert (await store.layout()).to_mnesia("1") == (1,)
