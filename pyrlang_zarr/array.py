@@ -39,7 +39,7 @@ from zarr.storage import StorePath
 
 from pyrlang_zarr.errors import NotFound, PossiblyStaleRead, TransactionError
 from pyrlang_zarr.mnesia.client import Conflict, Delete, MnesiaClient, Op, Write
-from pyrlang_zarr.store import DEFAULT_TABLE, MnesiaStore, check_array_id, check_nodes
+from pyrlang_zarr.store import DEFAULT_TABLE, MnesiaStore
 
 MAX_RETRIES = 20
 
@@ -303,8 +303,6 @@ async def create(
     ``filters``, ``shards``, ``attributes``, ...). zarr v3 by default, ``zarr_format=2`` on
     request.
     """
-    check_array_id(array_id)
-    node, replicas = check_nodes(node, nodes)
     shape_t = _dims("shape", shape, allow_zero=True)
     chunks_t = _dims("chunks", chunks, allow_zero=False)
     if len(shape_t) != len(chunks_t):
@@ -315,12 +313,12 @@ async def create(
         raise TypeError(f"dtype {dtype!r} is not a numpy dtype: {exc}") from None
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
-    store = MnesiaStore(
+    store = MnesiaStore(  # validates array_id, node and nodes before anything is sent
         array_id,
         node=node,
         cookie=cookie,
         table_name=table_name,
-        nodes=replicas or None,
+        nodes=nodes,
         ram_copies=ram_copies,
         majority=majority,
         durable=durable,
@@ -351,22 +349,21 @@ async def open(
     durable: bool = False,
 ) -> MnesiaArray:
     """Open an existing array; :class:`NotFound` if there is none under ``array_id``."""
-    check_array_id(array_id)
-    node, replicas = check_nodes(node, nodes)
-    store = MnesiaStore(
+    probe = MnesiaStore(  # read-only: looking for the array sets nothing up on the cluster
         array_id,
         node=node,
         cookie=cookie,
         table_name=table_name,
-        nodes=replicas or None,
+        nodes=nodes,
         majority=majority,
         read_only=True,
         durable=durable,
     )
-    if not await store.exists("zarr.json") and not await store.exists(".zarray"):
-        raise NotFound(f"not_found: no array {array_id!r} in table {table_name!r} (via {node})")
-    if not read_only:
-        store = store.with_read_only(False)
+    if not await probe.exists("zarr.json") and not await probe.exists(".zarray"):
+        raise NotFound(
+            f"not_found: no array {array_id!r} in table {table_name!r} (via {probe.node})"
+        )
+    store = probe if read_only else probe.with_read_only(False)
     array = await zasync.open_array(store=store)
     return MnesiaArray(store, array)
 

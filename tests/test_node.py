@@ -257,3 +257,15 @@ async def test_failed_connection_leaves_no_unretrieved_errors(
     await asyncio.sleep(0.1)
     gc.collect()
     assert "never retrieved" not in caplog.text
+
+
+async def test_idle_connection_survives_a_peer_with_a_short_ticktime() -> None:
+    """The peer's net_ticktime is not ours to know: our ticks keep its view of us alive."""
+    with LocalCluster(n=1, ticktime=4) as c:
+        async with Node(cookie=c.cookie) as n:  # our own tick_time stays the default 60 s
+            peer = c.nodes[0]
+            await n.connect(peer)
+            conn = n._peers[peer].conn
+            await asyncio.sleep(7)  # idle longer than the peer's tick time
+            assert await n.rpc(peer, "erlang", "node", []) == Atom(peer)
+            assert n._peers[peer].conn is conn  # the same connection, never dropped

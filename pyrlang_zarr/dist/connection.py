@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 PASS_THROUGH = 112
 TICK = b"\x00\x00\x00\x00"
+TICK_INTERVAL = 1.0
 _HEADER = struct.Struct(">IB")
 _SMALL_WRITE = 256 * 1024  # below this a packet goes out as one write (one segment train)
 
@@ -171,7 +172,10 @@ class DistConnection(asyncio.BufferedProtocol):
 
     # -- ticks ----------------------------------------------------------------------------
     def _schedule_tick(self) -> None:
-        self._ticker = self._loop.call_later(self._tick_time / 4, self._tick)
+        # We cannot know the peer's net_ticktime (the handshake does not carry it); a peer
+        # with a short one drops a connection that is silent for that long. A tick is 4
+        # bytes: send one every second of silence, whatever our own tick_time.
+        self._ticker = self._loop.call_later(min(self._tick_time / 4, TICK_INTERVAL), self._tick)
 
     def _tick(self) -> None:
         if self.closed:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pyrlang_zarr.dist import Node, Process
-from pyrlang_zarr.errors import TransactionError
+from pyrlang_zarr.errors import NodeDown, TransactionError
 from pyrlang_zarr.term import Atom
 from pyrlang_zarr.term.format import format_term
 
@@ -57,9 +57,13 @@ class MnesiaEvents:
         """Receive ``peer``'s events too (again, after a lost connection dropped us there:
         Mnesia forgets a subscriber it cannot reach)."""
         assert self._proc is not None, "use MnesiaEvents as an async context manager"
-        result = await self.node.rpc(
-            peer, "mnesia_subscr", "subscribe", [self._proc.pid, Atom("system")]
-        )
+        args = [self._proc.pid, Atom("system")]
+        try:
+            result = await self.node.rpc(peer, "mnesia_subscr", "subscribe", args)
+        except NodeDown:
+            # a connection from before a partition can look alive until first used; the
+            # peer resets it then. Subscribing is idempotent: once more, on a new connection.
+            result = await self.node.rpc(peer, "mnesia_subscr", "subscribe", args)
         if not (type(result) is tuple and result[0] == _OK):
             raise TransactionError(
                 f"could not subscribe to Mnesia events on {peer}: {format_term(result)}", result
