@@ -44,7 +44,7 @@ from pyrlang_zarr.store import DEFAULT_TABLE, MnesiaStore
 MAX_RETRIES = 20
 
 
-def _slice_bytes(data: bytes, byte_range: ByteRequest | None) -> bytes:
+def _slice_bytes(data: bytes | memoryview, byte_range: ByteRequest | None) -> bytes | memoryview:
     if byte_range is None:
         return data
     if isinstance(byte_range, RangeByteRequest):
@@ -68,7 +68,7 @@ class _Overlay(Store):
     supports_listing = False
 
     def __init__(
-        self, base: MnesiaStore, client: MnesiaClient, snapshot: dict[str, bytes | None] | None
+        self, base: MnesiaStore, client: MnesiaClient, snapshot: dict[str, Any] | None
     ) -> None:
         super().__init__(read_only=False)
         self._is_open = True
@@ -76,7 +76,7 @@ class _Overlay(Store):
         self.client = client
         self.snapshot = snapshot
         self.read_versions: dict[str, bytes | None] = {}
-        self.pending: dict[str, bytes | None] = {}  # None: delete
+        self.pending: dict[str, bytes | memoryview | None] = {}  # None: delete
 
     def __eq__(self, other: object) -> bool:
         return other is self
@@ -108,7 +108,7 @@ class _Overlay(Store):
         return await self.get(key, zarr.core.buffer.default_buffer_prototype()) is not None
 
     async def set(self, key: str, value: Buffer) -> None:
-        self.pending[key] = value.to_bytes()
+        self.pending[key] = value.as_numpy_array().data  # a view: no copy of the chunk
 
     async def delete(self, key: str) -> None:
         self.pending[key] = None
