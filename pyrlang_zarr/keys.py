@@ -64,10 +64,10 @@ class ChunkKeys:
         return tuple(index)
 
 
-def chunk_keys_from_metadata(key: str, document: bytes) -> ChunkKeys | None:
+def chunk_keys_from_metadata(key: str, document: bytes | memoryview) -> ChunkKeys | None:
     """The root array's chunk key encoding from its metadata document, if it is one."""
     try:
-        meta = json.loads(document)
+        meta = json.loads(bytes(document))
     except (ValueError, UnicodeDecodeError):
         return None
     if not isinstance(meta, dict):

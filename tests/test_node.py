@@ -269,3 +269,14 @@ async def test_idle_connection_survives_a_peer_with_a_short_ticktime() -> None:
             await asyncio.sleep(7)  # idle longer than the peer's tick time
             assert await n.rpc(peer, "erlang", "node", []) == Atom(peer)
             assert n._peers[peer].conn is conn  # the same connection, never dropped
+
+
+async def test_large_reply_binaries_as_views_on_request(node: Node, cluster: LocalCluster) -> None:
+    peer = cluster.nodes[1]
+    blob = os.urandom(2 * 1024 * 1024)
+    view = await node.rpc(peer, "erlang", "hd", [[(Atom("ok"), blob)]], copy_binaries=False)
+    assert isinstance(view[1], memoryview) and view[1].readonly and view[1] == blob
+    copied = await node.rpc(peer, "erlang", "hd", [[(Atom("ok"), blob)]])
+    assert type(copied[1]) is bytes and copied[1] == blob
+    small = await node.rpc(peer, "erlang", "hd", [[b"abc"]], copy_binaries=False)
+    assert small == b"abc"  # small replies are decoded as bytes either way

@@ -27,7 +27,7 @@ TICK_INTERVAL = 1.0
 _HEADER = struct.Struct(">IB")
 _SMALL_WRITE = 256 * 1024  # below this a packet goes out as one write (one segment train)
 
-MessageHandler = Callable[["DistConnection", tuple[Any, ...], Any], None]
+MessageHandler = Callable[["DistConnection", tuple[Any, ...], Any, bool], None]
 LostHandler = Callable[["DistConnection", Exception], None]
 
 
@@ -112,13 +112,15 @@ class DistConnection(asyncio.BufferedProtocol):
                 continue  # a tick: _last_recv is already updated
             if packet[0] != PASS_THROUGH:
                 raise ProtocolError(f"{self.peer_name} sent a packet of unknown type {packet[0]}")
+            # a big packet has a buffer of its own, never reused: its binaries can be views
+            views = isinstance(packet, bytearray)
             control, offset = decode(packet, 1)
             message = None
             if offset < len(packet):
-                message, offset = decode(packet, offset)
+                message, offset = decode(packet, offset, copy_binaries=not views)
             if not isinstance(control, tuple) or not control or not isinstance(control[0], int):
                 raise ProtocolError(f"{self.peer_name} sent a bad control message {control!r}")
-            self._on_message(self, control, message)
+            self._on_message(self, control, message, views)
 
     def _broken(self, exc: Exception) -> ProtocolError:
         log.debug("bad packet from %s", self.peer_name, exc_info=exc)

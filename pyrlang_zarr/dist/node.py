@@ -39,7 +39,7 @@ from pyrlang_zarr.errors import (
     RpcError,
     RpcTimeout,
 )
-from pyrlang_zarr.term import Atom, Pid, Reference, encode_parts
+from pyrlang_zarr.term import Atom, ImproperList, Pid, Reference, encode_parts
 from pyrlang_zarr.term.format import format_term
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class _Call:
     peer: str = ""
     kind: str = "send"  # "send", or "M:F/A" of a remote call
     ref: Reference | None = None
+    copy: bool = True  # False: large binaries of the reply may stay memoryviews
 
     @property
     def what(self) -> str:
@@ -117,6 +118,22 @@ class _Peer:
     connecting: asyncio.Task[None] | None = None
     queue: list[tuple[list[bytes | memoryview], _Call | None]] = field(default_factory=list)
     calls: set[Reference] = field(default_factory=set)
+
+
+def own_binaries(term: Any) -> Any:
+    """``term`` with every ``memoryview`` replaced by ``bytes`` of its own."""
+    kind = type(term)
+    if kind is memoryview:
+        return term.tobytes()
+    if kind is tuple:
+        return tuple(own_binaries(t) for t in term)
+    if kind is list:
+        return [own_binaries(t) for t in term]
+    if kind is dict:
+        return {k: own_binaries(v) for k, v in term.items()}
+    if kind is ImproperList:
+        return ImproperList(tuple(own_binaries(t) for t in term.elements), own_binaries(term.tail))
+    return term
 
 
 def _resolve_all(results: list[tuple[Any, ...]]) -> None:
@@ -630,10 +647,13 @@ class Node:
         args: Sequence[Any] = (),
         *,
         timeout: float | object | None = _DEFAULT,
+        copy_binaries: bool = True,
     ) -> Any:
         """``apply(module, function, args)`` on ``peer``, through its ``rex`` server.
 
-        Returns the decoded result. Raises :class:`RpcError` for ``{badrpc, Reason}``,
+        Returns the decoded result. With ``copy_binaries=False`` binaries of a large reply
+        may come as read-only ``memoryview``s of the received packet instead of ``bytes``
+        (no copy of multi-MB chunk data). Raises :class:`RpcError` for ``{badrpc, Reason}``,
         :class:`NodeDown` if the connection drops first, :class:`RpcTimeout` after
         ``timeout`` seconds (default: the node's ``rpc_timeout``). After a timeout or a
         cancellation the late reply is dropped; the call may still have run on the peer.
@@ -649,7 +669,7 @@ class Node:
         io = self._runtime()
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        call = _Call(loop, fut, peer, f"{module}:{function}/{len(args)}")
+        call = _Call(loop, fut, peer, f"{module}:{function}/{len(args)}", copy=copy_binaries)
         request = (_CALL, Atom(module), Atom(function), list(args), _USER)
         if loop is io.loop:
             self._start_call(peer, request, call)
@@ -705,15 +725,18 @@ class Node:
                 pass
 
     # -- receiving ------------------------------------------------------------------------
-    def _on_message(self, conn: DistConnection, control: tuple[Any, ...], message: Any) -> None:
+    def _on_message(
+        self, conn: DistConnection, control: tuple[Any, ...], message: Any, views: bool = False
+    ) -> None:
         op = control[0]
         try:
+            if op in C.SENDS_TO_PID and control[2] == self._rpc_pid:
+                self._on_reply(conn, message, views)
+                return
+            if views:  # only rpc callers that asked for it get memoryviews
+                message = own_binaries(message)
             if op in C.SENDS_TO_PID:
-                to = control[2]
-                if to == self._rpc_pid:
-                    self._on_reply(conn, message)
-                else:
-                    self._deliver(to, message)
+                self._deliver(control[2], message)
             elif op in (C.REG_SEND, C.REG_SEND_TT):
                 proc = self._registered.get(str(control[3]))
                 if proc is not None:
@@ -723,7 +746,7 @@ class Node:
         except (IndexError, TypeError, ValueError) as exc:
             log.debug("ignored control message %r from %s: %s", control, conn.peer_name, exc)
 
-    def _on_reply(self, conn: DistConnection, message: Any) -> None:
+    def _on_reply(self, conn: DistConnection, message: Any, views: bool) -> None:
         if not (type(message) is tuple and len(message) == 2):
             return
         ref = message[0]
@@ -733,7 +756,7 @@ class Node:
         peer = self._peers.get(conn.peer_name)
         if peer is not None:
             peer.calls.discard(ref)
-        self._succeed(call, message[1])
+        self._succeed(call, own_binaries(message[1]) if views and call.copy else message[1])
 
     def _deliver(self, to: Any, message: Any) -> None:
         proc = self._processes.get(to) if isinstance(to, Pid) else None

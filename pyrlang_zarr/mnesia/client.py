@@ -14,6 +14,8 @@ decision must be taken on the server, as an ``erl_eval`` expression (:mod:`.expr
   scan to that array's key range.
 - Sizes and byte ranges are computed by the match spec on the server (``byte_size``,
   ``binary_part``), so a partial read ships only the bytes asked for.
+- Reads return the data as ``bytes``, or, for large values, as a read-only ``memoryview`` of
+  the received packet: multi-MB chunks are not copied again after the socket.
 - ``durable=True`` commits with ``sync_transaction`` and then forces the transaction log to
   disc on every disc replica (``mnesia:sync_log/0``) before returning.
 """
@@ -248,11 +250,20 @@ class MnesiaClient:
             return
 
     async def _rpc(
-        self, module: str, function: str, args: list[Any], what: str, *, unwrap: bool = False
+        self,
+        module: str,
+        function: str,
+        args: list[Any],
+        what: str,
+        *,
+        unwrap: bool = False,
+        copy: bool = True,
     ) -> Any:
         async def attempt(peer: str) -> Any:
             try:
-                result = await self.node.rpc(peer, module, function, args, timeout=self.timeout)
+                result = await self.node.rpc(
+                    peer, module, function, args, timeout=self.timeout, copy_binaries=copy
+                )
             except RpcError as exc:
                 raise from_rpc_error(exc, self.table, what) from None
             return self._unwrap(result, what) if unwrap else result
@@ -282,7 +293,9 @@ class MnesiaClient:
 
         return await self._attempts(what, attempt)
 
-    async def transaction(self, fun: ExportFun, args: list[Any], what: str = "transaction") -> Any:
+    async def transaction(
+        self, fun: ExportFun, args: list[Any], what: str = "transaction", *, copy: bool = True
+    ) -> Any:
         """``mnesia:sync_transaction(Fun, Args)``: the result, or the mapped abort as an
         exception. ``sync_``: it returns once every active replica has committed, so a write
         acknowledged here is readable on any replica (and after a failover) at once."""
@@ -291,7 +304,9 @@ class MnesiaClient:
             return self._unwrap(
                 await self._eval(_DURABLE_COMMIT, bindings, what, durable=True), what
             )
-        return await self._rpc("mnesia", "sync_transaction", [fun, args], what, unwrap=True)
+        return await self._rpc(
+            "mnesia", "sync_transaction", [fun, args], what, unwrap=True, copy=copy
+        )
 
     def _unwrap(self, result: Any, what: str) -> Any:
         if type(result) is tuple and len(result) == 2:
@@ -388,7 +403,7 @@ class MnesiaClient:
 
     async def read(self, key: Any) -> Any | None:
         """The data under ``key`` (dirty read), or ``None``."""
-        records = await self._rpc("mnesia", "dirty_read", [self._tab, key], "read")
+        records = await self._rpc("mnesia", "dirty_read", [self._tab, key], "read", copy=False)
         return records[0][2] if records else None
 
     async def read_required(self, key: Any) -> Any:
@@ -408,7 +423,7 @@ class MnesiaClient:
             return []
         oids = [(self._tab, k) for k in keys]
         if consistent:
-            found = await self.transaction(_MAP, [_READ, oids], f"read of {len(keys)}")
+            found = await self.transaction(_MAP, [_READ, oids], f"read of {len(keys)}", copy=False)
         else:
             found = await self._rpc(
                 "lists", "map", [ExportFun("mnesia", "dirty_read", 1), oids], "read"
@@ -435,7 +450,7 @@ class MnesiaClient:
             )
         clauses.append((head, [(_LE, start, size)], [rest]))
         clauses.append((head, [], [b""]))
-        found = await self._select(clauses, "read_range")
+        found = await self._select(clauses, "read_range", copy=False)
         return found[0] if found else None
 
     async def read_suffix(self, key: Any, length: int) -> bytes | None:
@@ -446,12 +461,12 @@ class MnesiaClient:
         size = (_BYTE_SIZE, _V1)
         tail = (_BINARY_PART, _V1, (_MINUS, size, length), length)
         found = await self._select(
-            [(head, [(_LE, length, size)], [tail]), (head, [], [_V1])], "read_suffix"
+            [(head, [(_LE, length, size)], [tail]), (head, [], [_V1])], "read_suffix", copy=False
         )
         return found[0] if found else None
 
-    async def _select(self, spec: list[Any], what: str) -> list[Any]:
-        return await self._rpc("mnesia", "dirty_select", [self._tab, spec], what)
+    async def _select(self, spec: list[Any], what: str, *, copy: bool = True) -> list[Any]:
+        return await self._rpc("mnesia", "dirty_select", [self._tab, spec], what, copy=copy)
 
     # -- listing --------------------------------------------------------------------------
     async def keys_under(self, prefix: Any) -> list[Any]:
