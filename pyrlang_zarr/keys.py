@@ -120,7 +120,3 @@ class KeyLayout:
         if isinstance(x, tuple) and self.chunks is not None and len(x) == self.chunks.ndim:
             return self.chunks.format(x)
         return None
-
-
-def is_metadata_key(key: str) -> bool:
-    return key in (ROOT_METADATA_KEY, V2_ARRAY_METADATA_KEY)

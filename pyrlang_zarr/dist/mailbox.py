@@ -20,20 +20,6 @@ def resolve(
         fut.set_result(value)
 
 
-def resolve_threadsafe(
-    loop: asyncio.AbstractEventLoop,
-    fut: asyncio.Future[Any],
-    value: Any = None,
-    error: BaseException | None = None,
-) -> bool:
-    """Complete ``fut`` on its own ``loop`` from any thread; False if that loop is closed."""
-    try:
-        loop.call_soon_threadsafe(resolve, fut, value, error)
-    except RuntimeError:
-        return False
-    return True
-
-
 class Mailbox:
     """FIFO of messages; receivers wait on futures of their own loops."""
 

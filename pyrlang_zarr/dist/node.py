@@ -30,7 +30,7 @@ from pyrlang_zarr.dist.connection import DistConnection
 from pyrlang_zarr.dist.cookie import resolve_cookie
 from pyrlang_zarr.dist.handshake import ClientHandshake, new_creation
 from pyrlang_zarr.dist.io_thread import IoThread
-from pyrlang_zarr.dist.mailbox import Mailbox, resolve, resolve_threadsafe
+from pyrlang_zarr.dist.mailbox import Mailbox, resolve
 from pyrlang_zarr.errors import (
     HandshakeTimeout,
     NodeDown,
@@ -836,6 +836,3 @@ class Node:
         if name is not None:
             self._registered[name] = proc
         return proc
-
-    def processes(self) -> Iterable[Process]:
-        return list(self._processes.values())
