@@ -145,65 +145,50 @@ class ErlNode:
             self.process.stdin.close()
 
 
-class LocalCluster:
-    """``n`` connected Erlang nodes on this host, with their own Mnesia directories.
+class ErlCluster:
+    """What :class:`LocalCluster` and :class:`~pyrlang_zarr.netns.NetnsCluster` share.
 
-    Mnesia is not started: the library's Mnesia layer does the setup. Usable as ``with`` or
-    ``async with``; every node is stopped on exit, on garbage collection and at interpreter
-    exit, and a node whose Python parent dies stops when its stdin closes.
-
-    ``ram_only`` keeps the Mnesia schema in RAM (``-mnesia schema_location ram``): no disc
-    tables, nothing to create first. ``ticktime`` sets ``-kernel net_ticktime``;
-    ``extra_args`` are appended to every node's ``erl`` command line.
+    The lifecycle (start, stop, kill, stop_node, restart), the context managers, node access
+    and :meth:`erl_eval`. A subclass says where its nodes live: :meth:`_open` (directories
+    and the finalizer), :meth:`_make_node`, :meth:`_epmd_names_of` and :meth:`_repr_detail`.
     """
 
     def __init__(
         self,
-        n: int = 3,
-        cookie: str | None = None,
-        prefix: str | None = None,
-        base_dir: str | os.PathLike[str] | None = None,
-        ram_only: bool = False,
-        extra_args: Sequence[str] = (),
-        ticktime: int | None = None,
+        n: int,
+        cookie: str | None,
+        prefix: str | None,
+        ram_only: bool,
+        extra_args: Sequence[str],
+        ticktime: int | None,
     ) -> None:
-        if n < 1:
-            raise ValueError(f"a cluster needs at least one node, got n={n}")
         if isinstance(extra_args, str):
             raise TypeError("extra_args must be a sequence of arguments, not one string")
         self.n = n
         self.cookie = cookie if cookie is not None else secrets.token_hex(16)
         self.prefix = prefix if prefix is not None else "pz" + secrets.token_hex(3)
-        # Erlang's short-name host part; checked against the real node names at start.
-        self.host = socket.gethostname().split(".")[0]
         self.ram_only = ram_only
         self.extra_args = list(extra_args)
         self.ticktime = ticktime
-        self._given_dir = Path(base_dir) if base_dir is not None else None
         self.base_dir: Path | None = None
         self._nodes: list[ErlNode] = []
         self._erl = ""
         self._epmd = ""
-        self._finalizer: weakref.finalize[..., LocalCluster] | None = None
+        self._finalizer: weakref.finalize[..., ErlCluster] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> Self:
         """Start all nodes concurrently and wait until every one is distributed."""
-        if self._finalizer is not None and self._finalizer.alive:
+        if self._running:
             raise RuntimeError("cluster already started")
+        self._check_can_run()
         self._erl = _find_erl()
         self._epmd = _find_epmd(self._erl)
-        if self._given_dir is not None:
-            self.base_dir = self._given_dir
-            self.base_dir.mkdir(parents=True, exist_ok=True)
-            owned_dir = None
-        else:
-            self.base_dir = Path(tempfile.mkdtemp(prefix="pz-cluster-"))
-            owned_dir = self.base_dir
-        self._nodes = [self._make_node(i) for i in range(self.n)]
-        self._finalizer = weakref.finalize(self, _shutdown, self._nodes, owned_dir)
+        self._nodes = []
         try:
+            self._open(self._nodes)
+            self._nodes.extend(self._make_node(i) for i in range(self.n))
             for node in self._nodes:
                 node.launch()
             deadline = time.monotonic() + START_TIMEOUT
@@ -215,34 +200,31 @@ class LocalCluster:
         return self
 
     def stop(self) -> None:
-        """Stop every node (SIGTERM, then SIGKILL after a grace period); idempotent."""
-        if self._finalizer is None or not self._finalizer.alive:
-            return
-        self._finalizer()
-        self._wait_unregistered([node.short_name for node in self._nodes], raise_on_timeout=False)
+        """Stop every node and remove what the cluster created; idempotent."""
+        if self._finalizer is not None:
+            self._finalizer()
 
     def kill(self, i: int) -> None:
-        """SIGKILL node ``i`` and wait until EPMD no longer lists its name."""
+        """SIGKILL node ``i``; wait until the process is gone and its EPMD has forgotten it."""
         node = self[i]
         if node.alive:
             node.process.kill()
         node.reap()
-        self._wait_unregistered([node.short_name])
+        self._wait_unregistered(i)
 
     def stop_node(self, i: int) -> None:
         """Stop node ``i`` gracefully (SIGTERM makes BEAM run ``init:stop()``); wait until gone."""
-        node = self[i]
-        _terminate([node], STOP_TIMEOUT)
-        self._wait_unregistered([node.short_name])
+        _terminate([self[i]], STOP_TIMEOUT)
+        self._wait_unregistered(i)
 
     def restart(self, i: int) -> None:
-        """Start node ``i`` again with the same name, cookie and Mnesia dir (stopping it first)."""
+        """Start node ``i`` again (same name, cookie, Mnesia dir), stopping it first if running."""
         node = self[i]
         if node.alive:
             self.stop_node(i)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
-            self._wait_unregistered([node.short_name], raise_on_timeout=False)
+            self._wait_unregistered(i, raise_on_timeout=False)
             node.launch()
             try:
                 self._check_name(node, node.wait_ready(deadline))
@@ -276,11 +258,130 @@ class LocalCluster:
         quotes). Raises ``RuntimeError`` when the expression does not parse, raises, or the
         rpc fails. Costs an ``erl`` start (~0.2 s): meant for checks from the Erlang side in tests.
         """
+        return self._erl_eval(i, expr, timeout)
+
+    # -- context managers ------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "stopped"
+        return f"<{type(self).__name__} {self.prefix} n={self.n} {self._repr_detail()} {state}>"
+
+    # -- what subclasses provide -----------------------------------------------------------
+
+    def _check_can_run(self) -> None:
+        """Raise if this machine cannot run the cluster; called first by :meth:`start`."""
+
+    def _open(self, nodes: list[ErlNode]) -> None:
+        """Create ``base_dir`` and whatever else the nodes need; set ``self._finalizer``.
+
+        ``nodes`` is the list :meth:`start` fills next, for the finalizer to stop.
+        """
+        raise NotImplementedError
+
+    def _make_node(self, i: int) -> ErlNode:
+        raise NotImplementedError
+
+    def _epmd_names_of(self, i: int) -> set[str]:
+        """Short names the EPMD that node ``i`` registers with lists."""
+        raise NotImplementedError
+
+    def _repr_detail(self) -> str:
+        raise NotImplementedError
+
+    def _check_name(self, node: ErlNode, reported: str) -> None:
+        """Called with the node name Erlang reports once ``node`` is ready."""
+        if reported != node.name:
+            raise RuntimeError(
+                f"node started as {reported!r}, expected {node.name!r}; log {node.log_path} "
+                f"ends with:\n{node.log_tail()}"
+            )
+
+    # -- internals -------------------------------------------------------------------------
+
+    @property
+    def _running(self) -> bool:
+        return self._finalizer is not None and self._finalizer.alive
+
+    def _started_nodes(self) -> list[ErlNode]:
+        if not self._nodes:
+            raise RuntimeError("cluster not started: call start() or use it as a context manager")
+        return self._nodes
+
+    def _ticktime_args(self) -> list[str]:
+        return [] if self.ticktime is None else ["-kernel", "net_ticktime", str(self.ticktime)]
+
+    def _erl_node(self, name: str, sname: str, wrapper: Sequence[str] = ()) -> ErlNode:
+        """Node ``name`` with its own dir under ``base_dir``, started as ``erl -sname sname``.
+
+        ``wrapper`` is put in front of the ``erl`` command (to run it somewhere else).
+        """
+        assert self.base_dir is not None
+        short = name.partition("@")[0]
+        node_dir = self.base_dir / short
+        mnesia_dir = node_dir / "mnesia"
+        mnesia_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            *wrapper,
+            self._erl,
+            "-sname",
+            sname,
+            "-setcookie",
+            self.cookie,
+            "-noinput",
+            "-connect_all",
+            "true",
+            *_SMALL_MACHINE_FLAGS,
+            *_DIST_BUFFER_FLAGS,
+            *self._ticktime_args(),
+            "-mnesia",
+            "dir",
+            _erlang_string(str(mnesia_dir)),
+            *(["-mnesia", "schema_location", "ram"] if self.ram_only else []),
+            *self.extra_args,
+            "-eval",
+            _NODE_EVAL,
+        ]
+        env = {**os.environ, "ERL_CRASH_DUMP": str(node_dir / "erl_crash.dump")}
+        return ErlNode(
+            name=name,
+            short_name=short,
+            dir=node_dir,
+            mnesia_dir=mnesia_dir,
+            log_path=node_dir / "node.log",
+            argv=argv,
+            env=env,
+        )
+
+    def _erl_eval(self, i: int, expr: str, timeout: float, wrapper: Sequence[str] = ()) -> str:
+        """:meth:`erl_eval`, with ``wrapper`` put in front of the helper's ``erl`` command."""
         target = self[i].name
         text = expr.strip()
         if not text.endswith("."):
             text += "."
         argv = [
+            *wrapper,
             self._erl,
             "-sname",
             f"pzeval-{secrets.token_hex(4)}",
@@ -324,84 +425,78 @@ class LocalCluster:
             raise RuntimeError(f"erl_eval on {target} failed for {expr!r}: {value}")
         return value
 
+    def _wait_unregistered(self, i: int, raise_on_timeout: bool = True) -> None:
+        """Wait until node ``i``'s EPMD no longer lists it (a new node of that name needs it)."""
+        node = self[i]
+        deadline = time.monotonic() + EPMD_TIMEOUT
+        while node.short_name in self._epmd_names_of(i):
+            if time.monotonic() > deadline:
+                if raise_on_timeout:
+                    raise TimeoutError(f"EPMD still lists {node.name}")
+                return
+            time.sleep(0.02)
+
+
+class LocalCluster(ErlCluster):
+    """``n`` connected Erlang nodes on this host, with their own Mnesia directories.
+
+    Mnesia is not started: the library's Mnesia layer does the setup. Usable as ``with`` or
+    ``async with``; every node is stopped on exit, on garbage collection and at interpreter
+    exit, and a node whose Python parent dies stops when its stdin closes.
+
+    ``ram_only`` keeps the Mnesia schema in RAM (``-mnesia schema_location ram``): no disc
+    tables, nothing to create first. ``ticktime`` sets ``-kernel net_ticktime``;
+    ``extra_args`` are appended to every node's ``erl`` command line.
+    """
+
+    def __init__(
+        self,
+        n: int = 3,
+        cookie: str | None = None,
+        prefix: str | None = None,
+        base_dir: str | os.PathLike[str] | None = None,
+        ram_only: bool = False,
+        extra_args: Sequence[str] = (),
+        ticktime: int | None = None,
+    ) -> None:
+        if n < 1:
+            raise ValueError(f"a cluster needs at least one node, got n={n}")
+        super().__init__(n, cookie, prefix, ram_only, extra_args, ticktime)
+        # Erlang's short-name host part; checked against the real node names at start.
+        self.host = socket.gethostname().split(".")[0]
+        self._given_dir = Path(base_dir) if base_dir is not None else None
+
+    def stop(self) -> None:
+        """Stop every node (SIGTERM, then SIGKILL after a grace period); idempotent."""
+        if not self._running:
+            return
+        super().stop()
+        for i in range(len(self._nodes)):
+            self._wait_unregistered(i, raise_on_timeout=False)
+
     def registered_names(self) -> set[str]:
         """Short names EPMD on this host currently lists (empty when EPMD is not running)."""
         return _epmd_names(self._epmd or _find_epmd(_find_erl()))
 
-    # -- context managers ------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
-
-    def __repr__(self) -> str:
-        state = "running" if self._finalizer is not None and self._finalizer.alive else "stopped"
-        return f"<LocalCluster {self.prefix} n={self.n} host={self.host} {state}>"
-
-    # -- internals -------------------------------------------------------------------------
-
-    def _started_nodes(self) -> list[ErlNode]:
-        if not self._nodes:
-            raise RuntimeError("cluster not started: call start() or use it as a context manager")
-        return self._nodes
-
-    def _ticktime_args(self) -> list[str]:
-        return [] if self.ticktime is None else ["-kernel", "net_ticktime", str(self.ticktime)]
+    def _open(self, nodes: list[ErlNode]) -> None:
+        if self._given_dir is not None:
+            self.base_dir = self._given_dir
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            owned_dir = None
+        else:
+            self.base_dir = Path(tempfile.mkdtemp(prefix="pz-cluster-"))
+            owned_dir = self.base_dir
+        self._finalizer = weakref.finalize(self, _shutdown, nodes, owned_dir)
 
     def _make_node(self, i: int) -> ErlNode:
-        assert self.base_dir is not None
         short = f"{self.prefix}-{i + 1}"
-        node_dir = self.base_dir / short
-        mnesia_dir = node_dir / "mnesia"
-        mnesia_dir.mkdir(parents=True, exist_ok=True)
-        argv = [
-            self._erl,
-            "-sname",
-            short,
-            "-setcookie",
-            self.cookie,
-            "-noinput",
-            "-connect_all",
-            "true",
-            *_SMALL_MACHINE_FLAGS,
-            *_DIST_BUFFER_FLAGS,
-            *self._ticktime_args(),
-            "-mnesia",
-            "dir",
-            _erlang_string(str(mnesia_dir)),
-            *(["-mnesia", "schema_location", "ram"] if self.ram_only else []),
-            *self.extra_args,
-            "-eval",
-            _NODE_EVAL,
-        ]
-        env = {**os.environ, "ERL_CRASH_DUMP": str(node_dir / "erl_crash.dump")}
-        return ErlNode(
-            name=f"{short}@{self.host}",
-            short_name=short,
-            dir=node_dir,
-            mnesia_dir=mnesia_dir,
-            log_path=node_dir / "node.log",
-            argv=argv,
-            env=env,
-        )
+        return self._erl_node(f"{short}@{self.host}", sname=short)
+
+    def _epmd_names_of(self, i: int) -> set[str]:
+        return _epmd_names(self._epmd)
+
+    def _repr_detail(self) -> str:
+        return f"host={self.host}"
 
     def _check_name(self, node: ErlNode, reported: str) -> None:
         """Adopt the host part Erlang really uses if our guess was wrong."""
@@ -413,18 +508,6 @@ class LocalCluster:
         self.host = host
         for other in self._nodes:
             other.name = f"{other.short_name}@{host}"
-
-    def _wait_unregistered(self, names: list[str], raise_on_timeout: bool = True) -> None:
-        deadline = time.monotonic() + EPMD_TIMEOUT
-        while True:
-            left = set(names) & _epmd_names(self._epmd)
-            if not left:
-                return
-            if time.monotonic() > deadline:
-                if raise_on_timeout:
-                    raise TimeoutError(f"EPMD still lists {sorted(left)}")
-                return
-            time.sleep(0.02)
 
 
 def _erlang_string(text: str) -> str:

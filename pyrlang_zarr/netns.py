@@ -44,7 +44,6 @@ cluster cleans up after one whose Python process died without stopping it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -58,27 +57,12 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
-from pyrlang_zarr.cluster import (
-    _DIST_BUFFER_FLAGS,
-    _EPMD_NAME,
-    _HELPER_EVAL,
-    _NODE_EVAL,
-    _SMALL_MACHINE_FLAGS,
-    EPMD_TIMEOUT,
-    START_TIMEOUT,
-    STOP_TIMEOUT,
-    ErlNode,
-    _erlang_string,
-    _find_epmd,
-    _find_erl,
-    _terminate,
-)
+from pyrlang_zarr.cluster import _EPMD_NAME, STOP_TIMEOUT, ErlCluster, ErlNode
 
 __all__ = ["NetnsCluster", "available", "cleanup_stale"]
 
@@ -189,7 +173,7 @@ class _Resources:
     record: Path | None = None
 
 
-class NetnsCluster:
+class NetnsCluster(ErlCluster):
     """``n`` Erlang nodes ``nodeI@hostI``, each on its own network namespace ("host").
 
     Mnesia is not started. ``ticktime`` sets ``-kernel net_ticktime`` on every node (and on
@@ -211,19 +195,12 @@ class NetnsCluster:
     ) -> None:
         if not 1 <= n <= _MAX_HOSTS:
             raise ValueError(f"n must be between 1 and {_MAX_HOSTS}, got n={n}")
-        if isinstance(extra_args, str):
-            raise TypeError("extra_args must be a sequence of arguments, not one string")
+        super().__init__(n, cookie, prefix, ram_only, extra_args, ticktime)
         if prefix is not None and not _PREFIX_RE.match(prefix):
             raise ValueError(
                 f"bad prefix {prefix!r}: up to 31 letters, digits, '_' or '.', not starting "
                 "with '_' or '.'"
             )
-        self.n = n
-        self.cookie = cookie if cookie is not None else secrets.token_hex(16)
-        self.ticktime = ticktime
-        self.prefix = prefix if prefix is not None else "pz" + secrets.token_hex(3)
-        self.ram_only = ram_only
-        self.extra_args = list(extra_args)
         self.hosts = [host_name(i) for i in range(n)]
         digest = hashlib.sha256(self.prefix.encode()).digest()
         # 10.A.B.0/24 with (A, B) from the prefix; 10.255.255.x is left alone.
@@ -234,77 +211,8 @@ class NetnsCluster:
         self.switch_namespace = f"{self.prefix}-sw"
         self.client_namespace = f"{self.prefix}-cl"
         self.host_namespaces = [f"{self.prefix}-h{i + 1}" for i in range(n)]
-        self.base_dir: Path | None = None
-        self._nodes: list[ErlNode] = []
-        self._erl = ""
-        self._epmd = ""
-        self._finalizer: weakref.finalize[..., NetnsCluster] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        """Build the network, start every node, and wait until all are distributed."""
-        if self._finalizer is not None and self._finalizer.alive:
-            raise RuntimeError("cluster already started")
-        reason = available()
-        if reason is not None:
-            raise RuntimeError(f"NetnsCluster cannot run here: {reason}")
-        cleanup_stale()
-        self._erl = _find_erl()
-        self._epmd = _find_epmd(self._erl)
-        self.base_dir = Path(tempfile.mkdtemp(prefix=f"pz-netns-{self.prefix}-"))
-        res = _Resources(base_dir=self.base_dir)
-        self._finalizer = weakref.finalize(self, _teardown, res)
-        try:
-            res.record = self._write_record()
-            self._build_network(res)
-            self._nodes = res.nodes = [self._make_node(i) for i in range(self.n)]
-            for node in self._nodes:
-                node.launch()
-            deadline = time.monotonic() + START_TIMEOUT
-            for node in self._nodes:
-                self._check_name(node, node.wait_ready(deadline))
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        """Stop the nodes, kill whatever else runs in the namespaces, remove it all; idempotent."""
-        if self._finalizer is not None:
-            self._finalizer()
-
-    def kill(self, i: int) -> None:
-        """SIGKILL node ``i``; wait until the process is gone and its EPMD has forgotten it."""
-        node = self[i]
-        if node.alive:
-            node.process.kill()
-        node.reap()
-        self._wait_unregistered(i)
-
-    def stop_node(self, i: int) -> None:
-        """Stop node ``i`` gracefully (SIGTERM makes BEAM run ``init:stop()``); wait until gone."""
-        _terminate([self[i]], STOP_TIMEOUT)
-        self._wait_unregistered(i)
-
-    def restart(self, i: int) -> None:
-        """Start node ``i`` again (same name, cookie, Mnesia dir), stopping it first if running."""
-        node = self[i]
-        if node.alive:
-            self.stop_node(i)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            self._wait_unregistered(i, raise_on_timeout=False)
-            node.launch()
-            try:
-                self._check_name(node, node.wait_ready(deadline))
-                return
-            except RuntimeError:
-                # EPMD may briefly hold the old registration: the new node then refuses to start.
-                if "in use" not in node.log_tail() or time.monotonic() > deadline:
-                    raise
-                node.reap()
-                time.sleep(0.2)
 
     def cut(self, i: int) -> None:
         """Partition host ``i`` from every other host and the client (its switch port down).
@@ -334,22 +242,9 @@ class NetnsCluster:
     # -- access ----------------------------------------------------------------------------
 
     @property
-    def nodes(self) -> list[str]:
-        return [node.name for node in self._started_nodes()]
-
-    @property
     def namespaces(self) -> list[str]:
         """Every namespace of the cluster: switch, hosts, client."""
         return [self.switch_namespace, *self.host_namespaces, self.client_namespace]
-
-    def __getitem__(self, i: int) -> ErlNode:
-        return self._started_nodes()[i]
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[ErlNode]:
-        return iter(self._started_nodes())
 
     def ns_argv(self, where: Where, argv: Sequence[str]) -> list[str]:
         """``argv`` wrapped to run in host ``where``'s namespace (or ``"client"``'s).
@@ -413,54 +308,8 @@ class NetnsCluster:
         Returns the value as ``~p`` prints it, on one line; raises ``RuntimeError`` when the
         expression does not parse, raises, or the rpc fails. Costs an ``erl`` start.
         """
-        target = self[i].name
         where: Where = i if via is None else via
-        text = expr.strip()
-        if not text.endswith("."):
-            text += "."
-        argv = [
-            self._erl,
-            "-sname",
-            f"pzeval-{secrets.token_hex(4)}",
-            "-hidden",
-            "-setcookie",
-            self.cookie,
-            "-noinput",
-            *_SMALL_MACHINE_FLAGS,
-            *self._ticktime_args(),
-            "-eval",
-            _HELPER_EVAL,
-        ]
-        env = {
-            **os.environ,
-            "PZ_EVAL_EXPR": text.encode().hex(),
-            "PZ_EVAL_TARGET": target,
-            "PZ_EVAL_TIMEOUT_MS": str(int(timeout * 1000)),
-            "ERL_CRASH_DUMP_SECONDS": "0",
-        }
-        try:
-            done = subprocess.run(
-                self.ns_argv(where, argv),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                env=env,
-                cwd=self.base_dir,
-                timeout=timeout + 15,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise TimeoutError(f"erl_eval on {target} did not finish: {expr!r}") from exc
-        out = done.stdout.decode(errors="replace")
-        found = re.search(r"^pz-(result|error) ([0-9A-Fa-f]*)$", out, re.MULTILINE)
-        if found is None:
-            err = done.stderr.decode(errors="replace")
-            raise RuntimeError(
-                f"erl_eval helper for {target} exited with status {done.returncode}:\n{out}{err}"
-            )
-        value = bytes.fromhex(found.group(2)).decode()
-        if found.group(1) == "error":
-            raise RuntimeError(f"erl_eval on {target} failed for {expr!r}: {value}")
-        return value
+        return self._erl_eval(i, expr, timeout, wrapper=self.ns_argv(where, []))
 
     def registered_names(self, i: int) -> set[str]:
         """Short names host ``i``'s EPMD lists (empty when it does not run)."""
@@ -472,40 +321,7 @@ class NetnsCluster:
         """Processes in each of the cluster's namespaces (``ip netns pids``)."""
         return {ns: _netns_pids(ns) for ns in self.namespaces}
 
-    # -- context managers ------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        return await asyncio.to_thread(self.start)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
-
-    def __repr__(self) -> str:
-        state = "running" if self._finalizer is not None and self._finalizer.alive else "stopped"
-        return f"<NetnsCluster {self.prefix} n={self.n} {self.subnet} {state}>"
-
     # -- internals -------------------------------------------------------------------------
-
-    def _started_nodes(self) -> list[ErlNode]:
-        if not self._nodes:
-            raise RuntimeError("cluster not started: call start() or use it as a context manager")
-        return self._nodes
 
     def _check_index(self, i: object) -> None:
         if not isinstance(i, int) or not 0 <= i < self.n:
@@ -513,9 +329,6 @@ class NetnsCluster:
 
     def _port(self, i: int) -> str:
         return f"h{i + 1}"
-
-    def _ticktime_args(self) -> list[str]:
-        return [] if self.ticktime is None else ["-kernel", "net_ticktime", str(self.ticktime)]
 
     def _ip(self, *args: str) -> None:
         done = _run(["ip", *args])
@@ -560,59 +373,30 @@ class NetnsCluster:
             (etc / "hosts").write_text(hosts_file)
             (etc / "resolv.conf").write_text("")  # no nameserver: never ask DNS
 
+    # -- what ErlCluster asks for -----------------------------------------------------------
+
+    def _check_can_run(self) -> None:
+        reason = available()
+        if reason is not None:
+            raise RuntimeError(f"NetnsCluster cannot run here: {reason}")
+        cleanup_stale()
+
+    def _open(self, nodes: list[ErlNode]) -> None:
+        self.base_dir = Path(tempfile.mkdtemp(prefix=f"pz-netns-{self.prefix}-"))
+        res = _Resources(nodes=nodes, base_dir=self.base_dir)
+        self._finalizer = weakref.finalize(self, _teardown, res)
+        res.record = self._write_record()
+        self._build_network(res)
+
     def _make_node(self, i: int) -> ErlNode:
-        assert self.base_dir is not None
-        short, host = node_name(i).split("@")
-        node_dir = self.base_dir / short
-        mnesia_dir = node_dir / "mnesia"
-        mnesia_dir.mkdir(parents=True, exist_ok=True)
-        argv = [
-            self._erl,
-            "-sname",
-            f"{short}@{host}",
-            "-setcookie",
-            self.cookie,
-            "-noinput",
-            "-connect_all",
-            "true",
-            *_SMALL_MACHINE_FLAGS,
-            *_DIST_BUFFER_FLAGS,
-            *self._ticktime_args(),
-            "-mnesia",
-            "dir",
-            _erlang_string(str(mnesia_dir)),
-            *(["-mnesia", "schema_location", "ram"] if self.ram_only else []),
-            *self.extra_args,
-            "-eval",
-            _NODE_EVAL,
-        ]
-        env = {**os.environ, "ERL_CRASH_DUMP": str(node_dir / "erl_crash.dump")}
-        return ErlNode(
-            name=f"{short}@{host}",
-            short_name=short,
-            dir=node_dir,
-            mnesia_dir=mnesia_dir,
-            log_path=node_dir / "node.log",
-            argv=self.ns_argv(i, argv),
-            env=env,
-        )
+        name = node_name(i)
+        return self._erl_node(name, sname=name, wrapper=self.ns_argv(i, []))
 
-    def _check_name(self, node: ErlNode, reported: str) -> None:
-        if reported != node.name:
-            raise RuntimeError(
-                f"node started as {reported!r}, expected {node.name!r}; log {node.log_path} "
-                f"ends with:\n{node.log_tail()}"
-            )
+    def _epmd_names_of(self, i: int) -> set[str]:
+        return self.registered_names(i)
 
-    def _wait_unregistered(self, i: int, raise_on_timeout: bool = True) -> None:
-        name = self[i].short_name
-        deadline = time.monotonic() + EPMD_TIMEOUT
-        while name in self.registered_names(i):
-            if time.monotonic() > deadline:
-                if raise_on_timeout:
-                    raise TimeoutError(f"EPMD on {self.hosts[i]} still lists {name}")
-                return
-            time.sleep(0.02)
+    def _repr_detail(self) -> str:
+        return self.subnet
 
 
 def _run(argv: Sequence[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
