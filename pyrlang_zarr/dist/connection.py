@@ -41,11 +41,13 @@ class DistConnection(asyncio.BufferedProtocol):
         on_lost: LostHandler,
         *,
         tick_time: float,
+        on_received: Callable[[], None] | None = None,
     ) -> None:
         self.handshake = handshake
         self.peer_name = handshake.peer_name
         self._on_message = on_message
         self._on_lost = on_lost
+        self._on_received = on_received  # after each batch of received packets
         self._tick_time = tick_time
         self._reader = PacketReader(2)
         self._transport: asyncio.Transport | None = None
@@ -75,6 +77,8 @@ class DistConnection(asyncio.BufferedProtocol):
             self._process_packets()
         except Exception as exc:  # a broken peer must not take the event loop down with it
             self.abort(exc if isinstance(exc, ProtocolError | NodeDown) else self._broken(exc))
+        if self._on_received is not None:
+            self._on_received()
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -161,6 +165,11 @@ class DistConnection(asyncio.BufferedProtocol):
                     cork.append(part)
             self._uncork()
         self._sent_since_tick = True
+
+    def flush(self) -> None:
+        """Write what is queued now (the end of a batch of sends)."""
+        if self._cork:
+            self._uncork()
 
     def _uncork(self) -> None:
         self._cork_scheduled = False

@@ -464,7 +464,11 @@ class Node:
                 stage = "in the handshake"
                 transport, conn = await loop.create_connection(
                     lambda: DistConnection(
-                        hs, self._on_message, self._on_lost, tick_time=self.tick_time
+                        hs,
+                        self._on_message,
+                        self._on_lost,
+                        tick_time=self.tick_time,
+                        on_received=self._flush_outbox,
                     ),
                     sock=sock,
                 )
@@ -594,6 +598,9 @@ class Node:
                 fn(*args)
             except Exception:  # each handed-over function fails its own call
                 log.exception("error handing a call to the node's loop")
+        for peer in self._peers.values():  # the batch's packets leave now, not a turn later
+            if peer.conn is not None:
+                peer.conn.flush()
 
     async def send(
         self, dest: Pid | tuple[str, str], message: Any, *, sender: Pid | None = None
