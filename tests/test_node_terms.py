@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from pyrlang_zarr import Atom, Node
 from pyrlang_zarr.cluster import LocalCluster
 from pyrlang_zarr.dist.shared import shared_node
-from pyrlang_zarr.term import ImproperList, OpaqueFun, decode_term, encode
+from pyrlang_zarr.term import ImproperList, ListKey, OpaqueFun, decode_term, encode
 from tests.test_term_properties import FUNS, normalised, terms
 
 
@@ -79,3 +79,11 @@ async def test_real_closures_and_node_made_terms(node: Node, cluster: LocalClust
     big = 2**3000 + 7
     assert await node.rpc(peer, "erlang", "-", [big, 7]) == 2**3000
     assert await node.rpc(peer, "erlang", "float", [-(2**60)]) == -(2.0**60)
+
+
+async def test_maps_with_string_keys_from_a_real_node(node: Node, cluster: LocalCluster) -> None:
+    peer = cluster.nodes[0]
+    made = await node.rpc(peer, "maps", "from_list", [[(list(b"name"), b"x"), ([1, [2]], 2)]])
+    assert made == {ListKey(b"name"): b"x", ListKey([1, ListKey([2])]): 2}
+    assert await node.rpc(peer, "erlang", "map_get", [list(b"name"), made]) == b"x"
+    assert await node.rpc(peer, "erlang", "map_size", [made]) == 2  # it went back as a map

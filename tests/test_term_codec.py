@@ -25,6 +25,7 @@ from pyrlang_zarr.term import (
     BitBinary,
     ExportFun,
     ImproperList,
+    ListKey,
     OpaqueFun,
     Pid,
     Port,
@@ -691,8 +692,7 @@ def test_decode_inputs_of_every_buffer_type() -> None:
         (b"\x83\x58\x61\x01", "expected an atom"),
         (b"\x83\x71\x77\x01m\x77\x01f\x6a", "EXPORT_EXT"),
         (b"\x83\x71\x77\x01m\x77\x01f\x62\x00\x00\x01\x00", "EXPORT_EXT"),
-        (b"\x83\x74\x00\x00\x00\x01\x6a\x61\x01", "unhashable"),
-        (b"\x83\x74\x00\x00\x00\x01\x6b\x00\x01\x01\x61\x01", "unhashable"),
+        (b"\x83\x74\x00\x00\x00\x01\x74\x00\x00\x00\x00\x61\x01", "unhashable"),
         (b"\x83\x74\x00\x00\x00\x02\x61\x01\x61\x01\x61\x01\x61\x02", "duplicate"),
         (
             b"\x83\x74\x00\x00\x00\x02\x61\x01\x61\x01\x46" + struct.pack(">d", 1.0) + b"\x61\x02",
@@ -774,3 +774,20 @@ def test_too_deep_nesting_is_a_clean_error() -> None:
         decode_term(b"\x83" + b"\x68\x01" * 20_000 + b"\x6a")
     with pytest.raises(DecodeError, match="nested"):
         decode_term(b"\x83" + b"\x6c\x00\x00\x00\x01" * 20_000 + b"\x6a" * 20_001)
+
+
+# term_to_binary(#{"k" => 1, [1, [2]] => <<"v">>, {a, "b"} => 3}) from OTP 25
+STRING_KEYED_MAP = bytes.fromhex(
+    "8374000000036802640001616b00016261036c0000000261016b0001026a6d00000001766b00016b6101"
+)
+
+
+def test_list_map_keys_decode_to_list_keys_and_encode_back() -> None:
+    m = decode_term(STRING_KEYED_MAP)
+    assert m[ListKey(b"k")] == 1  # an Erlang string key, looked up by its characters
+    assert m[ListKey([1, ListKey([2])])] == b"v"
+    assert m[(Atom("a"), ListKey(b"b"))] == 3
+    assert repr(ListKey([1])) == "ListKey([1])"
+    assert decode_term(encode(m)) == m
+    assert decode_term(encode({ListKey([]): 1})) == {ListKey([]): 1}
+    assert encode(ListKey([1, 2])) == encode([1, 2])  # a list, also outside map keys

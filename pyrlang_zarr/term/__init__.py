@@ -61,8 +61,9 @@ string (STRING_EXT)                             ``list`` of ``int`` (it *is* a l
                                                 and ``"ab"`` both travel as STRING_EXT)
 list (LIST_EXT)                                 ``list``; ``ImproperList`` if the tail is not
                                                 ``[]``
-map (MAP_EXT)                                   ``dict``; ``DecodeError`` if a key is a list
-                                                or map (unhashable in Python) or if keys
+map (MAP_EXT)                                   ``dict``; a list key (an Erlang string) is a
+                                                ``ListKey`` (hashable, encodes as a list);
+                                                ``DecodeError`` if a key is a map, or if keys
                                                 collide in Python (``1``, ``1.0``, ``true``)
 pid (PID_EXT, NEW_PID_EXT)                      ``Pid``
 reference (REFERENCE_EXT, NEW_REFERENCE_EXT,    ``Reference``
@@ -90,6 +91,7 @@ from pyrlang_zarr.term.types import (
     BitBinary,
     ExportFun,
     ImproperList,
+    ListKey,
     OpaqueFun,
     Pid,
     Port,
@@ -103,6 +105,7 @@ __all__ = [
     "EncodeError",
     "ExportFun",
     "ImproperList",
+    "ListKey",
     "OpaqueFun",
     "Pid",
     "Port",

@@ -58,6 +58,7 @@ from pyrlang_zarr.term.types import (
     BitBinary,
     ExportFun,
     ImproperList,
+    ListKey,
     OpaqueFun,
     Pid,
     Port,
@@ -213,17 +214,35 @@ def _copy_views(key: Any, depth: int = 0) -> Any:
     return key
 
 
+def _hashable(key: Any) -> Any:
+    """A map key Python can hash: lists become :class:`ListKey` (maps cannot be helped)."""
+    kind = type(key)
+    if kind is list:
+        return ListKey(_hashable(k) for k in key)
+    if kind is tuple:
+        return tuple(_hashable(k) for k in key)
+    if kind is ImproperList:
+        return ImproperList(tuple(_hashable(k) for k in key.elements), _hashable(key.tail))
+    if kind is memoryview:
+        return bytes(key)
+    return key
+
+
 def _make_map(items: list[Any], start: int, copy_binaries: bool) -> dict[Any, Any]:
     keys = items[0::2]
     if not copy_binaries:
         keys = [_copy_views(k) for k in keys]
     try:
         result = dict(zip(keys, items[1::2], strict=True))
-    except TypeError as exc:
-        raise DecodeError(
-            f"MAP_EXT at offset {start}: map key of unhashable type ({exc}); Erlang allows "
-            "lists and maps as map keys, Python dicts do not"
-        ) from None
+    except TypeError:  # a list (an Erlang string) as a key: make it a ListKey
+        try:
+            keys = [_hashable(k) for k in keys]
+            result = dict(zip(keys, items[1::2], strict=True))
+        except TypeError as exc:
+            raise DecodeError(
+                f"MAP_EXT at offset {start}: map key of unhashable type ({exc}); a map used "
+                "as a map key has no Python equivalent"
+            ) from None
     except RecursionError:  # equal hashes make Python compare the keys, recursively
         raise DecodeError(f"MAP_EXT at offset {start}: keys nested too deep to compare") from None
     if len(result) != len(keys):

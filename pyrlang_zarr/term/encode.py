@@ -45,6 +45,7 @@ from pyrlang_zarr.term.types import (
     BitBinary,
     ExportFun,
     ImproperList,
+    ListKey,
     OpaqueFun,
     Pid,
     Port,
@@ -148,6 +149,8 @@ def _normalise(term: Any) -> Any:
         return int.__int__(term)
     if isinstance(term, float):
         return float.__float__(term)
+    if isinstance(term, ListKey):
+        return list(term)
     if isinstance(term, tuple):
         return tuple(term)
     if isinstance(term, list):

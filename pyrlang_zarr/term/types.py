@@ -35,6 +35,19 @@ def _as_atom(obj: Any, field: str, owner: str) -> Atom:
     raise TypeError(f"{owner}.{field} must be a str or Atom, not {type(obj).__name__}")
 
 
+class ListKey(tuple):  # type: ignore[type-arg]
+    """An Erlang list used as a map key (``#{"name" => 1}``: Erlang strings are lists).
+
+    Python dict keys must be hashable, so a list key decodes to this tuple subclass, which
+    encodes back as a list. Only map keys are decoded this way; lists elsewhere stay lists.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"ListKey({list(self)!r})"
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Pid:
     """A process identifier; ``node`` is the node the process lives on."""
