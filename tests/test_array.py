@@ -301,3 +301,19 @@ async def test_conflicts_exhausted_is_a_transaction_error(
     monkeypatch.setattr(MnesiaArray, "_commit", always_conflict)
     with pytest.raises(TransactionError, match="conflicting"):
         await arr.set_slice(np.ones(2), start=(0,), stop=(2,))
+
+
+async def test_zero_dimensional_and_empty_arrays(c3: LocalCluster) -> None:
+    scalar = await pz.create(
+        array_id=f"scalar-{uuid.uuid4().hex[:6]}", shape=(), chunks=(), dtype="int64", **opts(c3)
+    )
+    await scalar.set_slice(np.array(42), start=(), stop=())
+    assert await scalar.get_slice(start=(), stop=()) == 42
+    assert sorted([k async for k in scalar.store.list()]) == ["c", "zarr.json"]
+    records = await raw_records(c3, c3.nodes[1], scalar.array_id)
+    assert {r[1][1] for r in records} == {Atom("metadata"), ()}  # the 0-d chunk is {Id, {}}
+    empty = await pz.create(
+        array_id=f"empty-{uuid.uuid4().hex[:6]}", shape=(0, 5), chunks=(2, 2), **opts(c3)
+    )
+    assert (await empty.get_slice()).shape == (0, 5)
+    await empty.set_slice(np.zeros((0, 5)), start=(0, 0), stop=(0, 5))  # nothing to write
