@@ -13,7 +13,7 @@ import zarr.core.sync
 from zarr.core.buffer import Buffer, cpu, default_buffer_prototype
 from zarr.testing.store import StoreTests
 
-from pyrlang_zarr import Atom, MnesiaStore
+from pyrlang_zarr import Atom, ExportFun, MnesiaStore
 from pyrlang_zarr.cluster import LocalCluster
 from pyrlang_zarr.dist.shared import shared_node
 from pyrlang_zarr.keys import (
@@ -57,7 +57,7 @@ class TestMnesiaStore(StoreTests[MnesiaStore, cpu.Buffer]):
     async def set(self, store: MnesiaStore, key: str, value: Buffer) -> None:
         node = shared_node(store._cookie)
         record = (Atom(TABLE), await raw_key(store, key), value.to_bytes())
-        write = pz_fun("mnesia", "write", 1)
+        write = ExportFun("mnesia", "write", 1)
         assert await node.rpc(store.node, "mnesia", "transaction", [write, [record]]) == (
             Atom("atomic"),
             Atom("ok"),
@@ -90,12 +90,6 @@ class TestMnesiaStore(StoreTests[MnesiaStore, cpu.Buffer]):
 
     def test_store_supports_listing(self, store: MnesiaStore) -> None:
         assert store.supports_listing
-
-
-def pz_fun(m: str, f: str, a: int) -> Any:
-    from pyrlang_zarr import ExportFun
-
-    return ExportFun(m, f, a)
 
 
 @pytest.fixture
