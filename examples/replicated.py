@@ -45,11 +45,15 @@ async def replicated(nodes: list[str], cookie: str | None, cluster: LocalCluster
         print(f"  read back through {nodes[2]} after the kill: identical = {same}")
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", nargs=3, help="three Erlang nodes of an existing cluster")
     parser.add_argument("--cookie")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = make_parser().parse_args()
     with contextlib.ExitStack() as stack:
         cluster = None
         if args.nodes is None:

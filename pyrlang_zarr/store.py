@@ -32,7 +32,6 @@ from pyrlang_zarr.keys import (
     METADATA,
     ROOT_METADATA_KEY,
     V2_ARRAY_METADATA_KEY,
-    ChunkKeys,
     KeyLayout,
     chunk_keys_from_metadata,
 )
@@ -67,6 +66,16 @@ def check_nodes(node: str | None, nodes: Sequence[str] | None) -> tuple[str, tup
         if not isinstance(n, str) or n.count("@") != 1 or n.startswith("@") or n.endswith("@"):
             raise ValueError(f"bad node name {n!r}: expected 'name@host'")
     return node, replicas
+
+
+def _layout_of(docs: dict[str, Any]) -> KeyLayout:
+    """The key layout the root metadata documents give (``zarr.json`` first)."""
+    for key in (ROOT_METADATA_KEY, V2_ARRAY_METADATA_KEY):
+        doc = docs.get(key)
+        chunks = None if doc is None else chunk_keys_from_metadata(key, doc)
+        if chunks is not None:
+            return KeyLayout(chunks)
+    return KeyLayout(None)
 
 
 class MnesiaStore(Store):
@@ -199,15 +208,13 @@ class MnesiaStore(Store):
     async def layout(self) -> KeyLayout:
         """The key layout, from the root metadata (read once, then kept up to date)."""
         if self._layout is None:
-            client = await self._ready()
-            chunks: ChunkKeys | None = None
-            meta = await client.read_many([(self._aid, METADATA), (self._aid, _V2_ZARRAY)])
-            if meta[0] is not None:
-                chunks = chunk_keys_from_metadata(ROOT_METADATA_KEY, meta[0])
-            if chunks is None and meta[1] is not None:
-                chunks = chunk_keys_from_metadata(V2_ARRAY_METADATA_KEY, meta[1])
-            self._layout = KeyLayout(chunks)
+            self._layout = _layout_of(await self._metadata_docs(await self._ready()))
         return self._layout
+
+    async def _metadata_docs(self, client: MnesiaClient) -> dict[str, Any]:
+        """The root metadata documents as stored (one round trip)."""
+        root, v2 = await client.read_many([(self._aid, METADATA), (self._aid, _V2_ZARRAY)])
+        return {ROOT_METADATA_KEY: root, V2_ARRAY_METADATA_KEY: v2}
 
     async def _mkey(self, key: str) -> Any:
         layout = await self.layout()
@@ -281,7 +288,7 @@ class MnesiaStore(Store):
             return
         client = await self._ready()
         async with self._limit():
-            await client.insert_if_absent(await self._mkey(key), value.to_bytes())
+            await client.insert_if_absent(await self._mkey(key), value.as_numpy_array().data)
 
     async def _set_many(self, values: Iterable[tuple[str, Buffer]]) -> None:
         self._check_writable()
@@ -309,19 +316,20 @@ class MnesiaStore(Store):
         """Map zarr keys to records and commit ``ops`` in one transaction.
 
         A write or delete of the root metadata may change how chunk keys are spelt: then the
-        tuple records are re-keyed in the same transaction, so listing stays exact.
+        records whose key changes are moved in the same transaction, so listing stays exact.
         """
         client = await self._ready()
         layout = await self.layout()
         new_layout = layout
-        touches_metadata = False
-        for op in ops:
-            if op.key in (ROOT_METADATA_KEY, V2_ARRAY_METADATA_KEY):
-                new_layout = await self._layout_after(op)
-                touches_metadata = True
+        metadata_ops = [op for op in ops if op.key in (ROOT_METADATA_KEY, V2_ARRAY_METADATA_KEY)]
+        if metadata_ops:
+            docs = await self._metadata_docs(client)
+            for op in metadata_ops:  # in order: the last one on a document wins
+                docs[op.key] = bytes(op.data) if isinstance(op, Write) else None
+            new_layout = _layout_of(docs)
         records: list[Op] = []
         if new_layout.chunks != layout.chunks:
-            records += await self._rekey(client, layout, new_layout)
+            records += await self._rekey(client, layout, new_layout, {op.key for op in ops})
         for op in ops:
             x = new_layout.to_mnesia(op.key)
             if isinstance(op, Write):
@@ -335,38 +343,33 @@ class MnesiaStore(Store):
                 await client.delete(records[0].key)
             else:
                 await client.batch(records)
-        if touches_metadata:  # other writes, in flight at the same time, must not undo it
+        if metadata_ops:  # other writes, in flight at the same time, must not undo it
             self._layout = new_layout
 
-    async def _layout_after(self, op: Op) -> KeyLayout:
-        """The layout once ``op`` on a metadata document is applied."""
-        client = await self._ready()
-        docs = {
-            ROOT_METADATA_KEY: await client.read((self._aid, METADATA)),
-            V2_ARRAY_METADATA_KEY: await client.read((self._aid, _V2_ZARRAY)),
-        }
-        docs[op.key] = bytes(op.data) if isinstance(op, Write) else None
-        chunks = None
-        for key in (ROOT_METADATA_KEY, V2_ARRAY_METADATA_KEY):
-            doc = docs[key]
-            if chunks is None and doc is not None:
-                chunks = chunk_keys_from_metadata(key, doc)
-        return KeyLayout(chunks)
-
-    async def _rekey(self, client: MnesiaClient, old: KeyLayout, new: KeyLayout) -> list[Op]:
-        """Operations moving tuple records to the keys ``new`` gives their zarr names."""
+    async def _rekey(
+        self, client: MnesiaClient, old: KeyLayout, new: KeyLayout, replaced: set[str]
+    ) -> list[Op]:
+        """Operations moving each record to the key ``new`` gives its zarr name. Records
+        whose name the commit itself writes or deletes (``replaced``) are only dropped: their
+        data is not read, let alone shipped back."""
         ops: list[Op] = []
-        tuples = [x for x in await client.keys_under(self._aid) if isinstance(x, tuple)]
-        if not tuples:
-            return ops
-        values = await client.read_many([(self._aid, x) for x in tuples], consistent=True)
-        for x, data in zip(tuples, values, strict=True):
+        moving: list[tuple[Any, Any]] = []
+        for x in await client.keys_under(self._aid):
             name = old.from_mnesia(x)
-            if data is None or name is None:
+            if name is None or name == ROOT_METADATA_KEY:
                 continue
             target = new.to_mnesia(name)
-            if target != x:
-                ops += [Delete((self._aid, x)), Write((self._aid, target), data)]
+            if target == x:
+                continue
+            if name in replaced:
+                ops.append(Delete((self._aid, x)))
+            else:
+                moving.append((x, target))
+        if moving:
+            values = await client.read_many([(self._aid, x) for x, _ in moving], consistent=True)
+            for (x, target), data in zip(moving, values, strict=True):
+                if data is not None:
+                    ops += [Delete((self._aid, x)), Write((self._aid, target), data)]
         return ops
 
     # -- listing --------------------------------------------------------------------------
@@ -403,9 +406,6 @@ class MnesiaStore(Store):
     @property
     def supports_consolidated_metadata(self) -> bool:
         return False
-
-    def close(self) -> None:
-        super().close()
 
     async def __aenter__(self) -> Self:
         await self._ensure_open()

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 import numpy as np
-import pytest
+import zarr
 
 import pyrlang_zarr as pz
 from pyrlang_zarr.cluster import LocalCluster
@@ -150,11 +150,8 @@ async def test_whole_cluster_restart_keeps_durable_writes() -> None:
         assert refused == [] and lost == []
 
 
-@pytest.mark.parametrize("durable", [False])
-async def test_store_fails_over_for_plain_zarr(durable: bool) -> None:
+async def test_store_fails_over_for_plain_zarr() -> None:
     """The zarr store (not only the array API) moves to another replica on its own."""
-    import zarr
-
     with LocalCluster(n=2, ticktime=4) as c:
         store = pz.MnesiaStore(
             f"zs-{uuid.uuid4().hex[:6]}", node=c.nodes[0], cookie=c.cookie, nodes=c.nodes

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-import warnings
 
 import numpy as np
 import pytest
 
 import pyrlang_zarr as pz
-from pyrlang_zarr import Atom
+from pyrlang_zarr import Atom, Node
 from pyrlang_zarr.cluster import LocalCluster
 from pyrlang_zarr.dist.shared import shared_node
 from pyrlang_zarr.errors import NoMajority, PossiblyStaleRead
@@ -108,7 +107,11 @@ async def _wait(probe, done, timeout: float = 30.0):  # type: ignore[no-untyped-
     return value
 
 
-def test_recover_partition_arguments() -> None:
-    with pytest.raises(ValueError):
-        asyncio.run(recover_partition(None, ["a@b"], ["a@b"], [TAB]))  # type: ignore[arg-type]
-    warnings.simplefilter("default")
+@pytest.mark.parametrize(
+    "majority,minority",
+    [(["a@b"], ["a@b"]), ([], ["a@b"]), (["a@b"], []), (["a@b", "c@d"], ["c@d"])],
+)
+def test_recover_partition_refuses_bad_sides(majority: list[str], minority: list[str]) -> None:
+    node = Node(cookie="unused")  # never started: the check comes before any call
+    with pytest.raises(ValueError, match="disjoint"):
+        asyncio.run(recover_partition(node, majority, minority, [TAB]))

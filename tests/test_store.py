@@ -220,3 +220,70 @@ async def test_concurrent_metadata_and_other_writes_keep_the_layout(kwargs: dict
     await store.set("1", cpu.Buffer.from_bytes(b"chunk"))
     assert (await raw_key(store, "1"))[1] == (1,)
     assert (await store.layout()).to_mnesia("1") == (1,)
+
+
+def _v3_doc(separator: str = "/") -> bytes:
+    import json
+
+    return json.dumps(
+        {
+            "zarr_format": 3,
+            "node_type": "array",
+            "shape": [4],
+            "data_type": "uint8",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [2]}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": separator}},
+            "fill_value": 0,
+            "codecs": [{"name": "bytes"}],
+        }
+    ).encode()
+
+
+async def test_path_record_becomes_a_chunk_record_when_metadata_arrives(
+    kwargs: dict[str, Any],
+) -> None:
+    store = MnesiaStore(**kwargs)
+    await store.set("c/0", cpu.Buffer.from_bytes(b"early"))  # no metadata yet: a path record
+    await store.set("zarr.json", cpu.Buffer.from_bytes(_v3_doc()))
+    assert (await raw_key(store, "c/0"))[1] == (0,)  # moved to the chunk key
+    got = await store.get("c/0", default_buffer_prototype())
+    assert got is not None and got.to_bytes() == b"early"
+    await store.set("c/0", cpu.Buffer.from_bytes(b"again"))
+    assert sorted([k async for k in store.list()]) == ["c/0", "zarr.json"]  # once, not twice
+
+
+async def test_deleting_both_metadata_documents_at_once(kwargs: dict[str, Any]) -> None:
+    store = MnesiaStore(**kwargs)
+    await store.set("zarr.json", cpu.Buffer.from_bytes(_v3_doc()))
+    await store.set(".zarray", cpu.Buffer.from_bytes(b"{}"))
+    await store.set("c/1", cpu.Buffer.from_bytes(b"x"))
+    await store.delete_dir("")
+    assert [k async for k in store.list()] == []
+    await store.set("c/0", cpu.Buffer.from_bytes(b"y"))  # no metadata left: a path record
+    fresh = MnesiaStore(**kwargs)
+    assert [k async for k in fresh.list()] == ["c/0"]
+    got = await fresh.get("c/0", default_buffer_prototype())
+    assert got is not None and got.to_bytes() == b"y"
+
+
+async def test_overwriting_an_array_does_not_read_its_chunks(
+    kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyrlang_zarr.mnesia import MnesiaClient
+
+    store = MnesiaStore(**kwargs)
+    z = await zarr.api.asynchronous.create_array(store, shape=(40,), chunks=(4,), dtype="u1")
+    await z.setitem(slice(None), np.arange(40, dtype="u1"))
+    read: list[int] = []
+    real = MnesiaClient.read_many
+
+    async def counting(self: MnesiaClient, keys: Any, **kw: Any) -> Any:
+        read.append(len(keys))
+        return await real(self, keys, **kw)
+
+    monkeypatch.setattr(MnesiaClient, "read_many", counting)
+    await zarr.api.asynchronous.create_array(
+        store, shape=(8,), chunks=(8,), dtype="u1", overwrite=True
+    )
+    assert max(read) <= 2  # the metadata documents only, never the 10 chunks being deleted
+    assert sorted([k async for k in store.list()]) == ["zarr.json"]
