@@ -6,7 +6,7 @@ import hashlib
 import struct
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pyrlang_zarr.dist import flags as F
@@ -49,10 +49,6 @@ def test_port2_resp_garbage_is_a_protocol_error(reply: bytes) -> None:
 # -- handshake --------------------------------------------------------------------------
 COOKIE = "secret"
 PEER = "node1@host"
-
-
-def packet(data: bytes) -> bytes:
-    return data  # packets are handed over without their 2-byte length
 
 
 def challenge_packet(
@@ -190,6 +186,8 @@ def frames(payloads: list[bytes], hs: int = 4) -> bytes:
     st.lists(st.binary(max_size=3000), max_size=20),
     st.lists(st.integers(1, 5000), min_size=1, max_size=50),
 )
+@example([b"x" * 1500, b"y"], [100, 5000])  # one feed crosses the end of a big packet
+@example([b"x" * 600, b"y" * 600], [1300])
 def test_packet_reader_reassembles_any_split(payloads: list[bytes], cuts: list[int]) -> None:
     stream = frames(payloads)
     reader = PacketReader(4, buffer_size=4096)  # small buffer: exercises the big-packet path

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import threading
+from typing import Any
 
 import pytest
 import zarr.core.sync
@@ -16,6 +17,7 @@ from pyrlang_zarr.errors import (
     AuthenticationError,
     NodeDown,
     NodeUnreachable,
+    PyrlangZarrError,
     RpcError,
     RpcTimeout,
 )
@@ -279,4 +281,25 @@ async def test_large_reply_binaries_as_views_on_request(node: Node, cluster: Loc
     copied = await node.rpc(peer, "erlang", "hd", [[(Atom("ok"), blob)]])
     assert type(copied[1]) is bytes and copied[1] == blob
     small = await node.rpc(peer, "erlang", "hd", [[b"abc"]], copy_binaries=False)
-    assert small == b"abc"  # small replies are decoded as bytes either way
+    assert type(small) is bytes and small == b"abc"  # small replies: bytes either way
+
+
+async def test_deeply_nested_large_reply_fails_only_its_call(
+    node: Node, cluster: LocalCluster
+) -> None:
+    peer = cluster.nodes[0]
+    deep: Any = os.urandom(1 << 20)
+    for _ in range(3000):
+        deep = [deep]
+    other = asyncio.ensure_future(node.rpc(peer, "timer", "sleep", [300]))
+    try:
+        result = await node.rpc(peer, "erlang", "hd", [[deep]])
+    except PyrlangZarrError:
+        pass  # too deep to copy into bytes: a clean error for this call
+    else:
+        depth = 0
+        while isinstance(result, list):
+            result, depth = result[0], depth + 1
+        assert depth == 3000 and len(result) == 1 << 20
+    assert await other == Atom("ok")  # the connection, and calls on it, are unharmed
+    assert await node.rpc(peer, "erlang", "node", []) == Atom(peer)

@@ -791,3 +791,16 @@ def test_list_map_keys_decode_to_list_keys_and_encode_back() -> None:
     assert decode_term(encode(m)) == m
     assert decode_term(encode({ListKey([]): 1})) == {ListKey([]): 1}
     assert encode(ListKey([1, 2])) == encode([1, 2])  # a list, also outside map keys
+
+
+def test_map_key_edge_cases() -> None:
+    deep_key = (
+        b"\x83\x74\x00\x00\x00\x01" + b"\x6c\x00\x00\x00\x01" * 3000 + b"\x6a" * 3001 + b"\x61\x01"
+    )
+    with pytest.raises(DecodeError, match="too deep"):
+        decode_term(deep_key)
+    with pytest.raises(EncodeError, match="collide"):
+        encode({True: 1, Atom("true"): 2})
+    two = decode_term(encode({ListKey([1, 2]): b"a", (1, 2): b"b"}))
+    assert two == {ListKey([1, 2]): b"a", (1, 2): b"b"} and len(two) == 2
+    assert ListKey([1, 2]) != (1, 2)

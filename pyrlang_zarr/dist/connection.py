@@ -42,12 +42,14 @@ class DistConnection(asyncio.BufferedProtocol):
         *,
         tick_time: float,
         on_received: Callable[[], None] | None = None,
+        views_for: Callable[[tuple[Any, ...]], bool] | None = None,
     ) -> None:
         self.handshake = handshake
         self.peer_name = handshake.peer_name
         self._on_message = on_message
         self._on_lost = on_lost
         self._on_received = on_received  # after each batch of received packets
+        self._views_for = views_for  # which messages may keep large binaries as views
         self._tick_time = tick_time
         self._reader = PacketReader(2)
         self._transport: asyncio.Transport | None = None
@@ -116,14 +118,18 @@ class DistConnection(asyncio.BufferedProtocol):
                 continue  # a tick: _last_recv is already updated
             if packet[0] != PASS_THROUGH:
                 raise ProtocolError(f"{self.peer_name} sent a packet of unknown type {packet[0]}")
-            # a big packet has a buffer of its own, never reused: its binaries can be views
-            views = isinstance(packet, bytearray)
             control, offset = decode(packet, 1)
+            if not isinstance(control, tuple) or not control or not isinstance(control[0], int):
+                raise ProtocolError(f"{self.peer_name} sent a bad control message {control!r}")
+            # a big packet has a buffer of its own, never reused: its binaries can be views
+            views = (
+                isinstance(packet, bytearray)
+                and self._views_for is not None
+                and self._views_for(control)
+            )
             message = None
             if offset < len(packet):
                 message, offset = decode(packet, offset, copy_binaries=not views)
-            if not isinstance(control, tuple) or not control or not isinstance(control[0], int):
-                raise ProtocolError(f"{self.peer_name} sent a bad control message {control!r}")
             self._on_message(self, control, message, views)
 
     def _broken(self, exc: Exception) -> ProtocolError:
@@ -208,7 +214,4 @@ class DistConnection(asyncio.BufferedProtocol):
         if self._transport is not None:
             self._transport.abort()
 
-    def close(self) -> None:
-        if self._transport is not None:
-            self._uncork()
-            self._transport.close()
+

@@ -34,6 +34,7 @@ class PacketReader:
         self._end = 0
         self._big: bytearray | None = None
         self._big_filled = 0
+        self._ready: bytearray | None = None  # a big packet received whole, not yet taken
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Where the next received bytes go (``BufferedProtocol.get_buffer``)."""
@@ -54,10 +55,13 @@ class PacketReader:
 
     def buffer_updated(self, nbytes: int) -> None:
         """``nbytes`` were written into the last buffer handed out."""
-        if self._big is not None:
-            self._big_filled += nbytes
-        else:
+        big = self._big
+        if big is None:
             self._end += nbytes
+            return
+        self._big_filled += nbytes
+        if self._big_filled == len(big):  # whole: what follows goes to the shared buffer
+            self._ready, self._big = big, None
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Copy ``data`` in (for tests and for plain ``Protocol`` use)."""
@@ -71,12 +75,12 @@ class PacketReader:
 
     def next_packet(self) -> memoryview | bytearray | None:
         """The next complete packet, or ``None`` until more bytes arrive."""
-        big = self._big
-        if big is not None:
-            if self._big_filled < len(big):
-                return None
-            self._big = None
-            return big
+        ready = self._ready
+        if ready is not None:
+            self._ready = None
+            return ready
+        if self._big is not None:
+            return None
         hs = self.header_size
         start = self._start
         avail = self._end - start
@@ -101,4 +105,6 @@ class PacketReader:
     def buffered(self) -> int:
         """Bytes received but not yet returned as packets."""
         pending = self._end - self._start
+        if self._ready is not None:
+            pending += len(self._ready)
         return pending + (self._big_filled if self._big is not None else 0)

@@ -28,9 +28,6 @@ class Mailbox:
         self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = deque()
         self._lock = threading.Lock()
 
-    def __len__(self) -> int:
-        return len(self._messages)
-
     def put(self, message: Any, *, front: bool = False) -> None:
         """Deliver ``message`` to the first waiting receiver, else queue it."""
         with self._lock:

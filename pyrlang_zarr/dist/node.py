@@ -32,6 +32,7 @@ from pyrlang_zarr.dist.handshake import ClientHandshake, new_creation
 from pyrlang_zarr.dist.io_thread import IoThread
 from pyrlang_zarr.dist.mailbox import Mailbox, resolve
 from pyrlang_zarr.errors import (
+    DecodeError,
     HandshakeTimeout,
     NodeDown,
     NodeUnreachable,
@@ -357,7 +358,7 @@ class Node:
             elif silent > self.liveness_timeout / 4 and self._rpc_pid is not None:
                 probe = (_GEN_CALL, (self._rpc_pid, self.make_ref()), _PROBE)
                 try:
-                    conn.send((C.REG_SEND, self._rpc_pid, _EMPTY, _REX), probe)
+                    conn.send_parts(self._rex_header + encode_parts(probe))
                 except NodeDown:
                     pass
         if not self._closed:
@@ -440,9 +441,7 @@ class Node:
         peer.conn, peer.connecting = conn, None
         queue, peer.queue = peer.queue, []
         for parts, call in queue:
-            conn.send_parts(parts)
-            if call is not None and call.kind == "send":
-                self._succeed(call, None)
+            self._submit(peer.name, parts, call)
 
     async def _open(self, name: str) -> DistConnection:
         alive, host = split_node_name(name)
@@ -469,6 +468,7 @@ class Node:
                         self._on_lost,
                         tick_time=self.tick_time,
                         on_received=self._flush_outbox,
+                        views_for=self._is_reply,
                     ),
                     sock=sock,
                 )
@@ -546,7 +546,7 @@ class Node:
             if call is not None:
                 self._fail(call, exc)
             return
-        if call is not None and call.kind == "send":
+        if call is not None:  # a send: done once written
             self._succeed(call, None)
 
     def _succeed(self, call: _Call, value: Any) -> None:
@@ -737,17 +737,10 @@ class Node:
     ) -> None:
         op = control[0]
         try:
-            if op in C.SENDS_TO_PID and control[2] == self._rpc_pid:
+            if self._is_reply(control):
                 self._on_reply(conn, message, views)
-                return
-            if views:  # only rpc callers that asked for it get memoryviews
-                message = own_binaries(message)
-            if op in C.SENDS_TO_PID:
-                self._deliver(control[2], message)
-            elif op in (C.REG_SEND, C.REG_SEND_TT):
-                proc = self._registered.get(str(control[3]))
-                if proc is not None:
-                    proc.mailbox.put(message)
+            elif op in C.SENDS_TO_PID or op in (C.REG_SEND, C.REG_SEND_TT):
+                self._deliver_local(control, message)
             else:
                 self._on_signal(conn, op, control, message)
         except (IndexError, TypeError, ValueError) as exc:
@@ -763,7 +756,18 @@ class Node:
         peer = self._peers.get(conn.peer_name)
         if peer is not None:
             peer.calls.discard(ref)
-        self._succeed(call, own_binaries(message[1]) if views and call.copy else message[1])
+        result = message[1]
+        if views and call.copy:
+            try:
+                result = own_binaries(result)
+            except RecursionError:
+                self._fail(call, DecodeError(f"reply to {call.what} is nested too deep to copy"))
+                return
+        self._succeed(call, result)
+
+    def _is_reply(self, control: tuple[Any, ...]) -> bool:
+        """A message to our rpc pid: the only kind whose large binaries may stay views."""
+        return len(control) > 2 and control[0] in C.SENDS_TO_PID and control[2] == self._rpc_pid
 
     def _deliver(self, to: Any, message: Any) -> None:
         proc = self._processes.get(to) if isinstance(to, Pid) else None
@@ -771,7 +775,8 @@ class Node:
             proc.mailbox.put(message)
 
     def _deliver_local(self, control: tuple[Any, ...], message: Any) -> None:
-        if control[0] == C.SEND:
+        """A SEND (to a pid) or REG_SEND (to a registered name) into one of our mailboxes."""
+        if control[0] in C.SENDS_TO_PID:
             self._deliver(control[2], message)
         else:
             proc = self._registered.get(str(control[3]))

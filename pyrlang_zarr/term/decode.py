@@ -197,23 +197,6 @@ def _reference(node: Atom, creation: int, ids: tuple[int, ...]) -> Reference:
     return ref
 
 
-def _copy_views(key: Any, depth: int = 0) -> Any:
-    """``key`` with its binaries as ``bytes``: a view of a ``bytearray`` cannot be hashed.
-
-    Only tuples and improper lists can hold binaries and still be hashable; keys nested
-    absurdly deep are left alone (and fail to hash if they hold such a view).
-    """
-    kind = type(key)
-    if kind is memoryview:
-        return bytes(key)
-    if depth < 100:
-        if kind is tuple:
-            return tuple([_copy_views(k, depth + 1) for k in key])
-        if kind is ImproperList:
-            return ImproperList(_copy_views(key.elements, depth + 1), _copy_views(key.tail, depth))
-    return key
-
-
 def _hashable(key: Any) -> Any:
     """A map key Python can hash: lists become :class:`ListKey` (maps cannot be helped)."""
     kind = type(key)
@@ -230,21 +213,21 @@ def _hashable(key: Any) -> Any:
 
 def _make_map(items: list[Any], start: int, copy_binaries: bool) -> dict[Any, Any]:
     keys = items[0::2]
-    if not copy_binaries:
-        keys = [_copy_views(k) for k in keys]
     try:
-        result = dict(zip(keys, items[1::2], strict=True))
-    except TypeError:  # a list (an Erlang string) as a key: make it a ListKey
+        if not copy_binaries:  # a view of a bytearray cannot be hashed
+            keys = [_hashable(k) for k in keys]
         try:
+            result = dict(zip(keys, items[1::2], strict=True))
+        except TypeError:  # a list (an Erlang string) as a key: make it a ListKey
             keys = [_hashable(k) for k in keys]
             result = dict(zip(keys, items[1::2], strict=True))
-        except TypeError as exc:
-            raise DecodeError(
-                f"MAP_EXT at offset {start}: map key of unhashable type ({exc}); a map used "
-                "as a map key has no Python equivalent"
-            ) from None
-    except RecursionError:  # equal hashes make Python compare the keys, recursively
-        raise DecodeError(f"MAP_EXT at offset {start}: keys nested too deep to compare") from None
+    except TypeError as exc:
+        raise DecodeError(
+            f"MAP_EXT at offset {start}: map key of unhashable type ({exc}); a map used as a "
+            "map key has no Python equivalent"
+        ) from None
+    except RecursionError:  # keys nested very deep, or equal hashes compared recursively
+        raise DecodeError(f"MAP_EXT at offset {start}: keys nested too deep") from None
     if len(result) != len(keys):
         raise DecodeError(
             f"MAP_EXT at offset {start}: duplicate keys, or keys that Python treats as equal "

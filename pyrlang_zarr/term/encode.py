@@ -180,22 +180,30 @@ def _normalise(term: Any) -> Any:
 
 def _check_map_keys(mapping: dict[Any, Any]) -> None:
     """Refuse dicts whose keys become equal terms (``"a"`` and ``b"a"``, ``None`` and
-    ``Atom("undefined")``): the peer would reject a map with duplicate keys.
+    ``Atom("undefined")``, ``True`` and ``Atom("true")``): the peer would reject a map with
+    duplicate keys.
     """
     kinds = set(map(type, mapping))
-    if str not in kinds and type(None) not in kinds:
+    if str not in kinds and type(None) not in kinds and bool not in kinds:
         return
-    as_terms = {
-        k.encode("utf-8", "surrogatepass")
-        if type(k) is str
-        else (Atom("undefined") if k is None else k)
-        for k in mapping
-    }
+    as_terms = {_as_term_key(k) for k in mapping}
     if len(as_terms) != len(mapping):
         raise EncodeError(
-            "dict keys collide once encoded (a str and the bytes of its UTF-8, or None and "
-            "Atom('undefined')): an Erlang map cannot hold duplicate keys"
+            "dict keys collide once encoded (a str and the bytes of its UTF-8, None and "
+            "Atom('undefined'), or a bool and its atom): an Erlang map cannot hold duplicate keys"
         )
+
+
+def _as_term_key(key: Any) -> Any:
+    """The key as the term it encodes to, where Python and Erlang tell keys apart differently."""
+    kind = type(key)
+    if kind is str:
+        return key.encode("utf-8", "surrogatepass")
+    if key is None:
+        return Atom("undefined")
+    if kind is bool:
+        return Atom("true" if key else "false")
+    return key
 
 
 class _ListEnd:

@@ -47,6 +47,16 @@ class ListKey(tuple):  # type: ignore[type-arg]
     def __repr__(self) -> str:
         return f"ListKey({list(self)!r})"
 
+    # never equal to a tuple: #{[1, 2] => a, {1, 2} => b} has two keys
+    def __eq__(self, other: object) -> bool:
+        return type(other) is ListKey and tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash((ListKey, tuple(self)))
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class Pid:
