@@ -16,6 +16,7 @@ promises and more:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import warnings
@@ -227,7 +228,7 @@ class MnesiaArray:
                 mkey = await overlay._mkey(key)
                 ops.append(Delete(mkey) if value is None else Write(mkey, value))
             try:
-                await self._commit(client, reads, ops)
+                await client.checked_batch(reads, ops)  # checks the reads, then writes
                 return
             except Conflict:
                 continue
@@ -235,12 +236,6 @@ class MnesiaArray:
             f"transaction_error: set_slice on {self.array_id!r} kept conflicting with "
             f"concurrent writers ({MAX_RETRIES} attempts); nothing was written"
         )
-
-    async def _commit(
-        self, client: MnesiaClient, reads: list[tuple[Any, bytes | None]], ops: list[Op]
-    ) -> None:
-        """One transaction: check ``reads`` unchanged, then apply ``ops``."""
-        await client.checked_batch(reads, ops)
 
     async def get_slice(
         self, start: Sequence[int] | None = None, stop: Sequence[int] | None = None
@@ -255,9 +250,12 @@ class MnesiaArray:
         )
         client = await self.store._ready()
         mkeys = [await self.store._mkey(k) for k in keys]
-        found = await client.read_many(mkeys, consistent=True)
         if self.store.majority:
-            await self._warn_if_minority(client)
+            found, _ = await asyncio.gather(
+                client.read_many(mkeys, consistent=True), self._warn_if_minority(client)
+            )
+        else:
+            found = await client.read_many(mkeys, consistent=True)
         overlay = _Overlay(self.store, client, dict(zip(keys, found, strict=True)))
         result = await self._on(overlay).getitem(selection)
         return np.asarray(result)

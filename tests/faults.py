@@ -19,6 +19,13 @@ class FaultRun:
 
 REPORT: list[FaultRun] = []
 
+# OTP 25's global disconnects a node from peers that still reach a lost node; in a partition
+# that also splits the healthy majority from itself (see README: partitions).
+NO_OVERLAP_PREVENTION = ("-kernel", "prevent_overlapping_partitions", "false")
+
+# The whole table as a node holds it, hashed by Erlang itself: equal digests, equal records.
+TABLE_DIGEST = "erlang:md5(term_to_binary(lists:sort(ets:tab2list(zarr_storage))))."
+
 
 def table() -> list[str]:
     head = ("scenario", "fault", "writes", "acked", "refused", "lost", "note")

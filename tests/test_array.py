@@ -15,7 +15,6 @@ import zarr.codecs
 
 import pyrlang_zarr as pz
 from pyrlang_zarr import Atom
-from pyrlang_zarr.array import MnesiaArray
 from pyrlang_zarr.cluster import LocalCluster
 from pyrlang_zarr.dist.shared import shared_node
 from pyrlang_zarr.errors import NotFound, TableNotFound, TransactionError
@@ -144,7 +143,17 @@ async def test_concurrent_set_slices_lose_no_update(c3: LocalCluster) -> None:
     assert np.array_equal(got, np.repeat(np.arange(1.0, 9.0)[:, None], 8, axis=1))
 
 
-async def test_get_slice_never_sees_half_a_set_slice(c3: LocalCluster) -> None:
+async def test_get_slice_never_sees_half_a_set_slice(
+    c3: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[int, bool]] = []
+    real = MnesiaClient.read_many
+
+    async def spy(self: MnesiaClient, keys: Any, *, consistent: bool = False) -> Any:
+        calls.append((len(keys), consistent))
+        return await real(self, keys, consistent=consistent)
+
+    monkeypatch.setattr(MnesiaClient, "read_many", spy)
     arr = await pz.create(
         array_id=f"cons-{uuid.uuid4().hex[:8]}", shape=(4, 40), chunks=(4, 10), **opts(c3)
     )
@@ -162,6 +171,9 @@ async def test_get_slice_never_sees_half_a_set_slice(c3: LocalCluster) -> None:
 
     _, seen = await asyncio.gather(writer(), reader())
     assert all(len(values) == 1 for values in seen)  # one version at a time, never a mix
+    assert len(set().union(*seen)) > 1  # and the reads did overlap the writes
+    slice_reads = [c for c in calls if c[0] == 4]  # get_slice reads its 4 chunks at once
+    assert len(slice_reads) == 25 and all(consistent for _, consistent in slice_reads)
 
 
 async def test_zarr_v2_and_codecs(c3: LocalCluster) -> None:
@@ -295,10 +307,10 @@ async def test_conflicts_exhausted_is_a_transaction_error(
         array_id=f"cf-{uuid.uuid4().hex[:8]}", shape=(4,), chunks=(4,), **opts(c3)
     )
 
-    async def always_conflict(self: Any, client: Any, reads: Any, ops: Any) -> None:
+    async def always_conflict(self: Any, reads: Any, ops: Any) -> None:
         raise Conflict([b"k"])
 
-    monkeypatch.setattr(MnesiaArray, "_commit", always_conflict)
+    monkeypatch.setattr(MnesiaClient, "checked_batch", always_conflict)
     with pytest.raises(TransactionError, match="conflicting"):
         await arr.set_slice(np.ones(2), start=(0,), stop=(2,))
 

@@ -17,11 +17,9 @@ from typing import Any
 import pytest
 
 from pyrlang_zarr.netns import NetnsCluster, available
-from tests.faults import REPORT, FaultRun
+from tests.faults import NO_OVERLAP_PREVENTION, REPORT, TABLE_DIGEST, FaultRun
 
 ROOT = Path(__file__).resolve().parent.parent
-# see tests/test_partition.py: OTP 25's global would also split the majority
-NO_OVERLAP_PREVENTION = ("-kernel", "prevent_overlapping_partitions", "false")
 
 
 @pytest.fixture
@@ -105,10 +103,7 @@ def test_kill_connected_replica_during_64_writes_across_hosts(hosts: NetnsCluste
 
 def test_partition_of_one_host_with_majority_tables(hosts: NetnsCluster) -> None:
     r = run_scenario(hosts, "partition")
-    digests = {
-        hosts.erl_eval(i, "erlang:md5(term_to_binary(lists:sort(ets:tab2list(zarr_storage)))).")
-        for i in range(3)
-    }
+    digests = {hosts.erl_eval(i, TABLE_DIGEST) for i in range(3)}
     REPORT.append(
         FaultRun(
             "3 hosts (netns), majority",

@@ -15,18 +15,15 @@ from pyrlang_zarr.dist.shared import shared_node
 from pyrlang_zarr.errors import NoMajority, PossiblyStaleRead
 from pyrlang_zarr.mnesia import MnesiaClient
 from pyrlang_zarr.mnesia.partition import MnesiaEvents, recover_partition
-from tests.faults import REPORT, FaultRun
+from tests.faults import NO_OVERLAP_PREVENTION, REPORT, TABLE_DIGEST, FaultRun
 
 TAB = "zarr_storage"
-# OTP 25's global disconnects a node from peers that still reach a lost node; in a partition
-# that also splits the healthy majority from itself (see README: partitions).
-NO_OVERLAP_PREVENTION = ("-kernel", "prevent_overlapping_partitions", "false")
 CHUNK = 16
 
 
 def table_digest(c: LocalCluster, i: int) -> str:
     """The whole table as node i holds it, hashed by Erlang itself."""
-    return c.erl_eval(i, f"erlang:md5(term_to_binary(lists:sort(ets:tab2list({TAB})))).")
+    return c.erl_eval(i, TABLE_DIGEST)
 
 
 async def test_partition_majority_refuses_minority_and_recovery_converges() -> None:

@@ -67,19 +67,26 @@ _BINARY_PART = Atom("binary_part")
 _MINUS = Atom("-")
 _LE = Atom("=<")
 
-_DURABLE_COMMIT = """
+
+def _durable(transaction: str) -> str:
+    """``transaction`` followed, once committed, by ``sync_log`` on every disc replica:
+    yields ``{Result, NodesWhoseLogWasNotSynced}``."""
+    return f"""
 begin
-    Result = mnesia:sync_transaction(F, A),
+    Result = {transaction},
     case Result of
-        {atomic, _} ->
+        {{atomic, _}} ->
             Replicas = mnesia:table_info(Tab, disc_copies),
-            {_, Bad} = rpc:multicall(Replicas, mnesia, sync_log, [], Timeout),
-            {Result, Bad};
+            {{_, Bad}} = rpc:multicall(Replicas, mnesia, sync_log, [], Timeout),
+            {{Result, Bad}};
         _ ->
-            {Result, []}
+            {{Result, []}}
     end
 end.
 """
+
+
+_DURABLE_COMMIT = _durable("mnesia:sync_transaction(F, A)")
 
 _INSERT_IF_ABSENT = """
 mnesia:sync_transaction(fun() ->
@@ -128,19 +135,7 @@ fun() ->
 end
 """
 _CHECKED = f"mnesia:sync_transaction({_CHECKED_BODY})."
-_CHECKED_DURABLE = f"""
-begin
-    Result = mnesia:sync_transaction({_CHECKED_BODY}),
-    case Result of
-        {{atomic, _}} ->
-            Replicas = mnesia:table_info(Tab, disc_copies),
-            {{_, Bad}} = rpc:multicall(Replicas, mnesia, sync_log, [], Timeout),
-            {{Result, Bad}};
-        _ ->
-            {{Result, []}}
-    end
-end.
-"""
+_CHECKED_DURABLE = _durable(f"mnesia:sync_transaction({_CHECKED_BODY})")
 _CONFLICT = Atom("conflict")
 
 
@@ -198,9 +193,10 @@ class MnesiaClient:
         self.replicas = list(dict.fromkeys([coordinator, *replicas]))
         self.timeout = timeout
         self.durable = durable
-        self.failovers = 0
         self._tab = Atom(table)
         self._exprs = Expressions(node)
+        # how long a durable commit waits for the replicas' sync_log, in ms
+        self._sync_ms = int((timeout or 30.0) * 1000)
         self._discovered = False
 
     def __repr__(self) -> str:
@@ -226,7 +222,6 @@ class MnesiaClient:
             if peer != self.coordinator:
                 log.warning("%s: %s now coordinates for %s", what, peer, self.table)
                 self.coordinator = peer
-                self.failovers += 1
             return result
         assert last is not None
         if isinstance(last, NoMajority):
@@ -300,7 +295,7 @@ class MnesiaClient:
         exception. ``sync_``: it returns once every active replica has committed, so a write
         acknowledged here is readable on any replica (and after a failover) at once."""
         if self.durable:
-            bindings = {"F": fun, "A": args, "Tab": self._tab, "Timeout": 30000}
+            bindings = {"F": fun, "A": args, "Tab": self._tab, "Timeout": self._sync_ms}
             return self._unwrap(
                 await self._eval(_DURABLE_COMMIT, bindings, what, durable=True), what
             )
@@ -363,7 +358,7 @@ class MnesiaClient:
             else:
                 raise TypeError(f"checked_batch takes Write and Delete operations, not {op!r}")
         versions = [(k, Atom("absent") if v is None else v) for k, v in reads]
-        bindings = {"Tab": self._tab, "Reads": versions, "Ops": terms, "Timeout": 30000}
+        bindings = {"Tab": self._tab, "Reads": versions, "Ops": terms, "Timeout": self._sync_ms}
         what = f"batch of {len(ops)}"
         text = _CHECKED_DURABLE if self.durable else _CHECKED
         result = await self._eval(text, bindings, what, durable=self.durable)
@@ -423,10 +418,17 @@ class MnesiaClient:
             return []
         oids = [(self._tab, k) for k in keys]
         if consistent:
-            found = await self.transaction(_MAP, [_READ, oids], f"read of {len(keys)}", copy=False)
+            found = await self._rpc(  # a read has nothing to force to disc, even when durable
+                "mnesia",
+                "sync_transaction",
+                [_MAP, [_READ, oids]],
+                f"read of {len(keys)}",
+                unwrap=True,
+                copy=False,
+            )
         else:
             found = await self._rpc(
-                "lists", "map", [ExportFun("mnesia", "dirty_read", 1), oids], "read"
+                "lists", "map", [ExportFun("mnesia", "dirty_read", 1), oids], "read", copy=False
             )
         return [records[0][2] if records else None for records in found]
 
@@ -479,10 +481,9 @@ class MnesiaClient:
         spec = [((self._tab, (prefix, _V1), _V2), [], [body])]
         return [tuple(x) for x in await self._select(spec, "sizes")]
 
-    async def delete_under(self, prefix: Any, keys: Sequence[Any] | None = None) -> int:
-        """Delete every ``{prefix, X}`` (or those with X in ``keys``) in one transaction."""
-        if keys is None:
-            keys = await self.keys_under(prefix)
+    async def delete_under(self, prefix: Any) -> int:
+        """Delete every ``{prefix, X}`` in one transaction; how many there were."""
+        keys = await self.keys_under(prefix)
         if keys:
             await self.batch([Delete((prefix, x)) for x in keys])
         return len(keys)

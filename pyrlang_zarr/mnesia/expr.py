@@ -20,15 +20,18 @@ _NONE = Atom("none")
 _VALUE = Atom("value")
 
 
+# Syntax trees are plain data, the same on every node: one cache for the whole process.
+_TREES: dict[str, Any] = {}
+
+
 class Expressions:
-    """Parse-once cache of Erlang expressions, keyed by their text."""
+    """Erlang expressions evaluated on peers; each text is parsed once per process."""
 
     def __init__(self, node: Node) -> None:
         self._node = node
-        self._trees: dict[str, Any] = {}
 
     async def tree(self, peer: str, text: str) -> Any:
-        tree = self._trees.get(text)
+        tree = _TREES.get(text)
         if tree is None:
             scanned = await self._node.rpc(peer, "erl_scan", "string", [list(text.encode())])
             if scanned[0] != _OK:
@@ -36,7 +39,7 @@ class Expressions:
             parsed = await self._node.rpc(peer, "erl_parse", "parse_exprs", [scanned[1]])
             if parsed[0] != _OK or len(parsed[1]) != 1:
                 raise ProtocolError(f"erl_parse refused our expression: {parsed!r}")
-            tree = self._trees[text] = parsed[1][0]
+            tree = _TREES[text] = parsed[1][0]
         return tree
 
     async def eval(

@@ -24,6 +24,7 @@ from typing import Any
 
 from pyrlang_zarr.dist import Node, Process
 from pyrlang_zarr.errors import NodeDown, TransactionError
+from pyrlang_zarr.mnesia.setup import start_mnesia, wait_loaded
 from pyrlang_zarr.term import Atom
 from pyrlang_zarr.term.format import format_term
 
@@ -119,10 +120,8 @@ async def recover_partition(
             await node.rpc(peer, "net_kernel", "connect_node", [Atom(m)], timeout=timeout)
         await _ok(node, peer, "set_master_nodes", [masters], timeout)
         await _ok(node, peer, "stop", [], timeout)
-        started = await node.rpc(peer, "mnesia", "start", [], timeout=timeout)
-        if started != _OK:
-            raise TransactionError(f"mnesia:start() on {peer}: {format_term(started)}", started)
-        await _ok(node, peer, "wait_for_tables", [tabs, int(timeout * 1000)], timeout + 5)
+        await start_mnesia(node, peer, timeout)
+        await wait_loaded(node, peer, tabs, timeout)
         await _ok(node, peer, "set_master_nodes", [[]], timeout)
         log.info("%s reloaded %s from %s", peer, list(tables), list(majority))
 

@@ -86,7 +86,7 @@ async def ensure_mnesia(node: Node, nodes: Sequence[str], *, timeout: float = 30
                 raise TransactionError(
                     f"mnesia:create_schema({nodes}) failed: {format_term(result)}", result
                 )
-    await asyncio.gather(*(_start(node, n, timeout) for n in down))
+    await asyncio.gather(*(start_mnesia(node, n, timeout) for n in down))
     # every node must see the others as db nodes; join the ones that do not
     anchor = up[0] if up else nodes[0]
     db_nodes = {str(n) for n in await _info(node, anchor, "db_nodes")}
@@ -122,7 +122,7 @@ async def _has_disc_schema(node: Node, peer: str) -> bool:
     return bool(await node.rpc(peer, "filelib", "is_regular", [schema]))
 
 
-async def _start(node: Node, peer: str, timeout: float) -> None:
+async def start_mnesia(node: Node, peer: str, timeout: float) -> None:
     result = await node.rpc(peer, "mnesia", "start", [], timeout=timeout)
     if result != _OK:
         raise MnesiaNotRunning(f"mnesia:start() on {peer} failed: {format_term(result)}")
@@ -167,16 +167,16 @@ async def ensure_table(
                 f"mnesia:create_table({table}) failed: {format_term(result)}", result
             )
     info = await _describe(node, coordinator, table)
-    if not created:
-        for n in nodes:
-            if n not in info.replicas:
-                result = await node.rpc(
-                    coordinator, "mnesia", "add_table_copy", [tab, Atom(n), Atom(info.storage)]
+    missing = [] if created else [n for n in nodes if n not in info.replicas]
+    if missing:
+        for n in missing:
+            result = await node.rpc(
+                coordinator, "mnesia", "add_table_copy", [tab, Atom(n), Atom(info.storage)]
+            )
+            if result != (_ATOMIC, _OK) and not _already(result, "already_exists"):
+                raise TransactionError(
+                    f"could not add a replica of {table} on {n}: {format_term(result)}", result
                 )
-                if result != (_ATOMIC, _OK) and not _already(result, "already_exists"):
-                    raise TransactionError(
-                        f"could not add a replica of {table} on {n}: {format_term(result)}", result
-                    )
         info = await _describe(node, coordinator, table)
     if majority is not None and info.majority != majority:
         result = await node.rpc(coordinator, "mnesia", "change_table_majority", [tab, majority])
@@ -185,17 +185,17 @@ async def ensure_table(
                 f"could not set majority={majority} on {table}: {format_term(result)}", result
             )
         info = await _describe(node, coordinator, table)
-    await asyncio.gather(*(_wait_loaded(node, n, tab, timeout) for n in nodes))
+    await asyncio.gather(*(wait_loaded(node, n, [tab], timeout) for n in nodes))
     return TableInfo(info.name, info.type, info.storage, info.replicas, created, info.majority)
 
 
-async def _wait_loaded(node: Node, peer: str, tab: Atom, timeout: float) -> None:
+async def wait_loaded(node: Node, peer: str, tabs: list[Atom], timeout: float) -> None:
     """Each replica loads its own copy (from disc or from another replica) after a start."""
-    args = [[tab], int(timeout * 1000)]
+    args = [tabs, int(timeout * 1000)]
     waited = await node.rpc(peer, "mnesia", "wait_for_tables", args, timeout=timeout + 5)
     if waited != _OK:
         raise TransactionError(
-            f"table {tab} not loaded on {peer} within {timeout} s: {format_term(waited)}", waited
+            f"tables {tabs} not loaded on {peer} within {timeout} s: {format_term(waited)}", waited
         )
 
 
