@@ -64,9 +64,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import pyrlang_zarr as pz  # noqa: E402
-from pyrlang_zarr.cluster import LocalCluster  # noqa: E402
-from pyrlang_zarr.dist import Node  # noqa: E402
-from pyrlang_zarr.dist.shared import shared_node  # noqa: E402
+from pyrlang_zarr.erldist import Node  # noqa: E402
+from pyrlang_zarr.erldist.shared import shared_node  # noqa: E402
+from pyrlang_zarr.testing.cluster import LocalCluster  # noqa: E402
 
 MB = 1_000_000
 MIB = 1 << 20
@@ -423,7 +423,7 @@ _IDLE = (
 )
 _CODEC_MODULES = ("/numcodecs/", "/zarr/codecs/", "/zarr/core/buffer/", "/numpy/")
 _CODEC_BUILTINS = ("numcodecs", "zstd", "numpy", "ndarray", "frombuffer", "copyto", "tobytes")
-_TRANSPORT_MODULES = ("/pyrlang_zarr/term/", "/pyrlang_zarr/dist/")
+_TRANSPORT_MODULES = ("/pyrlang_zarr/term/", "/pyrlang_zarr/erldist/")
 _TRANSPORT_BUILTINS = ("_socket.socket",)
 
 
@@ -433,7 +433,7 @@ def bucket_of(path: str, name: str, thread: str) -> str:
     The node's IO thread does nothing but our rpc (term encode/decode, framing, asyncio
     transport, socket): all of its work is transport. The executor's workers run zarr's
     codecs: all codec. In the caller's thread, by module: numcodecs, zarr codecs and buffers
-    and numpy are codec; ``pyrlang_zarr.term``/``pyrlang_zarr.dist`` are transport; the rest
+    and numpy are codec; ``pyrlang_zarr.term``/``pyrlang_zarr.erldist`` are transport; the rest
     (zarr indexing, asyncio task plumbing, our overlay and client) is other.
     """
     if path == "~" and name.startswith(_IDLE):
@@ -478,8 +478,9 @@ def split_profile(p: Profiled) -> tuple[dict[str, float], dict[str, dict[str, fl
     - rpc phase = the summed wall time of ``Node.rpc`` calls (a patched ``Node.rpc``
       records it). Within it, **transport** = the CPU the node's IO thread spends on the
       call (its profile minus ``epoll.poll``: ``pyrlang_zarr.term`` encode/decode,
-      ``pyrlang_zarr.dist`` framing, asyncio transports and socket calls), plus the main
-      thread's own CPU in ``pyrlang_zarr.term``/``pyrlang_zarr.dist``; **Mnesia/server** = rpc wall
+      ``pyrlang_zarr.erldist`` framing, asyncio transports and socket calls), plus the main
+      thread's own CPU in ``pyrlang_zarr.term``/``pyrlang_zarr.erldist``;
+      **Mnesia/server** = rpc wall
       minus transport: the Erlang node decoding, running the transaction and encoding the
       reply, and the kernel moving the bytes over loopback, which we cannot separate here.
     - zarr phase = wall minus rpc phase. Codec work runs in parallel worker threads, so its

@@ -42,8 +42,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from pyrlang_zarr import Atom, ExportFun, Node  # noqa: E402
-from pyrlang_zarr.cluster import LocalCluster  # noqa: E402
 from pyrlang_zarr.mnesia import MnesiaClient, ensure_table  # noqa: E402
+from pyrlang_zarr.testing.cluster import LocalCluster  # noqa: E402
 
 ESCRIPT = HERE / "native_mnesia.escript"
 KIB = 1 << 10

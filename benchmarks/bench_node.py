@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from pyrlang_zarr import Atom, Node  # noqa: E402
-from pyrlang_zarr.cluster import LocalCluster  # noqa: E402
+from pyrlang_zarr.testing.cluster import LocalCluster  # noqa: E402
 
 ESCRIPT = HERE / "native_client.escript"
 MIB = 1 << 20

@@ -11,9 +11,9 @@ import numpy as np
 import zarr
 
 import pyrlang_zarr as pz
-from pyrlang_zarr.cluster import LocalCluster
-from pyrlang_zarr.dist.shared import shared_node
+from pyrlang_zarr.erldist.shared import shared_node
 from pyrlang_zarr.mnesia import ensure_table
+from pyrlang_zarr.testing.cluster import LocalCluster
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import contextlib
 import numpy as np
 
 import pyrlang_zarr as pz
-from pyrlang_zarr.cluster import LocalCluster
+from pyrlang_zarr.testing.cluster import LocalCluster
 
 
 async def replicated(nodes: list[str], cookie: str | None, cluster: LocalCluster | None) -> None:

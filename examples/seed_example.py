@@ -17,7 +17,7 @@ import contextlib
 import numpy as np
 
 import pyrlang_zarr as pz
-from pyrlang_zarr.cluster import LocalCluster
+from pyrlang_zarr.testing.cluster import LocalCluster
 
 
 async def seed_example(node: str, cookie: str | None) -> None:

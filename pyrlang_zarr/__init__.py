@@ -2,7 +2,7 @@
 
 from pyrlang_zarr import errors
 from pyrlang_zarr.array import MnesiaArray, create, open
-from pyrlang_zarr.dist import Node, Process
+from pyrlang_zarr.erldist import Node, Process
 from pyrlang_zarr.errors import (
     AuthenticationError,
     NodeDown,

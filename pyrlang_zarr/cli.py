@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 import pyrlang_zarr as pz
-from pyrlang_zarr.cluster import LocalCluster
+from pyrlang_zarr.testing.cluster import LocalCluster
 
 
 async def demo(n: int) -> int:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from pyrlang_zarr import Node
-from pyrlang_zarr.cluster import LocalCluster
+from pyrlang_zarr.testing.cluster import LocalCluster
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -15,10 +15,10 @@ import zarr.codecs
 
 import pyrlang_zarr as pz
 from pyrlang_zarr import Atom
-from pyrlang_zarr.cluster import LocalCluster
-from pyrlang_zarr.dist.shared import shared_node
+from pyrlang_zarr.erldist.shared import shared_node
 from pyrlang_zarr.errors import NotFound, TableNotFound, TransactionError
 from pyrlang_zarr.mnesia.client import _CHECKED, MnesiaClient
+from pyrlang_zarr.testing.cluster import LocalCluster
 
 TAB = "zarr_storage"
 

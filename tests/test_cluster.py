@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pyrlang_zarr.cluster import LocalCluster
+from pyrlang_zarr.testing.cluster import LocalCluster
 
 pytestmark = pytest.mark.skipif(shutil.which("erl") is None, reason="needs Erlang/OTP (erl)")
 

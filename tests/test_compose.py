@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from pyrlang_zarr.cluster import _DIST_BUFFER_FLAGS, _SMALL_MACHINE_FLAGS
-from pyrlang_zarr.netns import node_name
+from pyrlang_zarr.testing.cluster import DIST_BUFFER_FLAGS, SMALL_MACHINE_FLAGS
+from pyrlang_zarr.testing.netns import node_name
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 3  # the netns fault tests run NetnsCluster(n=3)
@@ -43,7 +43,7 @@ def test_three_erlang_hosts_named_as_the_harness_names_them() -> None:
         assert "-noinput" in argv
         # the same scheduler and distribution-buffer flags as the test clusters
         joined = " ".join(argv)
-        assert " ".join(_SMALL_MACHINE_FLAGS) in joined and " ".join(_DIST_BUFFER_FLAGS) in joined
+        assert " ".join(SMALL_MACHINE_FLAGS) in joined and " ".join(DIST_BUFFER_FLAGS) in joined
         # its own Mnesia directory on its own volume
         mnesia_dir = argv[argv.index("-mnesia") + 2].strip('"')
         volume = svc["volumes"][0]

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pyrlang_zarr.dist import flags as F
-from pyrlang_zarr.dist.epmd import decode_port2_resp, encode_port_please2
-from pyrlang_zarr.dist.framing import PacketReader
-from pyrlang_zarr.dist.handshake import ClientHandshake, State, digest
+from pyrlang_zarr.erldist import flags as F
+from pyrlang_zarr.erldist.epmd import decode_port2_resp, encode_port_please2
+from pyrlang_zarr.erldist.framing import PacketReader
+from pyrlang_zarr.erldist.handshake import ClientHandshake, State, digest
 from pyrlang_zarr.errors import AuthenticationError, NodeUnreachable, ProtocolError
 
 # -- EPMD -------------------------------------------------------------------------------

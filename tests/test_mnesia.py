@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from pyrlang_zarr import Atom, ExportFun, Node
-from pyrlang_zarr.cluster import LocalCluster
 from pyrlang_zarr.errors import (
     IncompatibleTable,
     NotFound,
@@ -16,6 +15,7 @@ from pyrlang_zarr.errors import (
     TransactionError,
 )
 from pyrlang_zarr.mnesia import Delete, MnesiaClient, Write, ensure_table
+from pyrlang_zarr.testing.cluster import LocalCluster
 
 TAB = "zarr_storage"
 

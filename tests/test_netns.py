@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pyrlang_zarr.netns import RECORD_DIR, NetnsCluster, available, cleanup_stale
+from pyrlang_zarr.testing.netns import RECORD_DIR, NetnsCluster, available, cleanup_stale
 
 TICKTIME = 4  # seconds: a cut host is taken for down within ~TICKTIME
 
@@ -185,7 +185,7 @@ def test_leftovers_of_a_dead_owner_are_cleaned() -> None:
         [
             sys.executable,
             "-c",
-            "import time; from pyrlang_zarr.netns import NetnsCluster\n"
+            "import time; from pyrlang_zarr.testing.netns import NetnsCluster\n"
             "c = NetnsCluster(n=1).start()\n"
             "print(c.prefix, c.base_dir, *c.namespaces, flush=True)\n"
             "time.sleep(60)",

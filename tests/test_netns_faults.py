@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pyrlang_zarr.netns import NetnsCluster, available
+from pyrlang_zarr.testing.netns import NetnsCluster, available
 from tests.faults import NO_OVERLAP_PREVENTION, REPORT, TABLE_DIGEST, FaultRun
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,6 @@ import pytest
 import zarr.core.sync
 
 from pyrlang_zarr import Atom, Node
-from pyrlang_zarr.cluster import LocalCluster
 from pyrlang_zarr.errors import (
     AuthenticationError,
     NodeDown,
@@ -21,6 +20,7 @@ from pyrlang_zarr.errors import (
     RpcError,
     RpcTimeout,
 )
+from pyrlang_zarr.testing.cluster import LocalCluster
 from tests.erl import spawn_eval
 
 

@@ -10,11 +10,11 @@ import pytest
 
 import pyrlang_zarr as pz
 from pyrlang_zarr import Atom, Node
-from pyrlang_zarr.cluster import LocalCluster
-from pyrlang_zarr.dist.shared import shared_node
+from pyrlang_zarr.erldist.shared import shared_node
 from pyrlang_zarr.errors import NoMajority, PossiblyStaleRead
 from pyrlang_zarr.mnesia import MnesiaClient
 from pyrlang_zarr.mnesia.partition import MnesiaEvents, recover_partition
+from pyrlang_zarr.testing.cluster import LocalCluster
 from tests.faults import NO_OVERLAP_PREVENTION, REPORT, TABLE_DIGEST, FaultRun
 
 TAB = "zarr_storage"

@@ -11,8 +11,8 @@ import zarr
 
 import pyrlang_zarr as pz
 from pyrlang_zarr import Atom
-from pyrlang_zarr.cluster import LocalCluster
-from pyrlang_zarr.dist.shared import shared_node
+from pyrlang_zarr.erldist.shared import shared_node
+from pyrlang_zarr.testing.cluster import LocalCluster
 
 
 def _read_sum(store: pz.MnesiaStore) -> float:

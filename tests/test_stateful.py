@@ -12,9 +12,9 @@ from hypothesis.stateful import run_state_machine_as_test
 from zarr.testing.stateful import ZarrHierarchyStateMachine, ZarrStoreStateMachine
 
 from pyrlang_zarr import MnesiaStore
-from pyrlang_zarr.cluster import LocalCluster
-from pyrlang_zarr.dist.shared import shared_node
+from pyrlang_zarr.erldist.shared import shared_node
 from pyrlang_zarr.mnesia import ensure_table
+from pyrlang_zarr.testing.cluster import LocalCluster
 
 # Enough steps to cover every rule many times; PZ_STATEFUL_EXAMPLES raises it for soak runs.
 EXAMPLES = int(os.environ.get("PZ_STATEFUL_EXAMPLES", "25"))

@@ -14,8 +14,7 @@ from zarr.core.buffer import Buffer, cpu, default_buffer_prototype
 from zarr.testing.store import StoreTests
 
 from pyrlang_zarr import Atom, ExportFun, MnesiaStore
-from pyrlang_zarr.cluster import LocalCluster
-from pyrlang_zarr.dist.shared import shared_node
+from pyrlang_zarr.erldist.shared import shared_node
 from pyrlang_zarr.keys import (
     METADATA,
     ROOT_METADATA_KEY,
@@ -24,6 +23,7 @@ from pyrlang_zarr.keys import (
     chunk_keys_from_metadata,
 )
 from pyrlang_zarr.mnesia import ensure_table
+from pyrlang_zarr.testing.cluster import LocalCluster
 
 TABLE = "zarr_storage"
 

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pyrlang_zarr.dist import Node
+from pyrlang_zarr.erldist import Node
 from pyrlang_zarr.errors import (
     HandshakeTimeout,
     MnesiaNotRunning,

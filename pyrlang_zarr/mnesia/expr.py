@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyrlang_zarr.dist import Node
+from pyrlang_zarr.erldist import Node
 from pyrlang_zarr.errors import ProtocolError
 from pyrlang_zarr.term import Atom
 

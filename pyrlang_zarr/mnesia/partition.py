@@ -22,7 +22,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from pyrlang_zarr.dist import Node, Process
+from pyrlang_zarr.erldist import Node, Process
 from pyrlang_zarr.errors import NodeDown, TransactionError
 from pyrlang_zarr.mnesia.setup import start_mnesia, wait_loaded
 from pyrlang_zarr.term import Atom

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pyrlang_zarr.dist import Node
+from pyrlang_zarr.erldist import Node
 from pyrlang_zarr.errors import IncompatibleTable, MnesiaNotRunning, TransactionError
 from pyrlang_zarr.term import Atom
 from pyrlang_zarr.term.format import format_term

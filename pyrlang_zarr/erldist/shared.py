@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import threading
 
-from pyrlang_zarr.dist.cookie import resolve_cookie
-from pyrlang_zarr.dist.node import Node
+from pyrlang_zarr.erldist.cookie import resolve_cookie
+from pyrlang_zarr.erldist.node import Node
 
 _nodes: dict[str, Node] = {}
 _lock = threading.Lock()

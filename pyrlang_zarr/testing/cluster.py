@@ -35,9 +35,9 @@ STOP_TIMEOUT = 5.0
 EPMD_TIMEOUT = 10.0
 
 # BEAM schedulers busy-wait; several nodes on a 2-core machine turn timings into noise.
-_SMALL_MACHINE_FLAGS = ("+S", "1", "+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none")
+SMALL_MACHINE_FLAGS = ("+S", "1", "+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none")
 # Multi-MB chunks would hit the default 1 MB distribution buffer busy limit.
-_DIST_BUFFER_FLAGS = ("+zdbbl", "65536")
+DIST_BUFFER_FLAGS = ("+zdbbl", "65536")
 
 # Prints the readiness marker, then stops the node gracefully when its stdin closes, so nodes
 # do not outlive a test runner that was killed before it could clean up.
@@ -69,7 +69,7 @@ catch
 end.
 """
 
-_EPMD_NAME = re.compile(r"^name (\S+) at port \d+$", re.MULTILINE)
+EPMD_NAME = re.compile(r"^name (\S+) at port \d+$", re.MULTILINE)
 
 
 @dataclass(eq=False)
@@ -146,7 +146,7 @@ class ErlNode:
 
 
 class ErlCluster:
-    """What :class:`LocalCluster` and :class:`~pyrlang_zarr.netns.NetnsCluster` share.
+    """What :class:`LocalCluster` and :class:`~pyrlang_zarr.testing.netns.NetnsCluster` share.
 
     The lifecycle (start, stop, kill, stop_node, restart), the context managers, node access
     and :meth:`erl_eval`. A subclass says where its nodes live: :meth:`_open` (directories
@@ -352,8 +352,8 @@ class ErlCluster:
             "-noinput",
             "-connect_all",
             "true",
-            *_SMALL_MACHINE_FLAGS,
-            *_DIST_BUFFER_FLAGS,
+            *SMALL_MACHINE_FLAGS,
+            *DIST_BUFFER_FLAGS,
             *self._ticktime_args(),
             "-mnesia",
             "dir",
@@ -389,7 +389,7 @@ class ErlCluster:
             "-setcookie",
             self.cookie,
             "-noinput",
-            *_SMALL_MACHINE_FLAGS,
+            *SMALL_MACHINE_FLAGS,
             *self._ticktime_args(),
             "-eval",
             _HELPER_EVAL,
@@ -565,4 +565,4 @@ def _epmd_names(epmd: str) -> set[str]:
     done = subprocess.run([epmd, "-names"], capture_output=True, text=True, timeout=10, check=False)
     if done.returncode != 0:
         return set()
-    return set(_EPMD_NAME.findall(done.stdout))
+    return set(EPMD_NAME.findall(done.stdout))

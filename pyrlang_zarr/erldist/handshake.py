@@ -14,7 +14,7 @@ import secrets
 import struct
 from dataclasses import dataclass
 
-from pyrlang_zarr.dist import flags as F
+from pyrlang_zarr.erldist import flags as F
 from pyrlang_zarr.errors import AuthenticationError, NodeUnreachable, ProtocolError
 
 

@@ -20,17 +20,17 @@ import os
 import secrets
 import socket
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyrlang_zarr.dist import control as C
-from pyrlang_zarr.dist import epmd
-from pyrlang_zarr.dist.connection import DistConnection
-from pyrlang_zarr.dist.cookie import resolve_cookie
-from pyrlang_zarr.dist.handshake import ClientHandshake, new_creation
-from pyrlang_zarr.dist.io_thread import IoThread
-from pyrlang_zarr.dist.mailbox import Mailbox, resolve
+from pyrlang_zarr.erldist import control as C
+from pyrlang_zarr.erldist import epmd
+from pyrlang_zarr.erldist.connection import DistConnection
+from pyrlang_zarr.erldist.cookie import resolve_cookie
+from pyrlang_zarr.erldist.handshake import ClientHandshake, new_creation
+from pyrlang_zarr.erldist.io_thread import IoThread
+from pyrlang_zarr.erldist.mailbox import Mailbox, resolve
 from pyrlang_zarr.errors import (
     DecodeError,
     HandshakeTimeout,
@@ -145,7 +145,9 @@ def _resolve_all(results: list[tuple[Any, ...]]) -> None:
 
 def _expire(call: _Call, limit: float) -> None:
     """On the caller's loop, when an rpc's time is up."""
-    resolve(call.future, None, RpcTimeout(f"no reply to {call.what} within {limit} s (outcome unknown)"))
+    resolve(
+        call.future, None, RpcTimeout(f"no reply to {call.what} within {limit} s (outcome unknown)")
+    )
 
 
 class Process:

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pyrlang_zarr.cluster import _EPMD_NAME, STOP_TIMEOUT, ErlCluster, ErlNode
+from pyrlang_zarr.testing.cluster import EPMD_NAME, STOP_TIMEOUT, ErlCluster, ErlNode
 
 __all__ = ["NetnsCluster", "available", "cleanup_stale"]
 
@@ -315,7 +315,7 @@ class NetnsCluster(ErlCluster):
         """Short names host ``i``'s EPMD lists (empty when it does not run)."""
         self._check_index(i)
         done = _run(["ip", "netns", "exec", self.host_namespaces[i], self._epmd, "-names"])
-        return set(_EPMD_NAME.findall(done.stdout)) if done.returncode == 0 else set()
+        return set(EPMD_NAME.findall(done.stdout)) if done.returncode == 0 else set()
 
     def pids(self) -> dict[str, list[int]]:
         """Processes in each of the cluster's namespaces (``ip netns pids``)."""

@@ -1,8 +1,8 @@
 """One TCP connection to one peer node: the asyncio shell around the sans-IO parts.
 
-Runs the :class:`~pyrlang_zarr.dist.handshake.ClientHandshake`, then cuts the stream into
+Runs the :class:`~pyrlang_zarr.erldist.handshake.ClientHandshake`, then cuts the stream into
 pass-through ``'p'`` packets (control term + optional message term) with a
-:class:`~pyrlang_zarr.dist.framing.PacketReader`, answers and checks ticks, and writes large
+:class:`~pyrlang_zarr.erldist.framing.PacketReader`, answers and checks ticks, and writes large
 binaries to the transport without joining them into one buffer first.
 """
 
@@ -14,8 +14,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from pyrlang_zarr.dist.framing import PacketReader
-from pyrlang_zarr.dist.handshake import ClientHandshake, Peer, State
+from pyrlang_zarr.erldist.framing import PacketReader
+from pyrlang_zarr.erldist.handshake import ClientHandshake, Peer, State
 from pyrlang_zarr.errors import NodeDown, ProtocolError
 from pyrlang_zarr.term import decode, encode_parts
 
@@ -213,5 +213,3 @@ class DistConnection(asyncio.BufferedProtocol):
             self._error = error
         if self._transport is not None:
             self._transport.abort()
-
-
