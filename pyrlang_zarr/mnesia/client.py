@@ -349,7 +349,7 @@ class MnesiaClient:
     ) -> None:
         """Apply ``ops`` in one transaction iff each ``(key, md5)`` in ``reads`` still holds
         (``md5`` of the data read, ``None`` if it was absent); else raise :class:`Conflict`."""
-        terms = []
+        terms: list[tuple[Any, ...]] = []
         for op in ops:
             if isinstance(op, Write):
                 terms.append((Atom("write"), op.key, op.data))
@@ -430,7 +430,7 @@ class MnesiaClient:
             found = await self._rpc(
                 "lists", "map", [ExportFun("mnesia", "dirty_read", 1), oids], "read", copy=False
             )
-        return [records[0][2] if records else None for records in found]
+        return [records[0][2] if records else None for records in list(found)]
 
     async def size(self, key: Any) -> int | None:
         """``byte_size`` of the data under ``key``, computed on the server."""
@@ -468,7 +468,10 @@ class MnesiaClient:
         return found[0] if found else None
 
     async def _select(self, spec: list[Any], what: str, *, copy: bool = True) -> list[Any]:
-        return await self._rpc("mnesia", "dirty_select", [self._tab, spec], what, copy=copy)
+        found: list[Any] = await self._rpc(
+            "mnesia", "dirty_select", [self._tab, spec], what, copy=copy
+        )
+        return found
 
     # -- listing --------------------------------------------------------------------------
     async def keys_under(self, prefix: Any) -> list[Any]:
@@ -478,7 +481,7 @@ class MnesiaClient:
     async def sizes_under(self, prefix: Any) -> list[tuple[Any, int]]:
         """``(X, byte_size)`` for all keys ``{prefix, X}``, computed on the server."""
         body = ((_V1, (_BYTE_SIZE, _V2)),)  # {{A, B}} builds a tuple in a match spec body
-        spec = [((self._tab, (prefix, _V1), _V2), [], [body])]
+        spec: list[Any] = [((self._tab, (prefix, _V1), _V2), [], [body])]
         return [tuple(x) for x in await self._select(spec, "sizes")]
 
     async def delete_under(self, prefix: Any) -> int:

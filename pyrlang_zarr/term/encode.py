@@ -407,5 +407,4 @@ def encode(term: Any) -> bytes:
     out = _encode(term, parts)
     if not parts:
         return bytes(out)
-    parts.append(out)
-    return b"".join(parts)
+    return b"".join([*parts, out])

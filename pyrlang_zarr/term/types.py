@@ -6,6 +6,7 @@ dict keys the way Erlang uses them as map keys, and they compare by value.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ class Atom(str):
         return f"Atom({str.__repr__(self)})"
 
 
-def _as_atom(obj: Any, field: str, owner: str) -> Atom:
+def _as_atom(obj: object, field: str, owner: str) -> Atom:
     """Let constructors take a plain ``str`` where Erlang has an atom."""
     if type(obj) is Atom:
         return obj
@@ -58,21 +59,24 @@ class ListKey(tuple):  # type: ignore[type-arg]
         return hash((ListKey, tuple(self)))
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True, order=True, init=False)
 class Pid:
-    """A process identifier; ``node`` is the node the process lives on."""
+    """A process identifier; ``node`` is the node the process lives on (a ``str`` is taken
+    as the atom of that name)."""
 
     node: Atom
     id: int
     serial: int
     creation: int
 
-    def __post_init__(self) -> None:
-        if type(self.node) is not Atom:
-            object.__setattr__(self, "node", _as_atom(self.node, "node", "Pid"))
+    def __init__(self, node: str, id: int, serial: int, creation: int) -> None:
+        object.__setattr__(self, "node", _as_atom(node, "node", "Pid"))
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "serial", serial)
+        object.__setattr__(self, "creation", creation)
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True, order=True, init=False)
 class Reference:
     """A reference (``make_ref()``, monitor refs, call tags); ``ids`` are its 32-bit words."""
 
@@ -80,14 +84,13 @@ class Reference:
     creation: int
     ids: tuple[int, ...]
 
-    def __post_init__(self) -> None:
-        if type(self.node) is not Atom:
-            object.__setattr__(self, "node", _as_atom(self.node, "node", "Reference"))
-        if type(self.ids) is not tuple:
-            object.__setattr__(self, "ids", tuple(self.ids))
+    def __init__(self, node: str, creation: int, ids: Iterable[int]) -> None:
+        object.__setattr__(self, "node", _as_atom(node, "node", "Reference"))
+        object.__setattr__(self, "creation", creation)
+        object.__setattr__(self, "ids", ids if type(ids) is tuple else tuple(ids))
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True, order=True, init=False)
 class Port:
     """A port identifier; only ever compared and passed back, never used locally."""
 
@@ -95,12 +98,13 @@ class Port:
     id: int
     creation: int
 
-    def __post_init__(self) -> None:
-        if type(self.node) is not Atom:
-            object.__setattr__(self, "node", _as_atom(self.node, "node", "Port"))
+    def __init__(self, node: str, id: int, creation: int) -> None:
+        object.__setattr__(self, "node", _as_atom(node, "node", "Port"))
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "creation", creation)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ExportFun:
     """``fun Module:Function/Arity``: a fun that travels as data, with no code attached.
 
@@ -111,13 +115,12 @@ class ExportFun:
     function: Atom
     arity: int
 
-    def __post_init__(self) -> None:
-        if type(self.module) is not Atom:
-            object.__setattr__(self, "module", _as_atom(self.module, "module", "ExportFun"))
-        if type(self.function) is not Atom:
-            object.__setattr__(self, "function", _as_atom(self.function, "function", "ExportFun"))
-        if type(self.arity) is not int:
-            raise TypeError(f"ExportFun.arity must be an int, not {type(self.arity).__name__}")
+    def __init__(self, module: str, function: str, arity: int) -> None:
+        if type(arity) is not int:
+            raise TypeError(f"ExportFun.arity must be an int, not {type(arity).__name__}")
+        object.__setattr__(self, "module", _as_atom(module, "module", "ExportFun"))
+        object.__setattr__(self, "function", _as_atom(function, "function", "ExportFun"))
+        object.__setattr__(self, "arity", arity)
 
 
 @dataclass(frozen=True, slots=True)
