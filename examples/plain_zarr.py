@@ -9,19 +9,17 @@ import asyncio
 
 import numpy as np
 import zarr
+from zarr.codecs import BloscCodec
 
 import pyrlang_zarr as pz
-from pyrlang_zarr.erldist.shared import shared_node
-from pyrlang_zarr.mnesia import ensure_table
 from pyrlang_zarr.testing.cluster import LocalCluster
 
 
 def main() -> None:
     with LocalCluster(n=1) as cluster:
         node, cookie = cluster.nodes[0], cluster.cookie
-        asyncio.run(ensure_table(shared_node(cookie), [node], "zarr_storage"))
-
-        store = pz.MnesiaStore(array_id="survey", node=node, cookie=cookie)
+        # nodes=[...]: the store sets Mnesia and the table up on them when it opens
+        store = pz.MnesiaStore(array_id="survey", node=node, cookie=cookie, nodes=[node])
         root = zarr.open_group(store, mode="w")
         root.attrs["instrument"] = "spectrometer-7"
         temps = root.create_array(
@@ -29,7 +27,7 @@ def main() -> None:
             shape=(365, 24),
             chunks=(30, 24),
             dtype="float32",
-            compressors=[zarr.codecs.BloscCodec(cname="zstd", clevel=5)],
+            compressors=[BloscCodec(cname="zstd", clevel=5)],
         )
         temps[:] = np.random.default_rng(0).normal(15, 8, (365, 24)).astype("float32")
         print(zarr.open_group(store, mode="r").tree())
@@ -38,7 +36,10 @@ def main() -> None:
             pz.MnesiaStore(array_id="survey", node=node, cookie=cookie), mode="r"
         )
         print("attributes:", dict(reader.attrs))
-        print("January mean temperature:", float(reader["temperature"][:31].mean()))
+        temperature = reader["temperature"]
+        assert isinstance(temperature, zarr.Array)
+        january = np.asarray(temperature[:31])
+        print("January mean temperature:", float(january.mean()))
 
         async def keys() -> list[str]:
             return sorted([k async for k in store.list()])
