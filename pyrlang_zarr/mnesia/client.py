@@ -42,7 +42,7 @@ from pyrlang_zarr.errors import (
 )
 from pyrlang_zarr.mnesia.errors import abort_error, from_rpc_error
 from pyrlang_zarr.mnesia.expr import Expressions
-from pyrlang_zarr.term import Atom, ExportFun
+from pyrlang_zarr.term import Atom, ExportFun, atoms
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,8 +50,6 @@ T = TypeVar("T")
 #: Failures that mean "this node cannot serve us now": the call moves to another replica.
 FAILOVER = (NodeDown, NodeUnreachable, HandshakeTimeout, RpcTimeout, MnesiaNotRunning, NoMajority)
 
-_ATOMIC = Atom("atomic")
-_ABORTED = Atom("aborted")
 _WRITE = ExportFun("mnesia", "write", 1)
 _DELETE = ExportFun("mnesia", "delete", 1)
 _READ = ExportFun("mnesia", "read", 1)
@@ -136,7 +134,6 @@ end
 """
 _CHECKED = f"mnesia:sync_transaction({_CHECKED_BODY})."
 _CHECKED_DURABLE = _durable(f"mnesia:sync_transaction({_CHECKED_BODY})")
-_CONFLICT = Atom("conflict")
 
 
 class Conflict(Exception):
@@ -304,11 +301,11 @@ class MnesiaClient:
         )
 
     def _unwrap(self, result: Any, what: str) -> Any:
-        if type(result) is tuple and len(result) == 2:
-            if result[0] == _ATOMIC:
-                return result[1]
-            if result[0] == _ABORTED:
-                raise abort_error(result[1], self.table, what)
+        match result:
+            case (atoms.ATOMIC, value):
+                return value
+            case (atoms.ABORTED, reason):
+                raise abort_error(reason, self.table, what)
         raise abort_error(result, self.table, what)
 
     def _record(self, key: Any, data: Any) -> tuple[Any, Any, Any]:
@@ -362,10 +359,9 @@ class MnesiaClient:
         what = f"batch of {len(ops)}"
         text = _CHECKED_DURABLE if self.durable else _CHECKED
         result = await self._eval(text, bindings, what, durable=self.durable)
-        if type(result) is tuple and len(result) == 2 and result[0] == _ABORTED:
-            reason = result[1]
-            if type(reason) is tuple and len(reason) == 2 and reason[0] == _CONFLICT:
-                raise Conflict(list(reason[1]))
+        match result:
+            case (atoms.ABORTED, (atoms.CONFLICT, stale)):
+                raise Conflict(list(stale))
         self._unwrap(result, what)
 
     async def insert_if_absent(self, key: Any, data: Any) -> bool:

@@ -16,31 +16,25 @@ from pyrlang_zarr.errors import (
     TableNotFound,
     TransactionError,
 )
-from pyrlang_zarr.term import Atom
+from pyrlang_zarr.term import atoms
 from pyrlang_zarr.term.format import format_term
-
-_NO_EXISTS = Atom("no_exists")
-_NODE_NOT_RUNNING = Atom("node_not_running")
-_NO_MAJORITY = Atom("no_majority")
-_EXIT = Atom("EXIT")
-_ABORTED = Atom("aborted")
 
 
 def abort_error(reason: Any, table: str, what: str) -> PyrlangZarrError:
     """The exception for ``{aborted, Reason}`` of a transaction on ``table``."""
-    if type(reason) is tuple and reason:
-        if reason[0] == _NO_EXISTS:
+    match reason:
+        case (atoms.NO_EXISTS, *_):
             return TableNotFound(f"table_not_found: Mnesia table {table!r} does not exist ({what})")
-        if reason[0] == _NO_MAJORITY:
+        case (atoms.NO_MAJORITY, *_):
             return NoMajority(
                 f"transaction_error: {what} refused: {table!r} is a majority table and this "
                 "node sees fewer than half of its replicas (minority side of a partition); "
                 "nothing was written",
                 reason,
             )
-        if reason[0] == _NODE_NOT_RUNNING:
+        case (atoms.NODE_NOT_RUNNING, *where):
             return MnesiaNotRunning(
-                f"Mnesia is not running on {format_term(reason[1:])} ({what}); set the "
+                f"Mnesia is not running on {format_term(tuple(where))} ({what}); set the "
                 "cluster up first (pyrlang_zarr.mnesia.ensure_table)"
             )
     return TransactionError(f"transaction_error: {what} aborted: {format_term(reason)}", reason)
@@ -48,9 +42,7 @@ def abort_error(reason: Any, table: str, what: str) -> PyrlangZarrError:
 
 def from_rpc_error(error: RpcError, table: str, what: str) -> PyrlangZarrError:
     """Dirty operations and ``mnesia:activity`` exit instead of returning ``{aborted, _}``."""
-    reason = error.reason
-    if type(reason) is tuple and len(reason) == 2 and reason[0] == _EXIT:
-        exit_reason = reason[1]
-        if type(exit_reason) is tuple and len(exit_reason) == 2 and exit_reason[0] == _ABORTED:
-            return abort_error(exit_reason[1], table, what)
+    match error.reason:
+        case (atoms.EXIT, (atoms.ABORTED, reason)):
+            return abort_error(reason, table, what)
     return error

@@ -25,14 +25,10 @@ from typing import Any
 from pyrlang_zarr.erldist import Node, Process
 from pyrlang_zarr.errors import NodeDown, TransactionError
 from pyrlang_zarr.mnesia.setup import start_mnesia, wait_loaded
-from pyrlang_zarr.term import Atom
+from pyrlang_zarr.term import Atom, atoms
 from pyrlang_zarr.term.format import format_term
 
 log = logging.getLogger(__name__)
-
-_OK = Atom("ok")
-_SYSTEM_EVENT = Atom("mnesia_system_event")
-_INCONSISTENT = Atom("inconsistent_database")
 
 
 class MnesiaEvents:
@@ -65,7 +61,7 @@ class MnesiaEvents:
             # a connection from before a partition can look alive until first used; the
             # peer resets it then. Subscribing is idempotent: once more, on a new connection.
             result = await self.node.rpc(peer, "mnesia_subscr", "subscribe", args)
-        if not (type(result) is tuple and result[0] == _OK):
+        if not (type(result) is tuple and result[0] == atoms.OK):
             raise TransactionError(
                 f"could not subscribe to Mnesia events on {peer}: {format_term(result)}", result
             )
@@ -81,17 +77,21 @@ class MnesiaEvents:
         assert self._proc is not None, "use MnesiaEvents as an async context manager"
         while True:
             message = await self._proc.receive(timeout)
-            if type(message) is tuple and len(message) == 2 and message[0] == _SYSTEM_EVENT:
-                event = message[1]
-                if type(event) is tuple and len(event) == 3 and event[0] == _INCONSISTENT:
-                    self.inconsistent.append((event[1], str(event[2])))
+            match message:
+                case (
+                    atoms.MNESIA_SYSTEM_EVENT,
+                    (atoms.INCONSISTENT_DATABASE, context, peer) as event,
+                ):
+                    self.inconsistent.append((context, str(peer)))
                     log.warning(
                         "Mnesia reports an inconsistent database (%s) with %s: the cluster "
                         "was partitioned and both sides ran; recover with recover_partition()",
-                        event[1],
-                        event[2],
+                        context,
+                        peer,
                     )
-                return event
+                    return event
+                case (atoms.MNESIA_SYSTEM_EVENT, event):
+                    return event
 
     async def wait_inconsistent(self, timeout: float) -> tuple[Any, str]:
         """Wait for the first ``inconsistent_database`` event."""
@@ -128,7 +128,7 @@ async def recover_partition(
 
 async def _ok(node: Node, peer: str, function: str, args: list[Any], timeout: float) -> None:
     result = await node.rpc(peer, "mnesia", function, args, timeout=timeout)
-    if result not in (_OK, Atom("stopped")):
+    if result not in (atoms.OK, Atom("stopped")):
         raise TransactionError(
             f"mnesia:{function} on {peer} during recovery: {format_term(result)}", result
         )

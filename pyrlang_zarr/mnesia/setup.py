@@ -27,14 +27,11 @@ from typing import Any
 
 from pyrlang_zarr.erldist import Node
 from pyrlang_zarr.errors import IncompatibleTable, MnesiaNotRunning, TransactionError
-from pyrlang_zarr.term import Atom
+from pyrlang_zarr.term import Atom, atoms
 from pyrlang_zarr.term.format import format_term
 
 TABLE_TYPES = ("ordered_set", "set")
 _YES = Atom("yes")
-_OK = Atom("ok")
-_ATOMIC = Atom("atomic")
-_ABORTED = Atom("aborted")
 _SCHEMA = Atom("schema")
 
 
@@ -82,7 +79,7 @@ async def ensure_mnesia(node: Node, nodes: Sequence[str], *, timeout: float = 30
         has_schema = await asyncio.gather(*(_has_disc_schema(node, n) for n in down))
         if not any(has_schema):
             result = await node.rpc(nodes[0], "mnesia", "create_schema", [[Atom(n) for n in nodes]])
-            if result != _OK:
+            if result != atoms.OK:
                 raise TransactionError(
                     f"mnesia:create_schema({nodes}) failed: {format_term(result)}", result
                 )
@@ -96,21 +93,21 @@ async def ensure_mnesia(node: Node, nodes: Sequence[str], *, timeout: float = 30
         joined = await node.rpc(
             n, "mnesia", "change_config", [Atom("extra_db_nodes"), [Atom(anchor)]]
         )
-        if not (type(joined) is tuple and joined[0] == _OK and Atom(anchor) in joined[1]):
+        if not (type(joined) is tuple and joined[0] == atoms.OK and Atom(anchor) in joined[1]):
             raise TransactionError(
                 f"{n} could not join the Mnesia cluster of {anchor}: {format_term(joined)}", joined
             )
         copy = await node.rpc(
             anchor, "mnesia", "change_table_copy_type", [_SCHEMA, Atom(n), Atom("disc_copies")]
         )
-        if copy != (_ATOMIC, _OK) and not _already(copy, "already_exists"):
+        if copy != (atoms.ATOMIC, atoms.OK) and not _already(copy, "already_exists"):
             raise TransactionError(f"could not give {n} a disc schema: {format_term(copy)}", copy)
 
 
 def _already(result: Any, what: str) -> bool:
     return (
         type(result) is tuple
-        and result[:1] == (_ABORTED,)
+        and result[:1] == (atoms.ABORTED,)
         and type(result[1]) is tuple
         and result[1][:1] == (Atom(what),)
     )
@@ -124,7 +121,7 @@ async def _has_disc_schema(node: Node, peer: str) -> bool:
 
 async def start_mnesia(node: Node, peer: str, timeout: float) -> None:
     result = await node.rpc(peer, "mnesia", "start", [], timeout=timeout)
-    if result != _OK:
+    if result != atoms.OK:
         raise MnesiaNotRunning(f"mnesia:start() on {peer} failed: {format_term(result)}")
 
 
@@ -160,7 +157,7 @@ async def ensure_table(
             (Atom("majority"), bool(majority)),
         ]
         result = await node.rpc(coordinator, "mnesia", "create_table", [tab, definition])
-        if result == (_ATOMIC, _OK):
+        if result == (atoms.ATOMIC, atoms.OK):
             created = True
         elif not _already(result, "already_exists"):  # lost a race: check what exists
             raise TransactionError(
@@ -173,14 +170,14 @@ async def ensure_table(
             result = await node.rpc(
                 coordinator, "mnesia", "add_table_copy", [tab, Atom(n), Atom(info.storage)]
             )
-            if result != (_ATOMIC, _OK) and not _already(result, "already_exists"):
+            if result != (atoms.ATOMIC, atoms.OK) and not _already(result, "already_exists"):
                 raise TransactionError(
                     f"could not add a replica of {table} on {n}: {format_term(result)}", result
                 )
         info = await _describe(node, coordinator, table)
     if majority is not None and info.majority != majority:
         result = await node.rpc(coordinator, "mnesia", "change_table_majority", [tab, majority])
-        if result != (_ATOMIC, _OK):
+        if result != (atoms.ATOMIC, atoms.OK):
             raise TransactionError(
                 f"could not set majority={majority} on {table}: {format_term(result)}", result
             )
@@ -193,7 +190,7 @@ async def wait_loaded(node: Node, peer: str, tabs: list[Atom], timeout: float) -
     """Each replica loads its own copy (from disc or from another replica) after a start."""
     args = [tabs, int(timeout * 1000)]
     waited = await node.rpc(peer, "mnesia", "wait_for_tables", args, timeout=timeout + 5)
-    if waited != _OK:
+    if waited != atoms.OK:
         raise TransactionError(
             f"tables {tabs} not loaded on {peer} within {timeout} s: {format_term(waited)}", waited
         )

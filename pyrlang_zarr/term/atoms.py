@@ -1,0 +1,22 @@
+"""Atoms the library compares replies against, defined once.
+
+``Atom`` is a ``str`` subclass, so these also work as value patterns in ``match``
+statements (``case (atoms.ATOMIC, result):``).
+"""
+
+from pyrlang_zarr.term.types import Atom
+
+OK = Atom("ok")
+ATOMIC = Atom("atomic")
+ABORTED = Atom("aborted")
+EXIT = Atom("EXIT")
+DOWN = Atom("DOWN")
+BADRPC = Atom("badrpc")
+
+# Mnesia's replies and events
+NO_EXISTS = Atom("no_exists")
+NO_MAJORITY = Atom("no_majority")
+NODE_NOT_RUNNING = Atom("node_not_running")
+CONFLICT = Atom("conflict")  # our own abort reason for a checked batch
+MNESIA_SYSTEM_EVENT = Atom("mnesia_system_event")
+INCONSISTENT_DATABASE = Atom("inconsistent_database")
