@@ -40,7 +40,7 @@ from pyrlang_zarr.errors import (
     RpcTimeout,
     TransactionError,
 )
-from pyrlang_zarr.mnesia.errors import abort_error, from_rpc_error
+from pyrlang_zarr.mnesia.aborts import abort_error, from_rpc_error
 from pyrlang_zarr.mnesia.expr import Expressions
 from pyrlang_zarr.term import Atom, ExportFun, atoms
 

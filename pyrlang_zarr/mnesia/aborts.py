@@ -1,4 +1,5 @@
-"""Mnesia's answers mapped onto the library's exceptions.
+"""Mnesia's aborts and exits mapped onto the library's exceptions (defined in
+:mod:`pyrlang_zarr.errors`).
 
 The seed's error names stay recognisable: :class:`TableNotFound` is ``table_not_found``,
 :class:`NotFound` is ``not_found``, :class:`TransactionError` is ``transaction_error``.
