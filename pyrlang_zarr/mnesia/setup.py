@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyrlang_zarr.erldist import Node
+from pyrlang_zarr.erldist.node import split_node_name
 from pyrlang_zarr.errors import IncompatibleTable, MnesiaNotRunning, TransactionError
 from pyrlang_zarr.term import Atom, atoms
 from pyrlang_zarr.term.format import format_term
@@ -52,8 +53,7 @@ def _check_args(nodes: Sequence[str], table: str, table_type: str) -> list[str]:
         raise ValueError(f"nodes must be a non-empty list of node names, got {nodes!r}")
     out = []
     for n in nodes:
-        if not isinstance(n, str) or "@" not in n:
-            raise ValueError(f"bad node name {n!r} in nodes: expected 'name@host'")
+        split_node_name(n)
         if n not in out:
             out.append(str(n))
     if not isinstance(table, str) or not table or len(table.encode()) > 255:
