@@ -1,4 +1,5 @@
-"""Where the cookie comes from: the argument, ``ERLANG_COOKIE``, or ``~/.erlang.cookie``."""
+"""Where the cookie comes from: the argument, ``ERLANG_COOKIE``, ``RELEASE_COOKIE`` (what
+Elixir releases set), or ``~/.erlang.cookie``, in that order."""
 
 from __future__ import annotations
 
@@ -15,15 +16,17 @@ def resolve_cookie(cookie: str | None = None, *, home: Path | None = None) -> st
         if not isinstance(cookie, str):
             raise TypeError(f"cookie must be a str, not {type(cookie).__name__}")
         return _checked(cookie, "the cookie argument")
-    env = os.environ.get("ERLANG_COOKIE")
-    if env:
-        return _checked(env, "ERLANG_COOKIE")
+    for variable in ("ERLANG_COOKIE", "RELEASE_COOKIE"):
+        env = os.environ.get(variable)
+        if env:
+            return _checked(env, variable)
     path = (home or Path.home()) / ".erlang.cookie"
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
         raise AuthenticationError(
-            "no cookie: pass cookie=..., set ERLANG_COOKIE, or create ~/.erlang.cookie"
+            "no cookie: pass cookie=..., set ERLANG_COOKIE (or RELEASE_COOKIE), or create "
+            "~/.erlang.cookie"
         ) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise AuthenticationError(
