@@ -1,8 +1,8 @@
 """End-to-end array throughput through zarr: our array API against zarr's own stores.
 
-    python benchmarks/bench_array.py              # 256 MiB array, 32 MiB slices, 5 reps
-    python benchmarks/bench_array.py --quick      # 32 MiB array, 8 MiB slices, 1 rep
-    python benchmarks/bench_array.py --mib 512 --slice-mib 64 --reps 3 --no-replicated
+    python -m benchmarks.bench_array              # 256 MiB array, 32 MiB slices, 5 reps
+    python -m benchmarks.bench_array --quick      # 32 MiB array, 8 MiB slices, 1 rep
+    python -m benchmarks.bench_array --mib 512 --slice-mib 64 --reps 3 --no-replicated
 
 Writes one float64 array (1024 columns, 1 MiB chunks of (128, 1024)) in row slices and
 reads it back in the same slices, through every backend below, with the same data (a smooth
@@ -37,36 +37,27 @@ import asyncio
 import concurrent.futures
 import contextlib
 import cProfile
-import os
-import platform
 import pstats
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numcodecs
+import numcodecs  # type: ignore[import-untyped]
 import numpy as np
 import zarr
 import zarr.api.asynchronous as zasync
 from zarr.storage import LocalStore, MemoryStore
 
-HERE = Path(__file__).resolve().parent
-# This checkout's package, whatever the install (as in bench_node.py).
-sys.path.insert(0, str(HERE.parent))
-
-import pyrlang_zarr as pz  # noqa: E402
-from pyrlang_zarr.erldist import Node  # noqa: E402
-from pyrlang_zarr.erldist.shared import shared_node  # noqa: E402
-from pyrlang_zarr.testing.cluster import LocalCluster  # noqa: E402
+import pyrlang_zarr as pz
+from benchmarks import harness
+from pyrlang_zarr.erldist import Node
+from pyrlang_zarr.erldist.shared import shared_node
+from pyrlang_zarr.testing.cluster import LocalCluster
 
 MB = 1_000_000
 MIB = 1 << 20
@@ -78,6 +69,17 @@ CODECS: dict[str, Any] = {"zstd": "auto", "none": None}  # "auto": zstd level 0 
 DISC_TABLE = "pzb_array_disc"
 RAM_TABLE = "pzb_array_ram"
 STORE_TABLE = "pzb_array_store"
+
+
+@dataclass(frozen=True)
+class Params:
+    mib: int  # array size
+    slice_mib: int  # rows per set_slice/get_slice (or zarr setitem/getitem), in MiB
+    reps: int  # runs of every backend, interleaved: rep 1 of each, then rep 2 ...
+
+
+FULL = Params(mib=256, slice_mib=32, reps=5)
+QUICK = Params(mib=32, slice_mib=8, reps=1)
 
 
 # -- data and timing ---------------------------------------------------------------------
@@ -97,27 +99,12 @@ def make_data(rows: int) -> np.ndarray[Any, np.dtype[np.float64]]:
 
 
 @dataclass
-class Result:
-    """One backend and codec: per-rep timings (seconds) of writing and reading everything."""
+class Results:
+    """MB/s per rep of every (backend, codec, "write" or "read"), and whether every read of
+    a (backend, codec) returned what was written."""
 
-    backend: str
-    codec: str
-    nbytes: int
-    writes: list[float] = field(default_factory=list)
-    reads: list[float] = field(default_factory=list)
-    ok: bool = True
-
-    @property
-    def write_mbs(self) -> float:
-        return self.nbytes / MB / statistics.median(self.writes)
-
-    @property
-    def read_mbs(self) -> float:
-        return self.nbytes / MB / statistics.median(self.reads)
-
-    def spread(self, which: list[float]) -> str:
-        rates = sorted(self.nbytes / MB / s for s in which)
-        return f"{rates[0]:.0f}-{rates[-1]:.0f}"
+    rates: harness.Reps[tuple[str, str, str]] = field(default_factory=harness.Reps)
+    ok: dict[tuple[str, str], bool] = field(default_factory=dict)
 
 
 Writer = Callable[[np.ndarray[Any, Any], int, int], Awaitable[None]]
@@ -150,24 +137,38 @@ async def run_slices(
 Case = Callable[[np.ndarray[Any, Any], int], Awaitable[tuple[float, float, bool]]]
 
 
+async def create(
+    array_id: str, shape: tuple[int, ...], codec: str, *, cookie: str, nodes: list[str], **kw: Any
+) -> pz.MnesiaArray:
+    """``pz.create`` of a float64 array of ``shape`` in 1 MiB chunks, through ``nodes[0]``."""
+    return await pz.create(
+        array_id=array_id,
+        shape=shape,
+        chunks=(CHUNK_ROWS, COLS),
+        dtype="float64",
+        node=nodes[0],
+        cookie=cookie,
+        nodes=nodes,
+        compressors=CODECS[codec],
+        overwrite=True,
+        **kw,
+    )
+
+
 def array_api_case(
-    codec: str, *, node: str, cookie: str, nodes: list[str], table: str, ram_copies: bool
+    codec: str, *, cookie: str, nodes: list[str], table: str, ram_copies: bool
 ) -> Case:
     """``pz.create`` + ``set_slice``/``get_slice``: one Mnesia transaction per slice."""
 
     async def case(data: np.ndarray[Any, Any], slice_rows: int) -> tuple[float, float, bool]:
-        arr = await pz.create(
-            array_id=f"bench-{codec}",
-            shape=data.shape,
-            chunks=(CHUNK_ROWS, COLS),
-            dtype="float64",
-            node=node,
+        arr = await create(
+            f"bench-{codec}",
+            data.shape,
+            codec,
             cookie=cookie,
             nodes=nodes,
             ram_copies=ram_copies,
             table_name=table,
-            compressors=CODECS[codec],
-            overwrite=True,
         )
 
         async def write(block: np.ndarray[Any, Any], a: int, b: int) -> None:
@@ -247,9 +248,7 @@ def one_node_cases(cluster: LocalCluster) -> list[tuple[str, str, Case]]:
             ("array API, disc_copies", DISC_TABLE, False),
             ("array API, ram_copies", RAM_TABLE, True),
         ):
-            case = array_api_case(
-                codec, node=node, cookie=cookie, nodes=[node], table=table, ram_copies=ram
-            )
+            case = array_api_case(codec, cookie=cookie, nodes=[node], table=table, ram_copies=ram)
             cases.append((label, codec, case))
         label = "zarr on MnesiaStore, disc_copies"
         cases.append((label, codec, mnesia_store_case(codec, node=node, cookie=cookie)))
@@ -260,15 +259,13 @@ def one_node_cases(cluster: LocalCluster) -> list[tuple[str, str, Case]]:
 
 
 def replicated_cases(cluster: LocalCluster) -> list[tuple[str, str, Case]]:
-    node, cookie, nodes = cluster.nodes[0], cluster.cookie, cluster.nodes
+    cookie, nodes = cluster.cookie, cluster.nodes
     label = "array API, disc_copies x2 nodes"
     return [
         (
             label,
             codec,
-            array_api_case(
-                codec, node=node, cookie=cookie, nodes=nodes, table=DISC_TABLE, ram_copies=False
-            ),
+            array_api_case(codec, cookie=cookie, nodes=nodes, table=DISC_TABLE, ram_copies=False),
         )
         for codec in CODECS
     ]
@@ -279,16 +276,15 @@ async def run_cases(
     data: np.ndarray[Any, Any],
     slice_rows: int,
     reps: int,
-    results: dict[tuple[str, str], Result],
+    results: Results,
 ) -> None:
     """Every case once per rep, reps outermost: load that drifts hits every backend alike."""
     for rep in range(reps):
         for backend, codec, case in cases:
-            res = results.setdefault((backend, codec), Result(backend, codec, data.nbytes))
             w, r, ok = await case(data, slice_rows)
-            res.writes.append(w)
-            res.reads.append(r)
-            res.ok = res.ok and ok
+            results.rates.add((backend, codec, "write"), data.nbytes / MB / w)
+            results.rates.add((backend, codec, "read"), data.nbytes / MB / r)
+            results.ok[backend, codec] = results.ok.get((backend, codec), True) and ok
             print(
                 f"  rep {rep + 1}/{reps}  {backend:<34} {codec:<5} "
                 f"write {data.nbytes / MB / w:7.1f}  read {data.nbytes / MB / r:7.1f} MB/s"
@@ -356,9 +352,7 @@ def timed_rpcs() -> Iterator[list[float]]:
         Node.rpc = original  # type: ignore[method-assign]
 
 
-async def profile_call(
-    make: Callable[[], Awaitable[Any]], io_loop: asyncio.AbstractEventLoop, n: int
-) -> Profiled:
+async def profile_call(make: Callable[[], Awaitable[Any]], node: Node, n: int) -> Profiled:
     """Run ``make()`` ``n`` times plain, then ``n`` times under cProfile in every thread it
     uses (the caller's, the node's IO thread, the codec workers)."""
     with timed_rpcs() as plain_walls:
@@ -373,28 +367,16 @@ async def profile_call(
     # thread_time: each thread's CPU time, so waiting (for the GIL, the socket, Mnesia) is
     # not counted as work, and parallel codec workers do not add up their waits.
     main, io_side = cProfile.Profile(time.thread_time), cProfile.Profile(time.thread_time)
-
-    async def on_io(enable: bool) -> None:
-        done = loop.create_future()
-
-        def flip() -> None:  # runs on the node's IO thread: profilers are per thread
-            (io_side.enable if enable else io_side.disable)()
-            loop.call_soon_threadsafe(done.set_result, None)
-
-        io_loop.call_soon_threadsafe(flip)
-        await done
-
-    await on_io(True)
-    with timed_rpcs() as walls:
-        main.enable()
-        t0 = time.perf_counter()
-        try:
-            for _ in range(n):
-                await make()
-        finally:
-            wall = time.perf_counter() - t0
-            main.disable()
-            await on_io(False)
+    async with harness.profiling_io_thread(node, io_side):
+        with timed_rpcs() as walls:
+            main.enable()
+            t0 = time.perf_counter()
+            try:
+                for _ in range(n):
+                    await make()
+            finally:
+                wall = time.perf_counter() - t0
+                main.disable()
     executor.shutdown(wait=True)
     loop.set_default_executor(concurrent.futures.ThreadPoolExecutor())
     return Profiled(
@@ -540,28 +522,23 @@ async def bench_profile(
     node, cookie = cluster.nodes[0], cluster.cookie
     rows = min(PROFILE_MIB * MIB // ROW_BYTES, len(data))
     block = np.ascontiguousarray(data[:rows])
-    arr = await pz.create(
-        array_id=f"bench-profile-{codec}",
-        shape=block.shape,
-        chunks=(CHUNK_ROWS, COLS),
-        dtype="float64",
-        node=node,
+    arr = await create(
+        f"bench-profile-{codec}",
+        block.shape,
+        codec,
         cookie=cookie,
         nodes=[node],
         table_name=DISC_TABLE,
-        compressors=CODECS[codec],
-        overwrite=True,
     )
     try:
         await arr.set_slice(block)  # warm up: connection, parsed expressions, metadata
-        io_loop = shared_node(cookie)._runtime().loop
-        write = await profile_call(lambda: arr.set_slice(block), io_loop, reps)
+        write = await profile_call(lambda: arr.set_slice(block), shared_node(cookie), reps)
         got: list[np.ndarray[Any, Any]] = []
 
         async def read() -> None:
             got[:] = [await arr.get_slice()]
 
-        read_p = await profile_call(read, io_loop, reps)
+        read_p = await profile_call(read, shared_node(cookie), reps)
         if not np.array_equal(got[0], block):
             raise RuntimeError("profiled get_slice returned other data than was written")
     finally:
@@ -572,25 +549,23 @@ async def bench_profile(
 # -- report ------------------------------------------------------------------------------
 
 
-def print_table(results: list[Result]) -> None:
+def table(results: Results) -> str:
     """Medians, ratios to ``MemoryStore`` with the same codec, and each rep's range."""
-    base = {r.codec: r for r in results if r.backend == "zarr MemoryStore"}
-    head = (
-        f"{'backend':<34} | {'codec':<5} | {'write MB/s':>10} | {'read MB/s':>9} | "
-        f"{'write vs Mem':>12} | {'read vs Mem':>11} | {'write range':>11} | "
-        f"{'read range':>11} | ok"
-    )
-    print(head)
-    print("-" * len(head))
-    for r in results:
-        m = base.get(r.codec)
-        wr = f"{r.write_mbs / m.write_mbs:.2f}x" if m else "-"
-        rr = f"{r.read_mbs / m.read_mbs:.2f}x" if m else "-"
-        print(
-            f"{r.backend:<34} | {r.codec:<5} | {r.write_mbs:10.1f} | {r.read_mbs:9.1f} | "
-            f"{wr:>12} | {rr:>11} | {r.spread(r.writes):>11} | {r.spread(r.reads):>11} | "
-            f"{'yes' if r.ok else 'NO'}"
-        )
+    header = "backend|codec|write MB/s|read MB/s|write vs Mem|read vs Mem|write range|read range|ok"
+    ops = ("write", "read")
+    rows = []
+    # our array API first, then the stores, each in the order they ran
+    for backend, codec in sorted(results.ok, key=lambda case: not case[0].startswith("array")):
+        rate = [results.rates.median((backend, codec, op)) for op in ops]
+        mem = [("zarr MemoryStore", codec, op) for op in ops]
+        if ("zarr MemoryStore", codec) in results.ok:
+            vs = [f"{r / results.rates.median(m):.2f}x" for r, m in zip(rate, mem, strict=True)]
+        else:
+            vs = ["-", "-"]
+        spread = [results.rates.spread((backend, codec, op)) for op in ops]
+        ok = "yes" if results.ok[backend, codec] else "NO"
+        rows.append((backend, codec, *(f"{r:.1f}" for r in rate), *vs, *spread, ok))
+    return harness.render(header.split("|"), rows, left={0, 1, 8})
 
 
 def print_split(title: str, p: Profiled) -> None:
@@ -601,10 +576,8 @@ def print_split(title: str, p: Profiled) -> None:
         f"{p.rpc_wall:.3f} s (without the profiler: {p.unprofiled_wall:.3f} s, rpc "
         f"{p.unprofiled_rpc_wall:.3f} s)"
     )
-    print(f"  {'bucket':<32} | {'seconds':>7} | {'share':>6}")
-    print(f"  {'-' * 32}-+-{'-' * 7}-+-{'-' * 6}")
-    for name, secs in split.items():
-        print(f"  {name:<32} | {secs:7.3f} | {100 * secs / p.wall:5.1f}%")
+    rows = [(name, f"{secs:.3f}", f"{100 * secs / p.wall:.1f}%") for name, secs in split.items()]
+    print(harness.render(("bucket", "seconds", "share"), rows, indent="  "))
     print("  CPU per thread and bucket (own time, s; waits excluded):")
     for thread, b in per_thread.items():
         busy = ", ".join(f"{k} {v:.3f}" for k, v in b.items() if k != "idle" and v >= 0.0005)
@@ -614,36 +587,15 @@ def print_split(title: str, p: Profiled) -> None:
         print(f"    {secs:7.3f} s {calls:>6.0f}x  [{thread}] {where}")
 
 
-def environment() -> str:
-    try:
-        otp = subprocess.run(
-            ["erl", "-noshell", "-eval", "io:format(erlang:system_info(otp_release)), halt()."],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        otp = "?"
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"Python {platform.python_version()}, zarr {zarr.__version__}, numcodecs "
-        f"{numcodecs.__version__}, numpy {np.__version__}, OTP {otp}, {os.cpu_count()} CPUs, "
-        f"load {load}"
-    )
-
-
 # -- main --------------------------------------------------------------------------------
 
 
-async def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
-    task = asyncio.current_task()
-    assert task is not None
-    # SIGTERM cancels the run like Ctrl-C does; main() then leaves the ExitStack.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    rows = args.mib * MIB // ROW_BYTES
-    slice_rows = max(args.slice_mib * MIB // ROW_BYTES, CHUNK_ROWS)
+async def amain(settings: harness.Settings[Params]) -> int:
+    p = settings.params
+    rows = p.mib * MIB // ROW_BYTES
+    slice_rows = max(p.slice_mib * MIB // ROW_BYTES, CHUNK_ROWS)
     t_start = time.perf_counter()
+    load_before = harness.load_average()
     data = make_data(rows)
     sample = data[: min(rows, 32 * CHUNK_ROWS)]  # up to 32 chunks, compressed one by one
     zstd = numcodecs.Zstd(level=0)
@@ -655,30 +607,30 @@ async def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         f" = 1 MiB, written and read in slices of {slice_rows} rows "
         f"({slice_rows * ROW_BYTES / MIB:.0f} MiB); zstd keeps {100 * stored / sample.nbytes:.1f} %"
     )
-    print(environment())
-    print(f"running {args.reps} rep(s), all backends in each:", flush=True)
+    print(f"running {p.reps} rep(s), all backends in each:", flush=True)
 
-    results: dict[tuple[str, str], Result] = {}
-    cluster = stack.enter_context(LocalCluster(n=1))
-    await run_cases(one_node_cases(cluster), data, slice_rows, args.reps, results)
-    print("profiling one set_slice and one get_slice per codec ...", flush=True)
-    profiles = {codec: await bench_profile(cluster, data, codec, args.reps) for codec in CODECS}
-    await shared_node(cluster.cookie).close()
-    await asyncio.to_thread(cluster.stop)
-    if args.replicated:
-        cluster2 = stack.enter_context(LocalCluster(n=2))
-        await run_cases(replicated_cases(cluster2), data, slice_rows, args.reps, results)
-        await shared_node(cluster2.cookie).close()
-        await asyncio.to_thread(cluster2.stop)
+    results = Results()
+    async with LocalCluster(n=1) as cluster:
+        node = shared_node(cluster.cookie)
+        erlang = await harness.erlang_release(node, cluster.nodes[0])
+        await run_cases(one_node_cases(cluster), data, slice_rows, p.reps, results)
+        print("profiling one set_slice and one get_slice per codec ...", flush=True)
+        profiles = {codec: await bench_profile(cluster, data, codec, p.reps) for codec in CODECS}
+        await node.close()
+    if settings.args.replicated:
+        async with LocalCluster(n=2) as cluster:
+            await run_cases(replicated_cases(cluster), data, slice_rows, p.reps, results)
+            await shared_node(cluster.cookie).close()
     elapsed = time.perf_counter() - t_start
 
-    order = [r for r in results.values() if r.backend.startswith("array API")]
-    order += [r for r in results.values() if not r.backend.startswith("array API")]
+    versions = {"zarr": zarr.__version__, "numcodecs": numcodecs.__version__}
+    print()
+    print(harness.environment(erlang, load_before, versions={**versions, "numpy": np.__version__}))
     print(
         f"\nthroughput: {data.nbytes / MIB:.0f} MiB float64 in {slice_rows * ROW_BYTES / MIB:.0f}"
-        f" MiB slices, median of {args.reps} rep(s); MB/s of array data (1 MB = 10^6 bytes)"
+        f" MiB slices, median of {p.reps} rep(s); MB/s of array data (1 MB = 10^6 bytes)"
     )
-    print_table(order)
+    print(table(results))
     for codec, (write_p, read_p) in profiles.items():
         print(
             f"\ntime split of our array API: one {PROFILE_MIB} MiB slice, disc_copies, "
@@ -687,40 +639,21 @@ async def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         print_split("set_slice", write_p)
         print_split("get_slice", read_p)
     print(f"\ntotal run time {elapsed:.0f} s")
-    if not all(r.ok for r in results.values()):
+    if not all(results.ok.values()):
         print("DATA MISMATCH: some backend read back other data than was written")
         return 1
     return 0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="32 MiB array, 8 MiB slices")
-    parser.add_argument("--mib", type=int, help="array size in MiB (default 256; --quick: 32)")
-    parser.add_argument(
-        "--slice-mib", type=int, help="rows per set_slice/get_slice in MiB (32; --quick: 8)"
-    )
-    parser.add_argument("--reps", type=int, help="repetitions, median reported (5; --quick: 1)")
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-replicated",
         dest="replicated",
         action="store_false",
         help="skip the two-node replicated disc_copies row",
     )
-    args = parser.parse_args()
-    args.reps = args.reps or (1 if args.quick else 5)
-    args.mib = args.mib or (32 if args.quick else 256)
-    args.slice_mib = args.slice_mib or (8 if args.quick else 32)
-    if args.mib < 1 or args.slice_mib < 1 or args.reps < 1:
-        parser.error("--mib, --slice-mib and --reps must be positive")
-    try:
-        with contextlib.ExitStack() as stack:  # stops the Erlang nodes however we leave
-            code = asyncio.run(run(args, stack))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; the Erlang nodes are stopped", file=sys.stderr)
-        code = 130
-    sys.exit(code)
 
 
 if __name__ == "__main__":
-    main()
+    sizes = {"mib": "array size in MiB", "slice_mib": "MiB per set_slice/get_slice"}
+    sys.exit(harness.main(__doc__, FULL, QUICK, amain, options=sizes, configure=options))

@@ -1,7 +1,7 @@
 """Mnesia through our client: how listing scales, and what transactions per chunk cost.
 
-    python benchmarks/bench_mnesia.py            # full run (a few minutes)
-    python benchmarks/bench_mnesia.py --quick    # smaller counts (under a minute)
+    python -m benchmarks.bench_mnesia            # full run (a few minutes)
+    python -m benchmarks.bench_mnesia --quick    # smaller counts (under a minute)
 
 Starts its own two-node ``LocalCluster`` (Mnesia tables replicated on both nodes) and measures:
 
@@ -22,14 +22,11 @@ No assertions on timings: it prints the environment and two tables, and exits 0.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import dataclasses
 import json
 import os
-import platform
 import secrets
-import shutil
-import signal
 import statistics
 import sys
 import time
@@ -37,25 +34,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-# This checkout's package, whatever the install (see bench_node.py).
-sys.path.insert(0, str(HERE.parent))
+from benchmarks import harness
+from pyrlang_zarr import Atom, ExportFun, Node
+from pyrlang_zarr.mnesia import MnesiaClient, ensure_table
+from pyrlang_zarr.testing.cluster import LocalCluster
 
-from pyrlang_zarr import Atom, ExportFun, Node  # noqa: E402
-from pyrlang_zarr.mnesia import MnesiaClient, ensure_table  # noqa: E402
-from pyrlang_zarr.testing.cluster import LocalCluster  # noqa: E402
-
-ESCRIPT = HERE / "native_mnesia.escript"
+ESCRIPT = Path(__file__).resolve().parent / "native_mnesia.escript"
 KIB = 1 << 10
 MIB = 1 << 20
 NATIVE_DEADLINE = 1800  # seconds; the escript halts itself after this long
 LIST_TABLES = {"set": "pzb_list_set", "ordered_set": "pzb_list_oset"}
 WRITE_TABLES = {"disc_copies": "pzb_write_disc", "ram_copies": "pzb_write_ram"}
 ATOMIC_OK = (Atom("atomic"), Atom("ok"))
-LOCK_TABLE = ExportFun("mnesia", "write_lock_table", 1)
-WRITE = ExportFun("mnesia", "write", 1)
-ZIPWITH = ExportFun("lists", "zipwith", 3)
-APPLY = ExportFun("erlang", "apply", 2)
+LOCK_TABLE = ExportFun(Atom("mnesia"), Atom("write_lock_table"), 1)
+WRITE = ExportFun(Atom("mnesia"), Atom("write"), 1)
+ZIPWITH = ExportFun(Atom("lists"), Atom("zipwith"), 3)
+APPLY = ExportFun(Atom("erlang"), Atom("apply"), 2)
 FILL_BATCH = 4096  # records per transaction while filling the listing tables
 CHUNK_DATA = b"0123456789abcdef"  # 16 bytes in every listing-table record
 WRITERS = 8
@@ -80,13 +74,9 @@ FULL = Params(
     ram_writes={KIB: (4096, 64), 64 * KIB: (1024, 64), MIB: (64, 8)},
     reps=5,
 )
-QUICK = Params(
-    others=(10, 100, 300),
-    listed=(64, 256, 1024, 4096),
-    list_calls=9,
-    writes={KIB: (1024, 64), 64 * KIB: (256, 64), MIB: (32, 8)},
-    ram_writes={KIB: (1024, 64), 64 * KIB: (256, 64), MIB: (32, 8)},
-    reps=1,
+QUICK_WRITES = {KIB: (1024, 64), 64 * KIB: (256, 64), MIB: (32, 8)}
+QUICK = dataclasses.replace(
+    FULL, others=(10, 100, 300), list_calls=9, writes=QUICK_WRITES, ram_writes=QUICK_WRITES, reps=1
 )
 
 
@@ -109,21 +99,6 @@ def listed_id(chunks: int) -> bytes:
 
 def fmt_size(size: int) -> str:
     return f"{size // MIB} MiB" if size >= MIB else f"{size // KIB} KiB"
-
-
-def render(header: tuple[str, ...], rows: list[tuple[str, ...]], left: set[int]) -> str:
-    """A Markdown table; the columns in ``left`` left-aligned, the others right-aligned."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for n, row in enumerate([header, *rows]):
-        cells = [
-            c.ljust(w) if i in left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-        if n == 0:
-            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
 
 
 async def rpc_ok(node: Node, peer: str, module: str, function: str, args: list[Any]) -> None:
@@ -181,8 +156,7 @@ async def bench_listing(node: Node, nodes: list[str], p: Params) -> list[tuple[s
         size = await node.rpc(nodes[0], "mnesia", "table_info", [table, Atom("size")])
         # alternate which table goes first, so drift hits both alike
         ms: dict[str, float] = {}
-        order = (set_client, oset_client) if len(rows) % 2 == 0 else (oset_client, set_client)
-        for c in order:
+        for c in harness.alternate(len(rows), set_client, oset_client):
             ms[c.table] = await time_listing(c, listed_id(listed), listed, p.list_calls)
         a, b = ms[set_client.table], ms[oset_client.table]
         print(
@@ -257,21 +231,9 @@ class Native:
 
     @classmethod
     async def start(cls, server: str, cookie: str) -> Native:
-        escript = shutil.which("escript")
-        if escript is None:
-            raise FileNotFoundError("`escript` not found on PATH (it comes with Erlang/OTP)")
-        proc = await asyncio.create_subprocess_exec(
-            escript,
-            str(ESCRIPT),
-            server,
-            cookie,
-            f"pzbench-{secrets.token_hex(4)}",
-            str(NATIVE_DEADLINE),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,  # a Ctrl-C reaches us, and we stop it ourselves
-        )
+        name = f"pzbench-{secrets.token_hex(4)}"
+        args = (server, cookie, name, NATIVE_DEADLINE)
+        proc = await harness.start_escript(ESCRIPT, *args, stdin=asyncio.subprocess.PIPE)
         native = cls(proc, {})
         try:
             native.info = await native._answer(60)
@@ -294,7 +256,8 @@ class Native:
                     + err.decode(errors="replace")
                 )
             if line.startswith(b"{"):
-                return json.loads(line)
+                answer: dict[str, Any] = json.loads(line)
+                return answer
 
     async def run(self, table: str, size: int, mode: str, n: int, param: int) -> int:
         """Nanoseconds the escript measured for one run."""
@@ -359,13 +322,12 @@ async def bench_writes(
     await ensure_table(node, nodes, table, ram_copies=storage == "ram_copies")
     client = MnesiaClient(node, table, nodes[0], timeout=300)
     blobs = {size: os.urandom(size) for size in cells}  # one bytes object per chunk size
-    mbps: dict[tuple[int, str, str], list[float]] = {}
+    mbps: harness.Reps[tuple[int, str, str]] = harness.Reps()
     turn = 0
     for rep in range(reps):
         for size, (n, batch) in cells.items():
             for mode, param, label in write_modes(batch):
-                # alternate who goes first: background load drifts, and hits both alike
-                for side in ("ours", "native") if turn % 2 == 0 else ("native", "ours"):
+                for side in harness.alternate(turn, "ours", "native"):
                     await reset_table(node, nodes, table)
                     if side == "ours":
                         t0 = time.perf_counter_ns()
@@ -374,21 +336,21 @@ async def bench_writes(
                     else:
                         ns = await native.run(table, size, mode, n, param)
                     await check_count(node, nodes, table, n, f"{side} {mode}")
-                    mbps.setdefault((size, mode, side), []).append(n * size / 1e6 / (ns / 1e9))
+                    mbps.add((size, mode, side), n * size / 1e6 / (ns / 1e9))
                 turn += 1
-                ours, nat = (mbps[size, mode, side][-1] for side in ("ours", "native"))
+                ours, nat = (mbps.last((size, mode, side)) for side in ("ours", "native"))
                 print(
                     f"  rep {rep + 1}/{reps} {storage} {fmt_size(size)} {label}: "
                     f"ours {ours:.1f} MB/s, native {nat:.1f} MB/s",
                     flush=True,
                 )
     await reset_table(node, nodes, table)
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for size, (n, batch) in cells.items():
         for mode, _, label in write_modes(batch):
-            ours_all, nat_all = mbps[size, mode, "ours"], mbps[size, mode, "native"]
-            ours, nat = statistics.median(ours_all), statistics.median(nat_all)
-            per_rep = " ".join(f"{a / b:.2f}" for a, b in zip(ours_all, nat_all, strict=True))
+            ours_key, nat_key = (size, mode, "ours"), (size, mode, "native")
+            ours, nat = mbps.median(ours_key), mbps.median(nat_key)
+            per_rep = mbps.ratios(ours_key, nat_key)
             rows.append(
                 (
                     fmt_size(size),
@@ -407,100 +369,69 @@ async def bench_writes(
 # -- main -----------------------------------------------------------------------------------
 
 
-def environment(otp: str, erts: str, info: dict[str, Any], load: tuple[float, float]) -> str:
-    return (
-        f"Python {platform.python_version()} ({platform.python_implementation()}), "
-        f"OTP {otp} (erts {erts}), {os.cpu_count()} cores, "
-        f"{platform.system()} {platform.release()} {platform.machine()}\n"
-        f"2 Mnesia nodes (LocalCluster) and the native client: +S 1 +sbwt none +sbwtdcpu none "
-        f"+sbwtdio none +zdbbl 65536; native client {info.get('node', '?')} "
-        f"hidden: {info.get('hidden', '?')}\n"
-        f"load average (1 min) before/after: {load[0]:.2f} / {load[1]:.2f}"
-    )
-
-
-async def amain(args: argparse.Namespace) -> int:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    p = QUICK if args.quick else FULL
+async def amain(settings: harness.Settings[Params]) -> int:
+    p = settings.params
     started = time.perf_counter()
-    load_before = os.getloadavg()[0]
-    cluster = LocalCluster(n=2)
-    await asyncio.to_thread(cluster.start)
-    native: Native | None = None
-    try:
+    load_before = harness.load_average()
+    async with LocalCluster(n=2) as cluster, Node(cookie=cluster.cookie) as node:
         nodes = cluster.nodes
-        async with Node(cookie=cluster.cookie) as node:
-            otp = await node.rpc(nodes[0], "erlang", "system_info", [Atom("otp_release")])
-            erts = await node.rpc(nodes[0], "erlang", "system_info", [Atom("version")])
-            print(f"cluster {nodes}; {'quick' if args.quick else 'full'} mode", flush=True)
-            print("1. listing ...", flush=True)
-            list_rows = await bench_listing(node, nodes, p)
-            print("2. writes ...", flush=True)
-            native = await Native.start(nodes[0], cluster.cookie)
+        erlang = await harness.erlang_release(node, nodes[0])
+        print(f"cluster {nodes}; {settings.mode} mode", flush=True)
+        print("1. listing ...", flush=True)
+        list_rows = await bench_listing(node, nodes, p)
+        print("2. writes ...", flush=True)
+        native = await Native.start(nodes[0], cluster.cookie)
+        try:
             write_rows = await bench_writes(node, nodes, native, "disc_copies", p.writes, p.reps)
             if p.ram_writes:
                 write_rows += await bench_writes(
                     node, nodes, native, "ram_copies", p.ram_writes, p.reps
                 )
-        otp_s, erts_s = bytes(otp).decode(), bytes(erts).decode()
-        print()
-        print(environment(otp_s, erts_s, native.info, (load_before, os.getloadavg()[0])))
-        print()
-        print(
-            f"Listing one array: keys_under(ArrayId), i.e. mnesia:dirty_select returning keys "
-            f"only; ram_copies on both nodes, arrays of 256 chunks of 16 B around the listed "
-            f"one; median of {p.list_calls} calls, ms, rpc included"
-        )
-        print()
-        header = (
-            "series",
-            "arrays",
-            "records",
-            "listed chunks",
-            "set ms",
-            "ordered_set ms",
-            "set/ordered_set",
-        )
-        print(render(header, list_rows, {0}))
-        print()
-        print(
-            f"Writes through rex on node 1 of 2, ordered_set replicated on both nodes; median "
-            f"of {p.reps} run(s) per cell and client, table emptied and transaction logs dumped "
-            f"before each run; MB/s = 10^6 bytes/s"
-        )
-        print()
-        header = (
-            "chunk",
-            "storage",
-            "mode",
-            "data per run",
-            "ours MB/s",
-            "native MB/s",
-            "ours/native",
-            "ours/native per rep",
-        )
-        print(render(header, write_rows, {0, 1, 2, 7}))
-        print()
-        print(f"total {time.perf_counter() - started:.0f} s")
-        return 0
-    finally:
-        if native is not None:
+        finally:
             await native.stop()
-        await asyncio.to_thread(cluster.stop)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="small counts (under a minute)")
-    args = parser.parse_args(argv)
-    try:
-        return asyncio.run(amain(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted", file=sys.stderr)
-        return 130
+    info = native.info
+    note = f"2 Mnesia nodes (LocalCluster); native client {info['node']} hidden: {info['hidden']}"
+    print()
+    print(harness.environment(erlang, load_before, notes=[note]))
+    print()
+    print(
+        f"Listing one array: keys_under(ArrayId), i.e. mnesia:dirty_select returning keys "
+        f"only; ram_copies on both nodes, arrays of 256 chunks of 16 B around the listed "
+        f"one; median of {p.list_calls} calls, ms, rpc included"
+    )
+    print()
+    header: tuple[str, ...] = (
+        "series",
+        "arrays",
+        "records",
+        "listed chunks",
+        "set ms",
+        "ordered_set ms",
+        "set/ordered_set",
+    )
+    print(harness.render(header, list_rows, {0}))
+    print()
+    print(
+        f"Writes through rex on node 1 of 2, ordered_set replicated on both nodes; median "
+        f"of {p.reps} run(s) per cell and client, table emptied and transaction logs dumped "
+        f"before each run; MB/s = 10^6 bytes/s"
+    )
+    print()
+    header = (
+        "chunk",
+        "storage",
+        "mode",
+        "data per run",
+        "ours MB/s",
+        "native MB/s",
+        "ours/native",
+        "ours/native per rep",
+    )
+    print(harness.render(header, write_rows, {0, 1, 2, 7}))
+    print()
+    print(f"total {time.perf_counter() - started:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main(__doc__, FULL, QUICK, amain))

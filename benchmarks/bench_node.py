@@ -1,8 +1,8 @@
 """Our Python hidden node against a native BEAM hidden node, side by side, in one run.
 
-    python benchmarks/bench_node.py            # full run: 5 alternating reps (about 30 s)
-    python benchmarks/bench_node.py --quick    # smaller counts (a few seconds)
-    python benchmarks/bench_node.py --profile download   # cProfile our side of one metric
+    python -m benchmarks.bench_node            # full run: 5 alternating reps (about 30 s)
+    python -m benchmarks.bench_node --quick    # smaller counts (a few seconds)
+    python -m benchmarks.bench_node --profile download   # cProfile our side of one metric
 
 Starts one local Erlang node (``LocalCluster(n=1)``) as the server, then measures the same
 four things for two clients of it: our ``Node`` (caller on the main asyncio loop, sockets on
@@ -17,33 +17,25 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import dataclasses
 import io
 import json
 import os
-import platform
 import pstats
 import secrets
-import shutil
-import signal
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-# This checkout's package, whatever the install: a stale editable install can resolve
-# ``pyrlang_zarr`` to an empty namespace package when run from outside the repo root.
-sys.path.insert(0, str(HERE.parent))
+from benchmarks import harness
+from pyrlang_zarr import Atom, Node
+from pyrlang_zarr.testing.cluster import LocalCluster
 
-from pyrlang_zarr import Atom, Node  # noqa: E402
-from pyrlang_zarr.testing.cluster import LocalCluster  # noqa: E402
-
-ESCRIPT = HERE / "native_client.escript"
+ESCRIPT = Path(__file__).resolve().parent / "native_client.escript"
 MIB = 1 << 20
 BLOB_KEY = Atom("pz_bench_blob")
 NATIVE_DEADLINE = 900  # seconds; the escript halts itself after this long
@@ -179,23 +171,9 @@ async def run_ours(node: Node, server: str, p: Params) -> Raw:
 
 
 async def run_native(server: str, cookie: str, p: Params) -> tuple[Raw, dict[str, Any]]:
-    escript = shutil.which("escript")
-    if escript is None:
-        raise FileNotFoundError("`escript` not found on PATH (it comes with Erlang/OTP)")
     name = f"pzbench-{secrets.token_hex(4)}"
     counts = (p.warmup, p.lat, p.up, p.down, p.conc, p.rounds, NATIVE_DEADLINE)
-    proc = await asyncio.create_subprocess_exec(
-        escript,
-        str(ESCRIPT),
-        server,
-        cookie,
-        name,
-        *map(str, counts),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,  # a Ctrl-C reaches us, and we stop it ourselves
-    )
+    proc = await harness.start_escript(ESCRIPT, server, cookie, name, *counts)
     try:
         async with asyncio.timeout(NATIVE_DEADLINE + 30):
             out, err = await proc.communicate()
@@ -223,71 +201,53 @@ def fmt(value: float) -> str:
     return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
-def table(ours: list[Raw], native: list[Raw]) -> str:
+def record(reps: harness.Reps[tuple[str, str]], side: str, raw: Raw) -> None:
+    for m in METRICS:
+        reps.add((m.name, side), m.get(raw))
+
+
+def table(reps: harness.Reps[tuple[str, str]]) -> str:
     """Medians over the repetitions; the last column shows each repetition's ratio."""
     header = ("metric", "ours", "native", "ours/native", "target", "", "ratio per rep")
-    rows = [header]
+    rows = []
     for m in METRICS:
-        a = statistics.median(m.get(r) for r in ours)
-        b = statistics.median(m.get(r) for r in native)
-        ratio = a / b
+        ours, native = (m.name, "ours"), (m.name, "native")
+        ratio = reps.median(ours) / reps.median(native)
         if m.target is None:
             target, verdict = "-", ""
         elif m.higher_is_better:
             target, verdict = f">= {m.target}x", "ok" if ratio >= m.target else "MISS"
         else:
             target, verdict = f"<= {m.target}x", "ok" if ratio <= m.target else "MISS"
-        per_rep = " ".join(f"{m.get(x) / m.get(y):.2f}" for x, y in zip(ours, native, strict=True))
         rows.append(
-            (f"{m.name} ({m.unit})", fmt(a), fmt(b), f"{ratio:.2f}x", target, verdict, per_rep)
+            (
+                f"{m.name} ({m.unit})",
+                fmt(reps.median(ours)),
+                fmt(reps.median(native)),
+                f"{ratio:.2f}x",
+                target,
+                verdict,
+                reps.ratios(ours, native),
+            )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = []
-    for i, row in enumerate(rows):
-        cells = [
-            cell.ljust(w) if j in (0, len(row) - 1) else cell.rjust(w)
-            for j, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-        if i == 0:
-            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
-
-
-def environment(native: dict[str, Any], load: tuple[float, ...]) -> str:
-    return (
-        f"Python {platform.python_version()} ({platform.python_implementation()}), "
-        f"OTP {native.get('otp', '?')} (erts {native.get('erts', '?')}), "
-        f"{os.cpu_count()} cores, {platform.system()} {platform.release()} {platform.machine()}\n"
-        f"BEAM nodes: +S 1 +sbwt none +sbwtdcpu none +sbwtdio none; "
-        f"load average before/after: {load[0]:.2f} / {load[1]:.2f}"
-    )
+    return harness.render(header, rows, left={0, len(header) - 1})
 
 
 # -- profiling ------------------------------------------------------------------------------
 
 
 @contextlib.asynccontextmanager
-async def profiled(node: Node, out_dir: Path, label: str):  # type: ignore[no-untyped-def]
+async def profiled(node: Node, out_dir: Path, label: str) -> AsyncIterator[None]:
     """cProfile both the caller's thread and the node's IO thread (profilers are per thread)."""
-    io_loop = node._runtime().loop  # the node's own loop: where framing and codecs run
     caller, io_side = cProfile.Profile(), cProfile.Profile()
-    ready = asyncio.get_running_loop().create_future()
-
-    def on_io(enable: bool) -> None:
-        (io_side.enable if enable else io_side.disable)()
-        ready.get_loop().call_soon_threadsafe(ready.set_result, None)
-
-    io_loop.call_soon_threadsafe(on_io, True)
-    await ready
-    caller.enable()
     try:
-        yield
+        async with harness.profiling_io_thread(node, io_side):
+            caller.enable()
+            try:
+                yield
+            finally:
+                caller.disable()
     finally:
-        caller.disable()
-        ready = asyncio.get_running_loop().create_future()
-        io_loop.call_soon_threadsafe(on_io, False)
-        await ready
         out_dir.mkdir(parents=True, exist_ok=True)
         for who, prof in (("caller", caller), ("io", io_side)):
             path = out_dir / f"{label}-{who}.prof"
@@ -317,56 +277,38 @@ async def run_profile(node: Node, server: str, p: Params, what: str, out_dir: Pa
 # -- main -----------------------------------------------------------------------------------
 
 
-async def amain(args: argparse.Namespace) -> int:
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    p = QUICK if args.quick else FULL
-    if args.reps is not None:
-        p = dataclasses.replace(p, reps=max(1, args.reps))
-    cluster = LocalCluster(n=1)
-    await asyncio.to_thread(cluster.start)
-    try:
+async def amain(settings: harness.Settings[Params]) -> int:
+    p, args = settings.params, settings.args
+    load_before = harness.load_average()
+    async with LocalCluster(n=1) as cluster, Node(cookie=cluster.cookie) as node:
         server = cluster.nodes[0]
-        async with Node(cookie=cluster.cookie) as node:
-            blob = os.urandom(MIB)  # stored on the server once: downloads cost no generation
-            await node.rpc(server, "persistent_term", "put", [BLOB_KEY, blob])
-            if args.profile:
-                await run_profile(node, server, p, args.profile, Path(args.profile_dir))
-                return 0
-            mode = "quick" if args.quick else "full"
-            print(f"server {server}; {mode} mode: {p}", flush=True)
-            load_before = os.getloadavg()[0]
-            ours: list[Raw] = []
-            native: list[Raw] = []
-            for rep in range(p.reps):
-                # Alternate who goes first: background load drifts, and hits both alike.
-                for side in ("ours", "native") if rep % 2 == 0 else ("native", "ours"):
-                    print(f"rep {rep + 1}/{p.reps}: measuring {side} ...", flush=True)
-                    if side == "ours":
-                        ours.append(await run_ours(node, server, p))
-                    else:
-                        raw, info = await run_native(server, cluster.cookie, p)
-                        native.append(raw)
-        print()
-        print(environment(info, (load_before, os.getloadavg()[0])))
-        print(f"native client {info['node']} hidden: {info['hidden']}; medians of {p.reps} reps")
-        print()
-        print(table(ours, native))
-        print()
-        print("ratio = ours/native; throughput wants >= target, latency wants <= target.")
-        return 0
-    finally:
-        await asyncio.to_thread(cluster.stop)
+        blob = os.urandom(MIB)  # stored on the server once: downloads cost no generation
+        await node.rpc(server, "persistent_term", "put", [BLOB_KEY, blob])
+        if args.profile:
+            await run_profile(node, server, p, args.profile, Path(args.profile_dir))
+            return 0
+        print(f"server {server}; {settings.mode} mode: {p}", flush=True)
+        erlang = await harness.erlang_release(node, server)
+        reps: harness.Reps[tuple[str, str]] = harness.Reps()
+        for rep in range(p.reps):
+            for side in harness.alternate(rep, "ours", "native"):
+                print(f"rep {rep + 1}/{p.reps}: measuring {side} ...", flush=True)
+                if side == "ours":
+                    record(reps, side, await run_ours(node, server, p))
+                else:
+                    raw, info = await run_native(server, cluster.cookie, p)
+                    record(reps, side, raw)
+    print()
+    print(harness.environment(erlang, load_before))
+    print(f"native client {info['node']} hidden: {info['hidden']}; medians of {p.reps} reps")
+    print()
+    print(table(reps))
+    print()
+    print("ratio = ours/native; throughput wants >= target, latency wants <= target.")
+    return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="small counts (a few seconds)")
-    parser.add_argument(
-        "--reps", type=int, help="whole measurement sets per client (default: 5, quick: 1)"
-    )
+def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile",
         choices=("latency", "upload", "download", "concurrent"),
@@ -377,13 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         default=str(Path(tempfile.gettempdir()) / "pz-bench-profiles"),
         help="where --profile saves its .prof files (default: %(default)s)",
     )
-    args = parser.parse_args(argv)
-    try:
-        return asyncio.run(amain(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main(__doc__, FULL, QUICK, amain, configure=options))
