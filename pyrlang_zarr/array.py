@@ -40,7 +40,8 @@ from zarr.storage import StorePath
 
 from pyrlang_zarr.errors import NotFound, PossiblyStaleRead, TransactionError
 from pyrlang_zarr.mnesia.client import Conflict, Delete, MnesiaClient, Op, Write
-from pyrlang_zarr.store import DEFAULT_TABLE, MnesiaStore
+from pyrlang_zarr.settings import DEFAULT_TABLE, StoreSettings
+from pyrlang_zarr.store import MnesiaStore
 
 MAX_RETRIES = 20
 
@@ -83,7 +84,7 @@ class _Overlay(Store):
         return other is self
 
     async def _mkey(self, key: str) -> Any:
-        return await self.base._mkey(key)
+        return await self.base.record_key(key)
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
@@ -203,7 +204,7 @@ class MnesiaArray:
         stop: Sequence[int] | None = None,
     ) -> None:
         """Write ``data`` into ``[start, stop)``: every chunk it touches, or none of them."""
-        self.store._check_writable()
+        self.store.check_writable()
         start, stop = self._region(start, stop)
         values = np.asarray(data)
         want = tuple(b - a for a, b in zip(start, stop, strict=True))
@@ -217,7 +218,7 @@ class MnesiaArray:
             )
         if 0 in want:
             return
-        client = await self.store._ready()
+        client = await self.store.client()
         selection = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
         for _attempt in range(MAX_RETRIES):
             overlay = _Overlay(self.store, client, None)
@@ -248,9 +249,9 @@ class MnesiaArray:
             if all(b > a for a, b in zip(start, stop, strict=True))
             else []
         )
-        client = await self.store._ready()
-        mkeys = [await self.store._mkey(k) for k in keys]
-        if self.store.majority:
+        client = await self.store.client()
+        mkeys = await self.store.record_keys(keys)
+        if self.store.settings.majority:
             found, _ = await asyncio.gather(
                 client.read_many(mkeys, consistent=True), self._warn_if_minority(client)
             )
@@ -311,7 +312,7 @@ async def create(
         raise TypeError(f"dtype {dtype!r} is not a numpy dtype: {exc}") from None
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
-    store = MnesiaStore(  # validates array_id, node and nodes before anything is sent
+    settings = StoreSettings(  # validates array_id, node and nodes before anything is sent
         array_id,
         node=node,
         cookie=cookie,
@@ -321,7 +322,7 @@ async def create(
         majority=majority,
         durable=durable,
     )
-    await store._ensure_open()
+    store = await MnesiaStore.open(settings)  # connects; sets up the table on ``nodes``
     array = await zasync.create_array(
         store,
         shape=shape_t,
@@ -347,16 +348,17 @@ async def open(
     durable: bool = False,
 ) -> MnesiaArray:
     """Open an existing array; :class:`NotFound` if there is none under ``array_id``."""
-    probe = MnesiaStore(  # read-only: looking for the array sets nothing up on the cluster
+    settings = StoreSettings(
         array_id,
         node=node,
         cookie=cookie,
         table_name=table_name,
         nodes=nodes,
         majority=majority,
-        read_only=True,
         durable=durable,
     )
+    # read-only: looking for the array sets nothing up on the cluster
+    probe = MnesiaStore(settings, read_only=True)
     if not await probe.exists("zarr.json") and not await probe.exists(".zarray"):
         raise NotFound(
             f"not_found: no array {array_id!r} in table {table_name!r} (via {probe.node})"

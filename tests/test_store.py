@@ -36,7 +36,7 @@ def table(cluster: LocalCluster) -> str:
 
 async def raw_layout(store: MnesiaStore) -> KeyLayout:
     """The key layout computed from the raw metadata records, not by the store."""
-    node = shared_node(store._cookie)
+    node = shared_node(store.settings.cookie)
     aid = store.array_id.encode()
     chunks = None
     for key, x in ((ROOT_METADATA_KEY, METADATA), (V2_ARRAY_METADATA_KEY, b".zarray")):
@@ -55,7 +55,7 @@ class TestMnesiaStore(StoreTests[MnesiaStore, cpu.Buffer]):
     buffer_cls = cpu.Buffer
 
     async def set(self, store: MnesiaStore, key: str, value: Buffer) -> None:
-        node = shared_node(store._cookie)
+        node = shared_node(store.settings.cookie)
         record = (Atom(TABLE), await raw_key(store, key), value.to_bytes())
         write = ExportFun("mnesia", "write", 1)
         assert await node.rpc(store.node, "mnesia", "transaction", [write, [record]]) == (
@@ -64,7 +64,7 @@ class TestMnesiaStore(StoreTests[MnesiaStore, cpu.Buffer]):
         )
 
     async def get(self, store: MnesiaStore, key: str) -> Buffer:
-        node = shared_node(store._cookie)
+        node = shared_node(store.settings.cookie)
         recs = await node.rpc(
             store.node, "mnesia", "dirty_read", [Atom(TABLE), await raw_key(store, key)]
         )
@@ -83,7 +83,8 @@ class TestMnesiaStore(StoreTests[MnesiaStore, cpu.Buffer]):
     def test_store_repr(self, store: MnesiaStore) -> None:
         text = repr(store)
         assert text.startswith("MnesiaStore(array_id='suite-") and store.node in text
-        assert store._cookie not in text and store._cookie not in str(store)
+        cookie = store.settings.cookie
+        assert cookie and cookie not in text and cookie not in str(store)
 
     def test_store_supports_writes(self, store: MnesiaStore) -> None:
         assert store.supports_writes
