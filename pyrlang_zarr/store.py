@@ -7,8 +7,10 @@ Mnesia adds is done where it is cheapest: byte ranges and sizes are cut on the s
 ``delete_dir``/``clear`` delete in one transaction. Every write is its own transaction, as
 for any zarr store; the array API (``pyrlang_zarr.array``) commits whole slices atomically.
 
-The store pickles its configuration only (dask, multiprocessing) and connects lazily,
-through one hidden node per process and cookie, from whatever event loop calls it.
+The store is its configuration, a frozen :class:`~pyrlang_zarr.settings.StoreSettings`
+plus zarr's ``read_only``: that is all it pickles (dask, multiprocessing) and compares. It
+connects lazily, through one hidden node per process and cookie, from whatever event loop
+calls it.
 """
 
 from __future__ import annotations
