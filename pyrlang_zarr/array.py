@@ -4,124 +4,42 @@ zarr does the chunking and the codecs; this module adds what ExZarr's Mnesia bac
 promises and more:
 
 - ``set_slice`` commits every chunk it touches in **one** Mnesia transaction: all or none.
-  zarr's own write path runs against an overlay that buffers the chunk writes and notes
-  an md5 of every chunk it had to read (a partial chunk is read, merged and rewritten);
-  the commit checks on the server that those chunks are unchanged, then writes. A
+  zarr's own write path runs against a :class:`~pyrlang_zarr.overlay.WriteBuffer` that
+  keeps the chunk writes and notes an md5 of every chunk it had to read (a partial chunk
+  is read, merged and rewritten); the commit checks on the server that those chunks are
+  unchanged, then writes. A
   concurrent writer to the same chunk makes the commit retry from the start, so no update
   is lost (ExZarr's per-chunk read-modify-write can lose one).
 - ``get_slice`` reads every chunk it needs in one transaction: a consistent set of chunks,
   never half of a concurrent ``set_slice``.
 - Bad arguments raise ``ValueError``/``TypeError``/``IndexError`` before anything is sent.
+
+The records are reached through the store's public seam only (``client``, ``record_keys``,
+``check_writable``), and stores are opened with zarr's public ``Store.open``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import warnings
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import zarr
 import zarr.api.asynchronous as zasync
-from zarr.abc.store import (
-    ByteRequest,
-    OffsetByteRequest,
-    RangeByteRequest,
-    Store,
-    SuffixByteRequest,
-)
-from zarr.core.array import AsyncArray
-from zarr.core.buffer import Buffer, BufferPrototype
+from zarr import AsyncArray
+from zarr.abc.store import Store
 from zarr.storage import StorePath
 
 from pyrlang_zarr.errors import NotFound, PossiblyStaleRead, TransactionError
-from pyrlang_zarr.mnesia.client import Conflict, Delete, MnesiaClient, Op, Write
-from pyrlang_zarr.store import DEFAULT_TABLE, MnesiaStore
+from pyrlang_zarr.mnesia.client import Conflict, MnesiaClient
+from pyrlang_zarr.overlay import Snapshot, WriteBuffer
+from pyrlang_zarr.settings import DEFAULT_TABLE, StoreSettings
+from pyrlang_zarr.store import MnesiaStore
 
 MAX_RETRIES = 20
-
-
-def _slice_bytes(data: bytes | memoryview, byte_range: ByteRequest | None) -> bytes | memoryview:
-    if byte_range is None:
-        return data
-    if isinstance(byte_range, RangeByteRequest):
-        return data[byte_range.start : byte_range.end]
-    if isinstance(byte_range, OffsetByteRequest):
-        return data[byte_range.offset :]
-    if isinstance(byte_range, SuffixByteRequest):
-        return data[-byte_range.suffix :] if byte_range.suffix else b""
-    raise TypeError(f"Unexpected byte_range, got {byte_range!r}")
-
-
-class _Overlay(Store):
-    """What zarr sees during one ``set_slice``/``get_slice``: chunk keys of one array only.
-
-    Reads come from ``snapshot`` when given (``get_slice``), else from Mnesia with their md5
-    noted (``set_slice``); writes and deletes are buffered for one commit.
-    """
-
-    supports_writes = True
-    supports_deletes = True
-    supports_listing = False
-
-    def __init__(
-        self, base: MnesiaStore, client: MnesiaClient, snapshot: dict[str, Any] | None
-    ) -> None:
-        super().__init__(read_only=False)
-        self._is_open = True
-        self.base = base
-        self.client = client
-        self.snapshot = snapshot
-        self.read_versions: dict[str, bytes | None] = {}
-        self.pending: dict[str, bytes | memoryview | None] = {}  # None: delete
-
-    def __eq__(self, other: object) -> bool:
-        return other is self
-
-    async def _mkey(self, key: str) -> Any:
-        return await self.base._mkey(key)
-
-    async def get(
-        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
-    ) -> Buffer | None:
-        if key in self.pending:
-            data = self.pending[key]
-        elif self.snapshot is not None:
-            data = self.snapshot.get(key)
-        else:
-            data = await self.client.read(await self._mkey(key))
-            if key not in self.read_versions:
-                self.read_versions[key] = None if data is None else hashlib.md5(data).digest()
-        if data is None:
-            return None
-        return prototype.buffer.from_bytes(_slice_bytes(data, byte_range))
-
-    async def get_partial_values(
-        self, prototype: BufferPrototype, key_ranges: Iterable[tuple[str, ByteRequest | None]]
-    ) -> list[Buffer | None]:
-        return [await self.get(k, prototype, r) for k, r in key_ranges]
-
-    async def exists(self, key: str) -> bool:
-        return await self.get(key, zarr.core.buffer.default_buffer_prototype()) is not None
-
-    async def set(self, key: str, value: Buffer) -> None:
-        self.pending[key] = value.as_numpy_array().data  # a view: no copy of the chunk
-
-    async def delete(self, key: str) -> None:
-        self.pending[key] = None
-
-    def list(self) -> AsyncIterator[str]:
-        raise NotImplementedError("a slice overlay does not list")
-
-    def list_prefix(self, prefix: str) -> AsyncIterator[str]:
-        raise NotImplementedError("a slice overlay does not list")
-
-    def list_dir(self, prefix: str) -> AsyncIterator[str]:
-        raise NotImplementedError("a slice overlay does not list")
 
 
 class MnesiaArray:
@@ -189,7 +107,8 @@ class MnesiaArray:
         meta = self.zarr.metadata
         return [meta.encode_chunk_key(idx) for idx in itertools.product(*ranges)]
 
-    def _on(self, overlay: _Overlay) -> AsyncArray[Any]:
+    def _on(self, overlay: Store) -> AsyncArray[Any]:
+        """This array's zarr view over ``overlay`` instead of the store."""
         return AsyncArray(
             metadata=self.zarr.metadata,
             store_path=StorePath(overlay, self.zarr.store_path.path),
@@ -203,7 +122,7 @@ class MnesiaArray:
         stop: Sequence[int] | None = None,
     ) -> None:
         """Write ``data`` into ``[start, stop)``: every chunk it touches, or none of them."""
-        self.store._check_writable()
+        self.store.check_writable()
         start, stop = self._region(start, stop)
         values = np.asarray(data)
         want = tuple(b - a for a, b in zip(start, stop, strict=True))
@@ -217,18 +136,13 @@ class MnesiaArray:
             )
         if 0 in want:
             return
-        client = await self.store._ready()
+        client = await self.store.client()
         selection = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
         for _attempt in range(MAX_RETRIES):
-            overlay = _Overlay(self.store, client, None)
-            await self._on(overlay).setitem(selection, values)
-            reads = [(await overlay._mkey(k), v) for k, v in overlay.read_versions.items()]
-            ops: list[Op] = []
-            for key, value in overlay.pending.items():
-                mkey = await overlay._mkey(key)
-                ops.append(Delete(mkey) if value is None else Write(mkey, value))
+            buffer = WriteBuffer(self.store, client)
+            await self._on(buffer).setitem(selection, values)
             try:
-                await client.checked_batch(reads, ops)  # checks the reads, then writes
+                await buffer.commit()  # checks the reads, then writes
                 return
             except Conflict:
                 continue
@@ -248,16 +162,14 @@ class MnesiaArray:
             if all(b > a for a, b in zip(start, stop, strict=True))
             else []
         )
-        client = await self.store._ready()
-        mkeys = [await self.store._mkey(k) for k in keys]
-        if self.store.majority:
-            found, _ = await asyncio.gather(
-                client.read_many(mkeys, consistent=True), self._warn_if_minority(client)
+        client = await self.store.client()
+        if self.store.settings.majority:
+            snapshot, _ = await asyncio.gather(
+                Snapshot.read(self.store, client, keys), self._warn_if_minority(client)
             )
         else:
-            found = await client.read_many(mkeys, consistent=True)
-        overlay = _Overlay(self.store, client, dict(zip(keys, found, strict=True)))
-        result = await self._on(overlay).getitem(selection)
+            snapshot = await Snapshot.read(self.store, client, keys)
+        result = await self._on(snapshot).getitem(selection)
         return np.asarray(result)
 
     async def _warn_if_minority(self, client: MnesiaClient) -> None:
@@ -311,7 +223,7 @@ async def create(
         raise TypeError(f"dtype {dtype!r} is not a numpy dtype: {exc}") from None
     if zarr_format not in (2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
-    store = MnesiaStore(  # validates array_id, node and nodes before anything is sent
+    settings = StoreSettings(  # validates array_id, node and nodes before anything is sent
         array_id,
         node=node,
         cookie=cookie,
@@ -321,7 +233,7 @@ async def create(
         majority=majority,
         durable=durable,
     )
-    await store._ensure_open()
+    store = await MnesiaStore.open(settings)  # connects; sets up the table on ``nodes``
     array = await zasync.create_array(
         store,
         shape=shape_t,
@@ -347,16 +259,17 @@ async def open(
     durable: bool = False,
 ) -> MnesiaArray:
     """Open an existing array; :class:`NotFound` if there is none under ``array_id``."""
-    probe = MnesiaStore(  # read-only: looking for the array sets nothing up on the cluster
+    settings = StoreSettings(
         array_id,
         node=node,
         cookie=cookie,
         table_name=table_name,
         nodes=nodes,
         majority=majority,
-        read_only=True,
         durable=durable,
     )
+    # read-only: looking for the array sets nothing up on the cluster
+    probe = MnesiaStore(settings, read_only=True)
     if not await probe.exists("zarr.json") and not await probe.exists(".zarray"):
         raise NotFound(
             f"not_found: no array {array_id!r} in table {table_name!r} (via {probe.node})"

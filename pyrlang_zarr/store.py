@@ -7,15 +7,17 @@ Mnesia adds is done where it is cheapest: byte ranges and sizes are cut on the s
 ``delete_dir``/``clear`` delete in one transaction. Every write is its own transaction, as
 for any zarr store; the array API (``pyrlang_zarr.array``) commits whole slices atomically.
 
-The store pickles its configuration only (dask, multiprocessing) and connects lazily,
-through one hidden node per process and cookie, from whatever event loop calls it.
+The store is its configuration, a frozen :class:`~pyrlang_zarr.settings.StoreSettings`
+plus zarr's ``read_only``: that is all it pickles (dask, multiprocessing) and compares. It
+connects lazily, through one hidden node per process and cookie, from whatever event loop
+calls it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Container, Iterable, Sequence
 from typing import Any, Self
 
 from zarr.abc.store import (
@@ -37,35 +39,12 @@ from pyrlang_zarr.keys import (
 )
 from pyrlang_zarr.mnesia import Delete, MnesiaClient, Write, ensure_table
 from pyrlang_zarr.mnesia.client import Op
+from pyrlang_zarr.settings import DEFAULT_TABLE, StoreSettings
 
-DEFAULT_TABLE = "zarr_storage"
+__all__ = ["DEFAULT_TABLE", "MnesiaStore", "StoreSettings"]
+
 MAX_IN_FLIGHT = 16
 _V2_ZARRAY = V2_ARRAY_METADATA_KEY.encode()
-
-
-def check_array_id(array_id: object) -> str:
-    if not isinstance(array_id, str):
-        raise TypeError(f"array_id must be a str, not {type(array_id).__name__}")
-    if not array_id:
-        raise ValueError("array_id must be a non-empty string")
-    return array_id
-
-
-def check_nodes(node: str | None, nodes: Sequence[str] | None) -> tuple[str, tuple[str, ...]]:
-    """The node to talk to and the replica list, validated."""
-    if nodes is not None:
-        if isinstance(nodes, str) or not isinstance(nodes, Sequence) or not nodes:
-            raise ValueError(f"nodes must be a non-empty list of node names, got {nodes!r}")
-        replicas = tuple(dict.fromkeys(nodes))
-    else:
-        replicas = ()
-    node = node if node is not None else (replicas[0] if replicas else None)
-    if node is None:
-        raise ValueError("pass node='name@host' (the Erlang node to talk to) or nodes=[...]")
-    for n in (node, *replicas):
-        if not isinstance(n, str) or n.count("@") != 1 or n.startswith("@") or n.endswith("@"):
-            raise ValueError(f"bad node name {n!r}: expected 'name@host'")
-    return node, replicas
 
 
 def _layout_of(docs: dict[str, Any]) -> KeyLayout:
@@ -81,11 +60,15 @@ def _layout_of(docs: dict[str, Any]) -> KeyLayout:
 class MnesiaStore(Store):
     """Zarr store in Mnesia table ``table_name``, records keyed ``{array_id, ...}``.
 
-    ``node`` is the Erlang node to talk to; ``nodes`` the table's replicas (when given, the
-    table and Mnesia are set up on them when the store opens, idempotently). ``ram_copies``
-    picks RAM-only replicas for a new table; ``majority`` makes its writes need a majority of
-    replicas. ``durable`` forces each commit to disc. Calls fail over to other replicas
-    (``nodes``, and those Mnesia reports) when the node talked to goes away.
+    ``MnesiaStore(array_id, node=..., cookie=..., ...)`` takes the options of
+    :class:`~pyrlang_zarr.settings.StoreSettings` (``node``, ``nodes``, ``table_name``,
+    ``ram_copies``, ``majority``, ``durable``, ``timeout``, ``cookie``), or one
+    ``StoreSettings`` in place of them all; ``read_only`` is zarr's. Calls fail over to
+    other replicas (``nodes``, and those Mnesia reports) when the node talked to goes away.
+
+    Besides zarr's ``Store`` API, three calls are public for code that works on the
+    records directly, as :mod:`pyrlang_zarr.array` does: :meth:`client`,
+    :meth:`record_key`/:meth:`record_keys` and :meth:`check_writable`.
     """
 
     supports_writes = True
@@ -93,33 +76,16 @@ class MnesiaStore(Store):
     supports_listing = True
 
     def __init__(
-        self,
-        array_id: str,
-        *,
-        node: str | None = None,
-        cookie: str | None = None,
-        table_name: str = DEFAULT_TABLE,
-        nodes: Sequence[str] | None = None,
-        ram_copies: bool = False,
-        majority: bool = False,
-        read_only: bool = False,
-        durable: bool = False,
-        timeout: float | None = 60.0,
+        self, array_id: str | StoreSettings, *, read_only: bool = False, **options: Any
     ) -> None:
         super().__init__(read_only=read_only)
-        self.array_id = check_array_id(array_id)
-        self.node, self.nodes = check_nodes(node, nodes)
-        if not isinstance(table_name, str) or not table_name:
-            raise ValueError(f"table_name must be a non-empty str, got {table_name!r}")
-        if cookie is not None and not isinstance(cookie, str):
-            raise TypeError("cookie must be a str")
-        self.table_name = table_name
-        self.ram_copies = bool(ram_copies)
-        self.majority = bool(majority)
-        self.durable = bool(durable)
-        self.timeout = timeout
-        self._cookie = cookie
-        self._aid = array_id.encode("utf-8")
+        if isinstance(array_id, StoreSettings):
+            if options:
+                raise TypeError(f"pass StoreSettings or options, not both: {sorted(options)}")
+            self.settings = array_id
+        else:
+            self.settings = StoreSettings(array_id, **options)
+        self._aid = self.settings.array_id.encode("utf-8")
         self._client: MnesiaClient | None = None
         self._layout: KeyLayout | None = None  # None: root metadata not read yet
         self._limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
@@ -127,30 +93,26 @@ class MnesiaStore(Store):
         )
 
     # -- identity -------------------------------------------------------------------------
-    def _config(self) -> dict[str, Any]:
-        return {
-            "array_id": self.array_id,
-            "node": self.node,
-            "cookie": self._cookie,
-            "table_name": self.table_name,
-            "nodes": list(self.nodes) or None,
-            "ram_copies": self.ram_copies,
-            "majority": self.majority,
-            "read_only": self.read_only,
-            "durable": self.durable,
-            "timeout": self.timeout,
-        }
+    @property
+    def array_id(self) -> str:
+        return self.settings.array_id
 
-    def __eq__(self, other: object) -> bool:
+    @property
+    def node(self) -> str:
+        """The Erlang node first talked to (calls may move to another replica)."""
+        return self.settings.node
+
+    @property
+    def table_name(self) -> str:
+        return self.settings.table_name
+
+    def __eq__(self, other: object) -> bool:  # the settings compare without the cookie
         if not isinstance(other, MnesiaStore):
             return False
-        mine, theirs = self._config(), other._config()
-        mine.pop("cookie")
-        theirs.pop("cookie")
-        return mine == theirs
+        return self.settings == other.settings and self.read_only == other.read_only
 
     def __hash__(self) -> int:
-        return hash((self.array_id, self.node, self.table_name))
+        return hash(self.settings)
 
     def __repr__(self) -> str:  # never the cookie
         return (
@@ -161,42 +123,59 @@ class MnesiaStore(Store):
     def __str__(self) -> str:
         return f"mnesia://{self.node}/{self.table_name}/{self.array_id}"
 
-    def __getstate__(self) -> dict[str, Any]:
-        return self._config()
+    def __getstate__(self) -> dict[str, Any]:  # configuration only, cookie included
+        return {"settings": self.settings, "read_only": self.read_only}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)  # type: ignore[misc]
+        self.__init__(state["settings"], read_only=state["read_only"])  # type: ignore[misc]
 
     def with_read_only(self, read_only: bool = False) -> MnesiaStore:
-        return type(self)(**{**self._config(), "read_only": read_only})
+        return type(self)(self.settings, read_only=read_only)
 
-    # -- connection -----------------------------------------------------------------------
-    async def _open(self) -> None:
-        await super()._open()
-        await self._ready()
-
-    async def _ready(self) -> MnesiaClient:
+    # -- the public seam: the records behind the zarr keys --------------------------------
+    async def client(self) -> MnesiaClient:
+        """The client this store talks to Mnesia through (made on first use, and with it,
+        for a writable store given ``nodes``, Mnesia and the table set up on them)."""
         client = self._client
         if client is None:
-            node = shared_node(self._cookie)
-            if self.nodes and not self.read_only:
+            s = self.settings
+            node = shared_node(s.cookie)
+            if s.nodes and not self.read_only:
                 await ensure_table(
                     node,
-                    self.nodes,
-                    self.table_name,
-                    ram_copies=self.ram_copies,
-                    majority=self.majority or None,
+                    s.nodes,
+                    s.table_name,
+                    ram_copies=s.ram_copies,
+                    majority=s.majority or None,
                 )
             client = MnesiaClient(
                 node,
-                self.table_name,
-                self.node,
-                replicas=self.nodes,
-                timeout=self.timeout,
-                durable=self.durable,
+                s.table_name,
+                s.node,
+                replicas=s.nodes,
+                timeout=s.timeout,
+                durable=s.durable,
             )
             self._client = client
         return client
+
+    async def record_key(self, key: str) -> Any:
+        """The Mnesia key ``{ArrayId, X}`` of the record holding zarr key ``key``."""
+        layout = await self.layout()
+        return (self._aid, layout.to_mnesia(key))
+
+    async def record_keys(self, keys: Iterable[str]) -> list[Any]:
+        """:meth:`record_key` of each of ``keys``, in order."""
+        layout = await self.layout()
+        return [(self._aid, layout.to_mnesia(key)) for key in keys]
+
+    def check_writable(self) -> None:
+        """Raise zarr's ``ValueError`` if the store is read-only."""
+        self._check_writable()
+
+    async def _open(self) -> None:
+        await super()._open()
+        await self.client()
 
     def _limit(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -208,7 +187,7 @@ class MnesiaStore(Store):
     async def layout(self) -> KeyLayout:
         """The key layout, from the root metadata (read once, then kept up to date)."""
         if self._layout is None:
-            self._layout = _layout_of(await self._metadata_docs(await self._ready()))
+            self._layout = _layout_of(await self._metadata_docs(await self.client()))
         return self._layout
 
     async def _metadata_docs(self, client: MnesiaClient) -> dict[str, Any]:
@@ -216,16 +195,12 @@ class MnesiaStore(Store):
         root, v2 = await client.read_many([(self._aid, METADATA), (self._aid, _V2_ZARRAY)])
         return {ROOT_METADATA_KEY: root, V2_ARRAY_METADATA_KEY: v2}
 
-    async def _mkey(self, key: str) -> Any:
-        layout = await self.layout()
-        return (self._aid, layout.to_mnesia(key))
-
     # -- reads ----------------------------------------------------------------------------
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
     ) -> Buffer | None:
-        client = await self._ready()
-        mkey = await self._mkey(key)
+        client = await self.client()
+        mkey = await self.record_key(key)
         async with self._limit():
             if byte_range is None:
                 data = await client.read(mkey)
@@ -248,20 +223,20 @@ class MnesiaStore(Store):
         return list(await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges)))
 
     async def exists(self, key: str) -> bool:
-        client = await self._ready()
+        client = await self.client()
         async with self._limit():
-            return await client.size(await self._mkey(key)) is not None
+            return await client.size(await self.record_key(key)) is not None
 
     async def getsize(self, key: str) -> int:
-        client = await self._ready()
+        client = await self.client()
         async with self._limit():
-            size = await client.size(await self._mkey(key))
+            size = await client.size(await self.record_key(key))
         if size is None:
             raise FileNotFoundError(key)
         return size
 
     async def getsize_prefix(self, prefix: str) -> int:
-        client = await self._ready()
+        client = await self.client()
         layout = await self.layout()
         total = 0
         for x, size in await client.sizes_under(self._aid):
@@ -286,9 +261,9 @@ class MnesiaStore(Store):
             if not await self.exists(key):  # metadata may re-key records: take the full path
                 await self.set(key, value)
             return
-        client = await self._ready()
+        client = await self.client()
         async with self._limit():
-            await client.insert_if_absent(await self._mkey(key), value.as_numpy_array().data)
+            await client.insert_if_absent(await self.record_key(key), value.as_numpy_array().data)
 
     async def _set_many(self, values: Iterable[tuple[str, Buffer]]) -> None:
         self._check_writable()
@@ -308,7 +283,7 @@ class MnesiaStore(Store):
 
     async def clear(self) -> None:
         self._check_writable()
-        client = await self._ready()
+        client = await self.client()
         await client.delete_under(self._aid)
         self._layout = KeyLayout(None)
 
@@ -318,7 +293,7 @@ class MnesiaStore(Store):
         A write or delete of the root metadata may change how chunk keys are spelt: then the
         records whose key changes are moved in the same transaction, so listing stays exact.
         """
-        client = await self._ready()
+        client = await self.client()
         layout = await self.layout()
         new_layout = layout
         metadata_ops = [op for op in ops if op.key in (ROOT_METADATA_KEY, V2_ARRAY_METADATA_KEY)]
@@ -347,7 +322,7 @@ class MnesiaStore(Store):
             self._layout = new_layout
 
     async def _rekey(
-        self, client: MnesiaClient, old: KeyLayout, new: KeyLayout, replaced: set[str]
+        self, client: MnesiaClient, old: KeyLayout, new: KeyLayout, replaced: Container[str]
     ) -> list[Op]:
         """Operations moving each record to the key ``new`` gives its zarr name. Records
         whose name the commit itself writes or deletes (``replaced``) are only dropped: their
@@ -374,7 +349,7 @@ class MnesiaStore(Store):
 
     # -- listing --------------------------------------------------------------------------
     async def _keys(self) -> list[str]:
-        client = await self._ready()
+        client = await self.client()
         layout = await self.layout()
         keys = []
         for x in await client.keys_under(self._aid):

@@ -12,12 +12,15 @@ import numpy as np
 import pytest
 import zarr
 import zarr.codecs
+from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+from zarr.core.buffer import cpu, default_buffer_prototype
 
 import pyrlang_zarr as pz
 from pyrlang_zarr import Atom
 from pyrlang_zarr.erldist.shared import shared_node
 from pyrlang_zarr.errors import NotFound, TableNotFound, TransactionError
-from pyrlang_zarr.mnesia.client import _CHECKED, MnesiaClient
+from pyrlang_zarr.mnesia.client import _CHECKED, Conflict, MnesiaClient
+from pyrlang_zarr.overlay import Snapshot, WriteBuffer
 from pyrlang_zarr.testing.cluster import LocalCluster
 
 TAB = "zarr_storage"
@@ -301,8 +304,6 @@ async def test_read_only_open_refuses_writes(c3: LocalCluster) -> None:
 async def test_conflicts_exhausted_is_a_transaction_error(
     c3: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pyrlang_zarr.mnesia.client import Conflict
-
     arr = await pz.create(
         array_id=f"cf-{uuid.uuid4().hex[:8]}", shape=(4,), chunks=(4,), **opts(c3)
     )
@@ -329,3 +330,44 @@ async def test_zero_dimensional_and_empty_arrays(c3: LocalCluster) -> None:
     )
     assert (await empty.get_slice()).shape == (0, 5)
     await empty.set_slice(np.zeros((0, 5)), start=(0, 0), stop=(0, 5))  # nothing to write
+
+
+async def test_slice_views_keep_writes_until_the_checked_commit(c3: LocalCluster) -> None:
+    arr = await pz.create(
+        array_id=f"views-{uuid.uuid4().hex[:6]}", shape=(4,), chunks=(2,), **opts(c3)
+    )
+    store, proto = arr.store, default_buffer_prototype()
+    await store.set("c/0", cpu.Buffer.from_bytes(b"old0"))
+    await store.set("c/1", cpu.Buffer.from_bytes(b"old1"))
+    client = await store.client()
+    buffer = WriteBuffer(store, client)
+    await buffer.set("c/0", cpu.Buffer.from_bytes(b"new0"))
+    await buffer.delete("c/1")
+    got = await buffer.get("c/0", proto, RangeByteRequest(1, 3))
+    assert got is not None and got.to_bytes() == b"ew"  # its own writes, not sent yet
+    assert not await buffer.exists("c/1")
+    assert (await store.get("c/0", proto)).to_bytes() == b"old0"  # type: ignore[union-attr]
+    with pytest.raises(NotImplementedError, match="list"):
+        buffer.list()
+    await buffer.commit()
+    assert sorted([k async for k in store.list()]) == ["c/0", "zarr.json"]
+    # a chunk read by the buffer and changed before its commit: nothing is written
+    stale = WriteBuffer(store, client)
+    assert await stale.get("c/0", proto) is not None
+    await stale.set("c/0", cpu.Buffer.from_bytes(b"lost"))
+    await stale.set("c/1", cpu.Buffer.from_bytes(b"lost"))
+    await store.set("c/0", cpu.Buffer.from_bytes(b"meanwhile"))
+    with pytest.raises(Conflict):
+        await stale.commit()
+    assert sorted([k async for k in store.list()]) == ["c/0", "zarr.json"]
+    # a snapshot serves what one read saw, and writes nothing
+    snapshot = await Snapshot.read(store, client, ["c/0", "c/1"])
+    await store.set("c/0", cpu.Buffer.from_bytes(b"later"))
+    got = await snapshot.get("c/0", proto, SuffixByteRequest(5))
+    assert got is not None and got.to_bytes() == b"while"
+    assert not await snapshot.exists("c/1")
+    with pytest.raises(ValueError, match="read-only"):
+        await snapshot.set("c/1", cpu.Buffer.from_bytes(b"x"))
+    with pytest.raises(ValueError, match="read-only"):
+        await snapshot.delete("c/0")
+    assert snapshot == snapshot and snapshot != Snapshot(store, {}) and buffer != stale

@@ -71,12 +71,12 @@ async def test_kill_connected_replica_during_64_writes() -> None:
                 len(acked),
                 len(refused),
                 len(lost),
-                f"now via {arr.store._client.coordinator}",
+                f"now via {(await arr.store.client()).coordinator}",
             )
         )
         assert lost == []
         assert len(acked) >= 60
-        assert arr.store._client.coordinator != c.nodes[0]
+        assert (await arr.store.client()).coordinator != c.nodes[0]
 
 
 async def test_hung_coordinator_is_left_within_seconds() -> None:

@@ -23,6 +23,7 @@ from pyrlang_zarr.keys import (
     chunk_keys_from_metadata,
 )
 from pyrlang_zarr.mnesia import ensure_table
+from pyrlang_zarr.settings import StoreSettings
 from pyrlang_zarr.testing.cluster import LocalCluster
 
 TABLE = "zarr_storage"
@@ -36,7 +37,7 @@ def table(cluster: LocalCluster) -> str:
 
 async def raw_layout(store: MnesiaStore) -> KeyLayout:
     """The key layout computed from the raw metadata records, not by the store."""
-    node = shared_node(store._cookie)
+    node = shared_node(store.settings.cookie)
     aid = store.array_id.encode()
     chunks = None
     for key, x in ((ROOT_METADATA_KEY, METADATA), (V2_ARRAY_METADATA_KEY, b".zarray")):
@@ -55,7 +56,7 @@ class TestMnesiaStore(StoreTests[MnesiaStore, cpu.Buffer]):
     buffer_cls = cpu.Buffer
 
     async def set(self, store: MnesiaStore, key: str, value: Buffer) -> None:
-        node = shared_node(store._cookie)
+        node = shared_node(store.settings.cookie)
         record = (Atom(TABLE), await raw_key(store, key), value.to_bytes())
         write = ExportFun("mnesia", "write", 1)
         assert await node.rpc(store.node, "mnesia", "transaction", [write, [record]]) == (
@@ -64,7 +65,7 @@ class TestMnesiaStore(StoreTests[MnesiaStore, cpu.Buffer]):
         )
 
     async def get(self, store: MnesiaStore, key: str) -> Buffer:
-        node = shared_node(store._cookie)
+        node = shared_node(store.settings.cookie)
         recs = await node.rpc(
             store.node, "mnesia", "dirty_read", [Atom(TABLE), await raw_key(store, key)]
         )
@@ -83,7 +84,8 @@ class TestMnesiaStore(StoreTests[MnesiaStore, cpu.Buffer]):
     def test_store_repr(self, store: MnesiaStore) -> None:
         text = repr(store)
         assert text.startswith("MnesiaStore(array_id='suite-") and store.node in text
-        assert store._cookie not in text and store._cookie not in str(store)
+        cookie = store.settings.cookie
+        assert cookie and cookie not in text and cookie not in str(store)
 
     def test_store_supports_writes(self, store: MnesiaStore) -> None:
         assert store.supports_writes
@@ -192,6 +194,55 @@ def test_bad_store_arguments() -> None:
         MnesiaStore("x", node="nohost", cookie="c")
     with pytest.raises(ValueError, match="nodes"):
         MnesiaStore("x", nodes=[], cookie="c")
+    with pytest.raises(TypeError, match="node name"):
+        MnesiaStore("x", node=3, cookie="c")
+    with pytest.raises(ValueError, match="'nohost'"):
+        MnesiaStore("x", nodes=["a@b", "nohost"], cookie="c")
+    with pytest.raises(ValueError, match="table_name"):
+        MnesiaStore("x", node="a@b", table_name="")
+    with pytest.raises(ValueError, match="timeout"):
+        MnesiaStore("x", node="a@b", timeout=0)
+    with pytest.raises(TypeError, match="cookie"):
+        MnesiaStore("x", node="a@b", cookie=3)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        MnesiaStore("x", node="a@b", colour="red")
+    with pytest.raises(TypeError, match="not both"):
+        MnesiaStore(StoreSettings("x", node="a@b"), node="c@d")
+
+
+def test_settings_are_one_value_without_the_cookie() -> None:
+    mine = StoreSettings("x", nodes=["a@b", "c@d", "a@b"], cookie="secret-1")
+    theirs = StoreSettings("x", node="a@b", nodes=("a@b", "c@d"), cookie="secret-2")
+    assert mine.node == "a@b" and mine.nodes == ("a@b", "c@d")  # first replica, no repeats
+    assert mine == theirs and hash(mine) == hash(theirs)
+    assert "secret" not in repr(mine)
+    with pytest.raises(AttributeError):
+        mine.node = "c@d"  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(mine)).cookie == "secret-1"
+    store = MnesiaStore(mine)
+    assert store == MnesiaStore("x", nodes=["a@b", "c@d"], cookie="other")
+    assert store.settings is mine and (store.array_id, store.node) == ("x", "a@b")
+    clone = pickle.loads(pickle.dumps(store.with_read_only(True)))
+    assert clone.settings == mine and clone.settings.cookie == "secret-1" and clone.read_only
+    assert clone != store and clone.with_read_only(False) == store
+    assert "secret" not in repr(store) and "secret" not in str(store)
+
+
+async def test_public_seam(kwargs: dict[str, Any]) -> None:
+    """What the array API uses: the client, record keys and the writability check."""
+    store = MnesiaStore(**kwargs)
+    client = await store.client()
+    assert await store.client() is client and client.coordinator == store.node
+    await zarr.api.asynchronous.create_array(store, shape=(4,), chunks=(2,), dtype="u1")
+    assert await store.record_key("c/1") == await raw_key(store, "c/1")
+    assert await store.record_keys(["zarr.json", "c/0", "x/y"]) == [
+        (store.array_id.encode(), METADATA),
+        (store.array_id.encode(), (0,)),
+        (store.array_id.encode(), b"x/y"),
+    ]
+    store.check_writable()
+    with pytest.raises(ValueError, match="read-only"):
+        store.with_read_only(True).check_writable()
 
 
 async def test_concurrent_metadata_and_other_writes_keep_the_layout(kwargs: dict[str, Any]) -> None:

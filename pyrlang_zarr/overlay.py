@@ -1,0 +1,160 @@
+"""What zarr sees during one ``set_slice`` or ``get_slice``: two small wrappers of a store.
+
+zarr's chunking and codecs run unchanged, against one of these instead of the
+:class:`~pyrlang_zarr.store.MnesiaStore` itself, for one call:
+
+- :class:`WriteBuffer` (``set_slice``): reads go to Mnesia and the md5 of each chunk read
+  is noted (a partial chunk is read, merged and rewritten); writes and deletes are kept.
+  :meth:`WriteBuffer.commit` sends them in one transaction that first checks, on the
+  server, that the chunks read are unchanged.
+- :class:`Snapshot` (``get_slice``): reads are served from chunks read beforehand in one
+  transaction; it writes nothing.
+
+They wrap the store in the manner of zarr's ``WrapperStore``, through its public seam
+(:meth:`~pyrlang_zarr.store.MnesiaStore.record_key` and ``record_keys``), but unlike
+``WrapperStore`` they forward nothing else: what they do not implement, zarr's ``Store``
+builds on their own ``get``/``set``/``delete``, or it is refused (listing). So no write
+can pass the buffer and escape the transaction. Each serves the chunk keys of one array,
+for one call, and equals only itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Self
+
+from zarr.abc.store import (
+    ByteRequest,
+    OffsetByteRequest,
+    RangeByteRequest,
+    Store,
+    SuffixByteRequest,
+)
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+
+from pyrlang_zarr.mnesia.client import Delete, MnesiaClient, Write
+
+if TYPE_CHECKING:
+    from pyrlang_zarr.store import MnesiaStore
+
+
+def _slice_bytes(data: bytes | memoryview, byte_range: ByteRequest | None) -> bytes | memoryview:
+    if byte_range is None:
+        return data
+    if isinstance(byte_range, RangeByteRequest):
+        return data[byte_range.start : byte_range.end]
+    if isinstance(byte_range, OffsetByteRequest):
+        return data[byte_range.offset :]
+    if isinstance(byte_range, SuffixByteRequest):
+        return data[-byte_range.suffix :] if byte_range.suffix else b""
+    raise TypeError(f"Unexpected byte_range, got {byte_range!r}")
+
+
+class _SliceView(Store):
+    """What both wrappers share: open with the store they wrap, unlisted, equal to itself."""
+
+    supports_listing = False
+
+    def __init__(self, store: MnesiaStore, *, read_only: bool) -> None:
+        super().__init__(read_only=read_only)
+        self._is_open = True  # the wrapped store connects lazily: nothing to open here
+        self._store = store
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+    async def _bytes(self, key: str) -> bytes | memoryview | None:
+        raise NotImplementedError
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        data = await self._bytes(key)
+        if data is None:
+            return None
+        return prototype.buffer.from_bytes(_slice_bytes(data, byte_range))
+
+    async def get_partial_values(
+        self, prototype: BufferPrototype, key_ranges: Iterable[tuple[str, ByteRequest | None]]
+    ) -> list[Buffer | None]:
+        return [await self.get(k, prototype, r) for k, r in key_ranges]
+
+    async def exists(self, key: str) -> bool:
+        return await self.get(key, default_buffer_prototype()) is not None
+
+    def list(self) -> AsyncIterator[str]:
+        raise NotImplementedError("a slice overlay does not list")
+
+    def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        raise NotImplementedError("a slice overlay does not list")
+
+    def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        raise NotImplementedError("a slice overlay does not list")
+
+
+class WriteBuffer(_SliceView):
+    """``set_slice``'s view: reads from Mnesia with their md5 noted, writes kept for
+    :meth:`commit`."""
+
+    supports_writes = True
+    supports_deletes = True
+
+    def __init__(self, store: MnesiaStore, client: MnesiaClient) -> None:
+        super().__init__(store, read_only=False)
+        self._client = client
+        self._versions: dict[str, bytes | None] = {}  # md5 of each chunk as first read
+        self._pending: dict[str, bytes | memoryview | None] = {}  # None: delete
+
+    async def _bytes(self, key: str) -> bytes | memoryview | None:
+        if key in self._pending:
+            return self._pending[key]
+        data = await self._client.read(await self._store.record_key(key))
+        if key not in self._versions:
+            self._versions[key] = None if data is None else hashlib.md5(data).digest()
+        return data
+
+    async def set(self, key: str, value: Buffer) -> None:
+        self._pending[key] = value.as_numpy_array().data  # a view: no copy of the chunk
+
+    async def delete(self, key: str) -> None:
+        self._pending[key] = None
+
+    async def commit(self) -> None:
+        """Check that every chunk read is unchanged, then write: one transaction.
+        :class:`~pyrlang_zarr.mnesia.client.Conflict` if one changed (nothing written)."""
+        read = await self._store.record_keys(self._versions)
+        written = await self._store.record_keys(self._pending)
+        await self._client.checked_batch(
+            list(zip(read, self._versions.values(), strict=True)),
+            [
+                Delete(k) if v is None else Write(k, v)
+                for k, v in zip(written, self._pending.values(), strict=True)
+            ],
+        )
+
+
+class Snapshot(_SliceView):
+    """``get_slice``'s view: chunks read in one transaction beforehand (:meth:`read`)."""
+
+    supports_writes = False
+    supports_deletes = False
+
+    def __init__(self, store: MnesiaStore, chunks: dict[str, Any]) -> None:
+        super().__init__(store, read_only=True)
+        self._chunks = chunks
+
+    @classmethod
+    async def read(cls, store: MnesiaStore, client: MnesiaClient, keys: Sequence[str]) -> Self:
+        """The chunks ``keys`` (absent ones as missing), read consistently in one go."""
+        found = await client.read_many(await store.record_keys(keys), consistent=True)
+        return cls(store, dict(zip(keys, found, strict=True)))
+
+    async def _bytes(self, key: str) -> bytes | memoryview | None:
+        return self._chunks.get(key)
+
+    async def set(self, key: str, value: Buffer) -> None:
+        self._check_writable()
+
+    async def delete(self, key: str) -> None:
+        self._check_writable()
