@@ -267,10 +267,10 @@ async def test_idle_connection_survives_a_peer_with_a_short_ticktime() -> None:
         async with Node(cookie=c.cookie) as n:  # our own tick_time stays the default 60 s
             peer = c.nodes[0]
             await n.connect(peer)
-            conn = n._peers[peer].conn
+            conn = n._peers.connection(peer)
             await asyncio.sleep(7)  # idle longer than the peer's tick time
             assert await n.rpc(peer, "erlang", "node", []) == Atom(peer)
-            assert n._peers[peer].conn is conn  # the same connection, never dropped
+            assert n._peers.connection(peer) is conn  # the same connection, never dropped
 
 
 async def test_large_reply_binaries_as_views_on_request(node: Node, cluster: LocalCluster) -> None:
