@@ -45,7 +45,6 @@ class DistConnection(asyncio.BufferedProtocol):
         self._on_received = on_received  # after each batch of received packets
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
-        session.last_recv = self._loop.time()
         self.ready: asyncio.Future[Peer] = self._loop.create_future()
         self._error: Exception | None = None
         self._ticker: asyncio.TimerHandle | None = None

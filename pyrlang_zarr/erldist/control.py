@@ -356,9 +356,9 @@ def parse_control(term: Any, message: Any = NO_MESSAGE, views: bool = False) -> 
     return parser(term, message, views)
 
 
-def send_target(term: tuple[Any, ...]) -> Any:
+def send_target(term: Any) -> Any:
     """The destination of a send-to-pid control tuple, else ``None``; read before the message
     part is decoded, to decide whether its binaries may stay views."""
-    if len(term) > 2 and term[0] in SENDS_TO_PID:
+    if type(term) is tuple and len(term) > 2 and term[0] in SENDS_TO_PID:
         return term[2]
     return None

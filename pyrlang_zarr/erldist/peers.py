@@ -146,7 +146,9 @@ class Peers:
                 sock = await _tcp_connect(host, entry.port)
                 our = self._identity.ensure_name(is_long_host(host), host)
                 hs = ClientHandshake(our, name, self._cookie, creation=self._identity.creation)
-                session = Session(hs, tick_time=settings.tick_time, views_for=self._views_for)
+                session = Session(
+                    hs, tick_time=settings.tick_time, views_for=self._views_for, now=loop.time()
+                )
                 stage = "in the handshake"
                 transport, conn = await loop.create_connection(
                     lambda: DistConnection(
