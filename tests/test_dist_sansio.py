@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import re
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from pyrlang_zarr.erldist import control as C
 from pyrlang_zarr.erldist import flags as F
+from pyrlang_zarr.erldist.connection import DistConnection
 from pyrlang_zarr.erldist.epmd import decode_port2_resp, encode_port_please2
 from pyrlang_zarr.erldist.framing import PacketReader
 from pyrlang_zarr.erldist.handshake import ClientHandshake, State, digest
-from pyrlang_zarr.errors import AuthenticationError, NodeUnreachable, ProtocolError
+from pyrlang_zarr.erldist.session import (
+    TICK,
+    TICK_EVENT,
+    Connected,
+    Malformed,
+    Outgoing,
+    Session,
+)
+from pyrlang_zarr.errors import AuthenticationError, NodeDown, NodeUnreachable, ProtocolError
+from pyrlang_zarr.term import Atom, Pid, Reference, encode
 
 # -- EPMD -------------------------------------------------------------------------------
 
@@ -215,7 +229,8 @@ def test_big_packet_is_received_into_its_own_buffer() -> None:
     assert len(view) == len(body) - (600 - 4)  # sized from the header: no reassembly copies
     view[: len(rest)] = rest
     reader.buffer_updated(len(rest))
-    assert reader.next_packet() == body
+    packet = reader.next_packet()
+    assert packet is not None and bytes(packet) == body
 
 
 def test_header_size_switch_mid_stream() -> None:
@@ -233,3 +248,344 @@ def test_oversized_packet_is_refused() -> None:
     reader.feed(b"\x00\x00\x10\x00")
     with pytest.raises(ProtocolError, match="4096-byte"):
         reader.next_packet()
+
+
+# -- control messages -------------------------------------------------------------------
+A = Pid(Atom("a@host"), 1, 0, 7)
+B = Pid(Atom("pz@host"), 2, 0, 9)
+REF = Reference(Atom("a@host"), 7, (1, 2, 3))
+WHY = (Atom("shutdown"), b"why")
+TOKEN = (Atom("trace"), 1)
+
+
+@pytest.mark.parametrize(
+    "term,message,event",
+    [
+        ((C.SEND, Atom(""), B), WHY, C.Send(B, WHY)),
+        ((C.SEND_TT, Atom(""), B, TOKEN), WHY, C.Send(B, WHY)),
+        ((C.SEND_SENDER, A, B), WHY, C.Send(B, WHY, sender=A)),
+        ((C.SEND_SENDER_TT, A, B, TOKEN), WHY, C.Send(B, WHY, sender=A)),
+        ((C.REG_SEND, A, Atom(""), Atom("inbox")), 42, C.RegSend(A, Atom("inbox"), 42)),
+        ((C.REG_SEND_TT, A, Atom(""), Atom("inbox"), TOKEN), 42, C.RegSend(A, Atom("inbox"), 42)),
+        ((C.LINK, A, B), C.NO_MESSAGE, C.Link(A, B)),
+        ((C.UNLINK, A, B), C.NO_MESSAGE, C.Unlink(A, B)),
+        ((C.UNLINK_ID, 5, A, B), C.NO_MESSAGE, C.UnlinkId(5, A, B)),
+        ((C.UNLINK_ID_ACK, 5, A, B), C.NO_MESSAGE, C.UnlinkIdAck(5, A, B)),
+        ((C.EXIT, A, B, WHY), C.NO_MESSAGE, C.Exit(A, B, WHY)),
+        ((C.EXIT_TT, A, B, TOKEN, WHY), C.NO_MESSAGE, C.Exit(A, B, WHY)),
+        ((C.PAYLOAD_EXIT, A, B), WHY, C.Exit(A, B, WHY)),
+        ((C.PAYLOAD_EXIT_TT, A, B, TOKEN), WHY, C.Exit(A, B, WHY)),
+        ((C.EXIT2, A, B, WHY), C.NO_MESSAGE, C.Exit2(A, B, WHY)),
+        ((C.EXIT2_TT, A, B, TOKEN, WHY), C.NO_MESSAGE, C.Exit2(A, B, WHY)),
+        ((C.PAYLOAD_EXIT2, A, B), WHY, C.Exit2(A, B, WHY)),
+        ((C.PAYLOAD_EXIT2_TT, A, B, TOKEN), WHY, C.Exit2(A, B, WHY)),
+        ((C.MONITOR_P, A, B, REF), C.NO_MESSAGE, C.MonitorP(A, B, REF)),
+        ((C.MONITOR_P, A, Atom("inbox"), REF), C.NO_MESSAGE, C.MonitorP(A, Atom("inbox"), REF)),
+        ((C.DEMONITOR_P, A, B, REF), C.NO_MESSAGE, C.DemonitorP(A, B, REF)),
+        ((C.MONITOR_P_EXIT, A, B, REF, WHY), C.NO_MESSAGE, C.MonitorPExit(A, B, REF, WHY)),
+        (
+            (C.MONITOR_P_EXIT, Atom("x"), B, REF, WHY),
+            C.NO_MESSAGE,
+            C.MonitorPExit(Atom("x"), B, REF, WHY),
+        ),
+        ((C.PAYLOAD_MONITOR_P_EXIT, A, B, REF), WHY, C.MonitorPExit(A, B, REF, WHY)),
+        ((C.NODE_LINK,), C.NO_MESSAGE, C.Unhandled(C.NODE_LINK, (C.NODE_LINK,))),
+        ((C.GROUP_LEADER, A, B), C.NO_MESSAGE, C.Unhandled(C.GROUP_LEADER, (C.GROUP_LEADER, A, B))),
+        ((99, 1, 2), C.NO_MESSAGE, C.Unhandled(99, (99, 1, 2))),
+    ],
+)
+def test_parse_control(term: tuple[Any, ...], message: Any, event: C.ControlMessage) -> None:
+    assert C.parse_control(term, message) == event
+
+
+def test_parse_control_events_are_frozen_and_typed() -> None:
+    event = C.parse_control((C.SEND, Atom(""), B), 1, True)
+    assert type(event) is C.Send and event.views and event.sender is None
+    with pytest.raises(AttributeError):
+        event.to = A  # type: ignore[misc]
+    unlink: Any = C.Unlink(A, B)
+    assert C.Link(A, B) != unlink  # events of different ops never compare equal
+
+
+@pytest.mark.parametrize(
+    "term,message,complaint",
+    [
+        ((C.LINK, A), C.NO_MESSAGE, "needs 3 elements, got 2"),
+        ((C.LINK, A, B, B), C.NO_MESSAGE, "needs 3 elements, got 4"),
+        ((C.LINK, A, Atom("b")), C.NO_MESSAGE, "element 3 must be a pid, got Atom"),
+        ((C.SEND, Atom(""), B), C.NO_MESSAGE, "needs a message part"),
+        ((C.SEND, Atom(""), [B]), 1, "element 3 must be a pid, got list"),
+        ((C.SEND, Atom("")), 1, "needs 3 elements, got 2"),
+        ((C.SEND_TT, Atom(""), B), 1, "needs 4 elements, got 3"),
+        ((C.SEND_SENDER, b"a", B), 1, "element 2 must be a pid"),
+        ((C.REG_SEND, A, Atom(""), b"inbox"), 1, "element 4 must be a registered name"),
+        ((C.REG_SEND_TT, A, Atom(""), Atom("inbox")), 1, "needs 5 elements, got 4"),
+        ((C.EXIT, A, B), C.NO_MESSAGE, "needs 4 elements, got 3"),
+        ((C.EXIT_TT, A, B, WHY), C.NO_MESSAGE, "needs 5 elements, got 4"),
+        ((C.PAYLOAD_EXIT, A, B), C.NO_MESSAGE, "needs a message part"),
+        ((C.PAYLOAD_EXIT2_TT, A, B), WHY, "needs 4 elements, got 3"),
+        ((C.EXIT2, {}, B, WHY), C.NO_MESSAGE, "element 2 must be a pid, got dict"),
+        ((C.MONITOR_P, A, B, b"ref"), C.NO_MESSAGE, "element 4 must be a reference, got bytes"),
+        ((C.MONITOR_P, A, 17, REF), C.NO_MESSAGE, "element 3 must be a pid or a name"),
+        ((C.DEMONITOR_P, A, B), C.NO_MESSAGE, "needs 4 elements, got 3"),
+        ((C.MONITOR_P_EXIT, A, B, REF), C.NO_MESSAGE, "needs 5 elements, got 4"),
+        ((C.PAYLOAD_MONITOR_P_EXIT, A, B, REF), C.NO_MESSAGE, "needs a message part"),
+        ((C.UNLINK_ID, Atom("id"), A, B), C.NO_MESSAGE, "element 2 must be an integer id"),
+        ((C.UNLINK, A, B, 1), C.NO_MESSAGE, "needs 3 elements, got 4"),
+        ((), C.NO_MESSAGE, "must be a tuple"),
+        ([C.LINK, A, B], C.NO_MESSAGE, "must be a tuple"),
+        ((True, A, B), C.NO_MESSAGE, "must be a tuple"),  # an atom, not op 1
+        ((Atom("link"), A, B), C.NO_MESSAGE, "must be a tuple"),
+    ],
+)
+def test_malformed_control_is_a_clear_protocol_error(
+    term: Any, message: Any, complaint: str
+) -> None:
+    with pytest.raises(C.MalformedControl, match=re.escape(complaint)) as info:
+        C.parse_control(term, message)
+    assert isinstance(info.value, ProtocolError) and info.value.term == term
+
+
+_ELEMENTS = st.sampled_from([A, B, REF, Atom("x"), Atom(""), 0, 7, b"", [], (), WHY, {}])
+
+
+@settings(max_examples=500)
+@given(
+    st.sampled_from([*sorted(C._PARSERS), C.NODE_LINK, 99]),
+    st.lists(_ELEMENTS, max_size=6),
+    st.one_of(st.just(C.NO_MESSAGE), _ELEMENTS),
+)
+def test_parse_control_fuzz_gives_events_or_malformed(
+    op: int, rest: list[Any], message: Any
+) -> None:
+    try:
+        event = C.parse_control((op, *rest), message)
+    except C.MalformedControl:
+        return
+    if not isinstance(event, C.Unhandled):
+        assert op in C._PARSERS and len(rest) in (2, 3, 4)
+
+
+# -- the session ------------------------------------------------------------------------
+OUR = "pz@host"
+
+
+def framed(payload: bytes, hs: int = 4) -> bytes:
+    return len(payload).to_bytes(hs, "big") + payload
+
+
+def pass_through(control: Any, *message: Any) -> bytes:
+    return framed(b"p" + encode(control) + b"".join(encode(m) for m in message))
+
+
+def new_session(views_for: Any = None, tick_time: float = 60.0) -> Session:
+    hs = ClientHandshake(OUR, PEER, COOKIE, creation=5, challenge=999)
+    return Session(hs, tick_time=tick_time, views_for=views_for)
+
+
+def events(session: Session) -> list[Any]:
+    got = []
+    while (event := session.next_event()) is not None:
+        got.append(event)
+    return got
+
+
+def connect(session: Session, now: float = 0.0) -> None:
+    """Drive ``session`` through a good handshake, bytes only."""
+    assert session.initiate()[2:3] == b"N"
+    session.receive_data(framed(b"sok", 2) + framed(challenge_packet(1000), 2), now)
+    [reply] = events(session)
+    assert isinstance(reply, Outgoing) and reply.data[2:3] == b"r"
+    assert reply.data[7:] == digest(1000, COOKIE)
+    session.receive_data(framed(b"a" + digest(999, COOKIE), 2), now)
+    [done] = events(session)
+    assert isinstance(done, Connected) and done.peer.name == PEER and session.connected
+
+
+def test_session_handshake_then_messages_bytes_in_events_out() -> None:
+    session = new_session()
+    assert not session.connected and session.next_event() is None
+    connect(session)
+    session.receive_data(
+        pass_through((C.SEND, Atom(""), B), WHY)
+        + TICK
+        + pass_through((C.LINK, A, B))
+        + pass_through((C.REG_SEND, A, Atom(""), Atom("inbox")), [1, 2]),
+        now=5.0,
+    )
+    assert events(session) == [
+        C.Send(B, WHY),
+        TICK_EVENT,
+        C.Link(A, B),
+        C.RegSend(A, Atom("inbox"), [1, 2]),
+    ]
+    assert session.last_recv == 5.0
+
+
+@settings(max_examples=100)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=30))
+def test_session_events_do_not_depend_on_how_bytes_are_split(cuts: list[int]) -> None:
+    stream = (
+        pass_through((C.SEND, Atom(""), B), WHY)
+        + TICK
+        + pass_through((C.EXIT, A, B, WHY))
+        + pass_through((C.PAYLOAD_MONITOR_P_EXIT, A, B, REF), WHY)
+    )
+    session = new_session()
+    connect(session)
+    got: list[Any] = []
+    pos = i = 0
+    while pos < len(stream):
+        n = cuts[i % len(cuts)]
+        session.receive_data(stream[pos : pos + n], now=float(i))
+        got += events(session)
+        pos, i = pos + n, i + 1
+    assert got == [C.Send(B, WHY), TICK_EVENT, C.Exit(A, B, WHY), C.MonitorPExit(A, B, REF, WHY)]
+
+
+def test_malformed_control_is_an_event_and_the_session_goes_on() -> None:
+    session = new_session()
+    connect(session)
+    session.receive_data(
+        pass_through((C.LINK, A))
+        + pass_through((C.EXIT, A, B, WHY, 1))
+        + pass_through((C.LINK, A, B)),
+        now=1.0,
+    )
+    first, second, third = events(session)
+    assert isinstance(first, Malformed) and "needs 3 elements" in str(first.error)
+    assert isinstance(second, Malformed) and second.error.term == (C.EXIT, A, B, WHY, 1)
+    assert third == C.Link(A, B)
+
+
+@pytest.mark.parametrize(
+    "packet,complaint",
+    [
+        (framed(b"q" + encode((C.LINK, A, B))), "unknown type 113"),
+        (framed(b"p" + encode([C.LINK, A, B])), "bad control message"),
+        (framed(b"p" + encode(())), "bad control message"),
+        (framed(b"p" + encode((Atom("link"), A, B))), "bad control message"),
+        (framed(b"p\x83\xff\x00"), "cannot read"),
+        (
+            framed(b"p" + encode((C.SEND, Atom(""), B)) + b"\x83\x6d\x00\x00\x00\x09ab"),
+            "cannot read",
+        ),
+    ],
+)
+def test_broken_packets_end_the_session(packet: bytes, complaint: str) -> None:
+    session = new_session()
+    connect(session)
+    session.receive_data(packet, now=1.0)
+    with pytest.raises(ProtocolError, match=complaint):
+        session.next_event()
+    session.receive_data(pass_through((C.LINK, A, B)), now=2.0)
+    with pytest.raises(ProtocolError, match=complaint):  # and stays ended
+        session.next_event()
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=120), st.booleans())
+def test_session_fuzz_gives_events_or_protocol_errors(body: bytes, with_control: bool) -> None:
+    session = new_session()
+    connect(session)
+    prefix = encode((C.SEND, Atom(""), B)) if with_control else b""
+    session.receive_data(framed(b"p" + prefix + body), 0.0)
+    try:
+        events(session)
+    except ProtocolError:
+        pass
+
+
+def test_handshake_errors_come_out_of_the_session_unwrapped() -> None:
+    session = new_session()
+    session.initiate()
+    session.receive_data(framed(b"sok", 2) + framed(challenge_packet(1000), 2), 0.0)
+    events(session)
+    session.receive_data(framed(b"a" + digest(999, "other"), 2), 0.0)
+    with pytest.raises(AuthenticationError):
+        session.next_event()
+    refused = new_session()
+    refused.receive_data(framed(b"snot_allowed", 2), 0.0)
+    with pytest.raises(NodeUnreachable, match="not_allowed"):
+        refused.next_event()
+    assert isinstance(new_session().connection_lost(), NodeUnreachable)
+
+
+def test_large_message_to_the_views_pid_keeps_memoryviews() -> None:
+    blob = bytes(range(256)) * 1024  # 256 KiB: a big packet, received into its own buffer
+    for to, expect_views in ((B, True), (A, False)):
+        session = new_session(views_for=lambda pid: pid == B)
+        connect(session)
+        stream = pass_through((C.SEND, Atom(""), to), (REF, blob))
+        session.receive_data(stream[:1000], 1.0)
+        assert session.next_event() is None
+        session.receive_data(stream[1000:], 1.0)
+        [event] = events(session)
+        assert isinstance(event, C.Send) and event.views is expect_views
+        binary = event.message[1]
+        assert type(binary) is (memoryview if expect_views else bytes) and binary == blob
+
+
+def test_tick_policy_is_decided_from_the_clock_it_is_given() -> None:
+    session = new_session(tick_time=8.0)
+    assert session.tick_interval == 1.0  # at least one tick a second whatever ours is
+    assert new_session(tick_time=2.0).tick_interval == 0.5
+    connect(session, now=100.0)
+    assert session.tick(101.0) == TICK  # we sent nothing: a tick keeps the peer's view
+    header = session.header(11)
+    assert header == b"\x00\x00\x00\x0bp"
+    assert session.tick(102.0) == b""  # we sent a packet: no tick needed
+    assert session.tick(103.0) == TICK
+    session.receive_data(TICK, now=107.0)
+    assert events(session) == [TICK_EVENT]
+    assert session.tick(115.0) == TICK  # 8 s of silence is still within tick_time
+    with pytest.raises(NodeDown, match="sent nothing for 9 s"):
+        session.tick(116.0)
+
+
+# -- the asyncio shell, on a fake transport ------------------------------------------------
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.aborted = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+
+def feed(conn: DistConnection, data: bytes) -> None:
+    while data:
+        buf = conn.get_buffer(-1)
+        n = min(len(buf), len(data))
+        buf[:n] = data[:n]
+        conn.buffer_updated(n)
+        data = data[n:]
+
+
+async def test_connection_ignores_malformed_control_and_keeps_going() -> None:
+    received: list[Any] = []
+    lost: list[Exception] = []
+    session = new_session()
+    conn = DistConnection(session, lambda c, e: received.append(e), lambda c, e: lost.append(e))
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    feed(conn, framed(b"sok", 2) + framed(challenge_packet(1000), 2))
+    feed(conn, framed(b"a" + digest(999, COOKIE), 2))
+    assert (await conn.ready).name == PEER
+    feed(conn, pass_through((C.LINK, A)) + pass_through((C.MONITOR_P, A, B, b"r")) + TICK)
+    feed(conn, pass_through((C.SEND, Atom(""), B), WHY))
+    assert received == [C.Send(B, WHY)] and not transport.aborted
+    conn.send_parts([encode(Atom("x"))])
+    conn.flush()
+    assert transport.written[-1] == framed(b"p" + encode(Atom("x")))
+    feed(conn, framed(b"z"))  # unknown packet type: this one ends the connection
+    assert transport.aborted
+    conn.connection_lost(None)
+    assert len(lost) == 1 and isinstance(lost[0], ProtocolError)

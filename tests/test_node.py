@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 import zarr.core.sync
 
-from pyrlang_zarr import Atom, Node
+from pyrlang_zarr import Atom, Node, Pid
+from pyrlang_zarr.erldist import control as C
+from pyrlang_zarr.erldist import node_registry
+from pyrlang_zarr.erldist.node_registry import close_shared_nodes, shared_node
 from pyrlang_zarr.errors import (
     AuthenticationError,
     NodeDown,
@@ -112,7 +115,8 @@ def test_calls_from_zarr_sync_and_another_threads_loop_at_once(cluster: LocalClu
     results: dict[str, object] = {}
 
     async def many(tag: str) -> list[int]:
-        return await asyncio.gather(*(node.rpc(peer, "erlang", "+", [i, 1]) for i in range(200)))
+        sums = await asyncio.gather(*(node.rpc(peer, "erlang", "+", [i, 1]) for i in range(200)))
+        return [int(x) for x in sums]
 
     def in_thread() -> None:
         results["thread"] = asyncio.run(many("thread"))
@@ -267,10 +271,10 @@ async def test_idle_connection_survives_a_peer_with_a_short_ticktime() -> None:
         async with Node(cookie=c.cookie) as n:  # our own tick_time stays the default 60 s
             peer = c.nodes[0]
             await n.connect(peer)
-            conn = n._peers[peer].conn
+            conn = n._peers.connection(peer)
             await asyncio.sleep(7)  # idle longer than the peer's tick time
             assert await n.rpc(peer, "erlang", "node", []) == Atom(peer)
-            assert n._peers[peer].conn is conn  # the same connection, never dropped
+            assert n._peers.connection(peer) is conn  # the same connection, never dropped
 
 
 async def test_large_reply_binaries_as_views_on_request(node: Node, cluster: LocalCluster) -> None:
@@ -303,3 +307,79 @@ async def test_deeply_nested_large_reply_fails_only_its_call(
         assert depth == 3000 and len(result) == 1 << 20
     assert await other == Atom("ok")  # the connection, and calls on it, are unharmed
     assert await node.rpc(peer, "erlang", "node", []) == Atom(peer)
+
+
+# -- without a cluster: signals as typed events, the thread, the shared nodes ---------------
+class _SentBack:
+    """Stands in for the connection a signal arrived on: records what goes back."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+
+    def send(
+        self, control: tuple[Any, ...], message: Any = None, *, has_message: bool = True
+    ) -> None:
+        self.sent.append(control)
+
+
+async def test_signals_reach_our_processes_as_a_trapping_process_sees_them() -> None:
+    async with Node("pz-signals@host", cookie="x") as n:
+        proc = n.process("pz_named")
+        them = Pid(Atom("a@host"), 1, 0, 7)
+        nobody = Pid(Atom("pz-signals@host"), 99999, 0, n.creation)
+        back = _SentBack()
+        ref = n.make_ref()
+        signals = n._processes
+        signals.on_signal(back, C.Link(them, proc.pid))
+        signals.on_signal(back, C.Link(them, nobody))
+        signals.on_signal(back, C.MonitorP(them, Atom("pz_named"), ref))
+        signals.on_signal(back, C.MonitorP(them, Atom("pz_nobody"), ref))
+        signals.on_signal(back, C.UnlinkId(3, them, proc.pid))
+        assert proc.links == set() and proc.monitored_by == {ref: them}
+        assert back.sent == [
+            (C.EXIT, nobody, them, Atom("noproc")),
+            (C.MONITOR_P_EXIT, Atom("pz_nobody"), them, ref, Atom("noproc")),
+            (C.UNLINK_ID_ACK, 3, proc.pid, them),
+        ]
+        signals.on_signal(back, C.Exit2(them, proc.pid, Atom("kill")))
+        assert await proc.receive(timeout=1) == (Atom("EXIT"), them, Atom("kill"))
+        down = n.make_ref()
+        proc.monitoring[down] = them
+        signals.on_signal(back, C.MonitorPExit(them, proc.pid, down, Atom("gone")))
+        signals.on_signal(back, C.MonitorPExit(them, proc.pid, down, Atom("twice")))
+        assert await proc.receive(timeout=1) == (
+            Atom("DOWN"),
+            down,
+            Atom("process"),
+            them,
+            Atom("gone"),
+        )
+        with pytest.raises(TimeoutError):
+            await proc.receive(timeout=0.05)
+        await proc.close()
+        assert n.process("pz_named").pid != proc.pid  # a closed process frees its name
+
+
+async def test_start_io_thread_returns_the_nodes_running_loop() -> None:
+    n = Node(cookie="x")
+    loop = n.start_io_thread()
+    assert loop.is_running() and loop is not asyncio.get_running_loop()
+    assert n.start_io_thread() is loop  # started once
+    await n.close()
+    assert n.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        n.start_io_thread()
+
+
+async def test_close_shared_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node_registry, "_nodes", {})
+    first = shared_node("cookie-a")
+    assert shared_node("cookie-a") is first and shared_node("cookie-b") is not first
+    first.start_io_thread()
+    await close_shared_nodes()
+    assert first.closed and node_registry._nodes == {}
+    again = shared_node("cookie-a")
+    assert again is not first and not again.closed
+    await again.close()
+    assert shared_node("cookie-a") is not again  # a node closed directly is replaced too
+    await close_shared_nodes()

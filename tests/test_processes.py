@@ -11,12 +11,12 @@ import zarr
 
 import pyrlang_zarr as pz
 from pyrlang_zarr import Atom
-from pyrlang_zarr.erldist.shared import shared_node
+from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.testing.cluster import LocalCluster
 
 
 def _read_sum(store: pz.MnesiaStore) -> float:
-    return float(zarr.open_array(store, mode="r")[:].sum())
+    return float(np.asarray(zarr.open_array(store, mode="r")[:]).sum())
 
 
 def _child_rpc(cookie: str, peer: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]

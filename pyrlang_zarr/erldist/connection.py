@@ -1,86 +1,105 @@
-"""One TCP connection to one peer node: the asyncio shell around the sans-IO parts.
+"""One TCP connection to one peer node: the asyncio shell around a :class:`Session`.
 
-Runs the :class:`~pyrlang_zarr.erldist.handshake.ClientHandshake`, then cuts the stream into
-pass-through ``'p'`` packets (control term + optional message term) with a
-:class:`~pyrlang_zarr.erldist.framing.PacketReader`, answers and checks ticks, and writes large
-binaries to the transport without joining them into one buffer first.
+The session decides everything about the protocol; this class moves its bytes. Received
+bytes land in the session's buffer (a big packet straight in a buffer of its own), its
+events go to the node, its tick policy runs on a loop timer, and outgoing packets are
+corked: the small packets of one loop iteration leave in one write, while large binaries go
+to the transport as they are, never joined into one buffer first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from collections.abc import Callable
 from typing import Any
 
-from pyrlang_zarr.erldist.framing import PacketReader
-from pyrlang_zarr.erldist.handshake import ClientHandshake, Peer, State
-from pyrlang_zarr.errors import NodeDown, ProtocolError
-from pyrlang_zarr.term import decode, encode_parts
+from pyrlang_zarr.erldist.control import ControlMessage
+from pyrlang_zarr.erldist.handshake import Peer
+from pyrlang_zarr.erldist.session import Connected, Malformed, Outgoing, Session, SessionEvent
+from pyrlang_zarr.errors import NodeDown, ProtocolError, PyrlangZarrError
+from pyrlang_zarr.term import encode_parts
 
 log = logging.getLogger(__name__)
 
-PASS_THROUGH = 112
-TICK = b"\x00\x00\x00\x00"
-TICK_INTERVAL = 1.0
-_HEADER = struct.Struct(">IB")
 _SMALL_WRITE = 256 * 1024  # below this a packet goes out as one write (one segment train)
 
-MessageHandler = Callable[["DistConnection", tuple[Any, ...], Any, bool], None]
+MessageHandler = Callable[["DistConnection", ControlMessage], None]
 LostHandler = Callable[["DistConnection", Exception], None]
 
 
 class DistConnection(asyncio.BufferedProtocol):
-    """Handshake, framing and ticks for one peer; messages go to ``on_message``."""
+    """Feeds ``session`` and writes for it; control events go to ``on_message``."""
 
     def __init__(
         self,
-        handshake: ClientHandshake,
+        session: Session,
         on_message: MessageHandler,
         on_lost: LostHandler,
         *,
-        tick_time: float,
         on_received: Callable[[], None] | None = None,
-        views_for: Callable[[tuple[Any, ...]], bool] | None = None,
     ) -> None:
-        self.handshake = handshake
-        self.peer_name = handshake.peer_name
+        self.session = session
         self._on_message = on_message
         self._on_lost = on_lost
         self._on_received = on_received  # after each batch of received packets
-        self._views_for = views_for  # which messages may keep large binaries as views
-        self._tick_time = tick_time
-        self._reader = PacketReader(2)
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[Peer] = self._loop.create_future()
         self._error: Exception | None = None
-        self.last_recv = self._loop.time()
-        self._sent_since_tick = False
         self._ticker: asyncio.TimerHandle | None = None
         self._cork: list[bytes | memoryview] = []
         self._cork_scheduled = False
         self.closed = False
 
+    @property
+    def peer_name(self) -> str:
+        return self.session.peer_name
+
+    @property
+    def last_recv(self) -> float:
+        """The loop time when the peer last sent anything."""
+        return self.session.last_recv
+
     # -- asyncio.BufferedProtocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        transport.write(self.handshake.start())
+        transport.write(self.session.initiate())
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._reader.get_buffer(sizehint)
+        return self.session.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._reader.buffer_updated(nbytes)
-        self.last_recv = self._loop.time()
+        session = self.session
+        session.buffer_updated(nbytes, self._loop.time())
         try:
-            self._process_packets()
+            on_message = self._on_message
+            while (event := session.next_event()) is not None:
+                if isinstance(event, SessionEvent):
+                    self._handle(event)
+                else:
+                    on_message(self, event)
         except Exception as exc:  # a broken peer must not take the event loop down with it
-            self.abort(exc if isinstance(exc, ProtocolError | NodeDown) else self._broken(exc))
+            if not isinstance(exc, PyrlangZarrError):
+                log.exception("error handling a packet from %s", self.peer_name)
+                exc = ProtocolError(f"error handling a packet from {self.peer_name}: {exc}")
+            else:
+                log.debug("dropping the connection to %s", self.peer_name, exc_info=exc)
+            self.abort(exc)
         if self._on_received is not None:
             self._on_received()
+
+    def _handle(self, event: SessionEvent) -> None:
+        if isinstance(event, Outgoing):
+            assert self._transport is not None
+            self._transport.write(event.data)
+        elif isinstance(event, Connected):
+            self.ready.set_result(event.peer)
+            self._schedule_tick()
+        elif isinstance(event, Malformed):
+            log.debug("ignored control message from %s: %s", self.peer_name, event.error)
+        # a Tick: the session noted the time already
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -90,51 +109,13 @@ class DistConnection(asyncio.BufferedProtocol):
         if self._ticker is not None:
             self._ticker.cancel()
         if not self.ready.done():
-            error = self._error or self.handshake.connection_lost()
-            self.ready.set_exception(error)
+            self.ready.set_exception(self._error or self.session.connection_lost())
             return
         error = self._error or NodeDown(
             f"connection to {self.peer_name} lost"
             + (f": {exc}" if exc else " (the node closed it or went down)")
         )
         self._on_lost(self, error)
-
-    # -- receiving ------------------------------------------------------------------------
-    def _process_packets(self) -> None:
-        reader = self._reader
-        while (packet := reader.next_packet()) is not None:
-            if self.handshake.state is not State.CONNECTED:
-                reply = self.handshake.packet_received(packet)
-                if reply is not None:
-                    self._write(reply)
-                if self.handshake.state is State.CONNECTED:
-                    reader.header_size = 4
-                    assert self.handshake.peer is not None
-                    self.peer_name = self.handshake.peer.name
-                    self.ready.set_result(self.handshake.peer)
-                    self._schedule_tick()
-                continue
-            if len(packet) == 0:
-                continue  # a tick: _last_recv is already updated
-            if packet[0] != PASS_THROUGH:
-                raise ProtocolError(f"{self.peer_name} sent a packet of unknown type {packet[0]}")
-            control, offset = decode(packet, 1)
-            if not isinstance(control, tuple) or not control or not isinstance(control[0], int):
-                raise ProtocolError(f"{self.peer_name} sent a bad control message {control!r}")
-            # a big packet has a buffer of its own, never reused: its binaries can be views
-            views = (
-                isinstance(packet, bytearray)
-                and self._views_for is not None
-                and self._views_for(control)
-            )
-            message = None
-            if offset < len(packet):
-                message, offset = decode(packet, offset, copy_binaries=not views)
-            self._on_message(self, control, message, views)
-
-    def _broken(self, exc: Exception) -> ProtocolError:
-        log.debug("bad packet from %s", self.peer_name, exc_info=exc)
-        return ProtocolError(f"{self.peer_name} sent a packet we cannot read: {exc}")
 
     # -- sending --------------------------------------------------------------------------
     def send(
@@ -155,7 +136,7 @@ class DistConnection(asyncio.BufferedProtocol):
         for part in parts:
             size += len(part)
         cork = self._cork
-        cork.append(_HEADER.pack(size, PASS_THROUGH))
+        cork.append(self.session.header(size))
         if size < _SMALL_WRITE:
             # small packets of one loop iteration leave in one write: one syscall, one wake-up
             cork.extend(parts)
@@ -170,7 +151,6 @@ class DistConnection(asyncio.BufferedProtocol):
                 else:
                     cork.append(part)
             self._uncork()
-        self._sent_since_tick = True
 
     def flush(self) -> None:
         """Write what is queued now (the end of a batch of sends)."""
@@ -183,27 +163,20 @@ class DistConnection(asyncio.BufferedProtocol):
             self._transport.write(b"".join(self._cork))
         self._cork.clear()
 
-    def _write(self, data: bytes) -> None:
-        assert self._transport is not None
-        self._transport.write(data)
-
     # -- ticks ----------------------------------------------------------------------------
     def _schedule_tick(self) -> None:
-        # We cannot know the peer's net_ticktime (the handshake does not carry it); a peer
-        # with a short one drops a connection that is silent for that long. A tick is 4
-        # bytes: send one every second of silence, whatever our own tick_time.
-        self._ticker = self._loop.call_later(min(self._tick_time / 4, TICK_INTERVAL), self._tick)
+        self._ticker = self._loop.call_later(self.session.tick_interval, self._tick)
 
     def _tick(self) -> None:
         if self.closed:
             return
-        silent = self._loop.time() - self.last_recv
-        if silent > self._tick_time:
-            self.abort(NodeDown(f"{self.peer_name} sent nothing for {silent:.0f} s (no ticks)"))
+        try:
+            data = self.session.tick(self._loop.time())
+        except NodeDown as exc:
+            self.abort(exc)
             return
-        if not self._sent_since_tick and self._transport is not None:
-            self._transport.write(TICK)
-        self._sent_since_tick = False
+        if data and self._transport is not None:
+            self._transport.write(data)
         self._schedule_tick()
 
     # -- closing --------------------------------------------------------------------------

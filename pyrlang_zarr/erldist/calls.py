@@ -1,0 +1,202 @@
+"""Remote calls through each peer's ``rex`` server, and the replies waiting for them.
+
+A call is a ``gen_server:call`` to ``rex`` sent from one internal pid with a fresh reference
+as the tag, so many calls are in flight on one connection and each reply is routed by its
+reference. The ``REG_SEND`` header to ``rex`` is encoded once. When a connection drops,
+every call waiting on that peer fails at once with :class:`NodeDown`: its outcome on the
+peer is unknown. A peer that owes replies and falls silent is probed, and dropped after
+``liveness_timeout``: cut off without a reset (a pulled cable, a partition), its calls fail
+in seconds rather than after a whole tick time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pyrlang_zarr.erldist import control as C
+from pyrlang_zarr.erldist.handoff import Handoff, Pending
+from pyrlang_zarr.erldist.identity import Identity
+from pyrlang_zarr.erldist.io_thread import IoThread
+from pyrlang_zarr.errors import DecodeError, NodeDown, RpcError
+from pyrlang_zarr.term import Atom, ImproperList, Pid, Reference, encode_parts
+from pyrlang_zarr.term.format import format_term
+
+if TYPE_CHECKING:
+    from pyrlang_zarr.erldist.connection import DistConnection
+    from pyrlang_zarr.erldist.peers import Peers
+
+_EMPTY = Atom("")
+_REX = Atom("rex")
+_GEN_CALL = Atom("$gen_call")
+_CALL = Atom("call")
+_USER = Atom("user")
+_BADRPC = Atom("badrpc")
+#: a call whose reply only proves the peer alive
+_PROBE: tuple[Atom, Atom, Atom, list[Any], Atom] = (_CALL, Atom("erlang"), Atom("node"), [], _USER)
+
+
+def own_binaries(term: Any) -> Any:
+    """``term`` with every ``memoryview`` replaced by ``bytes`` of its own."""
+    kind = type(term)
+    if kind is memoryview:
+        return term.tobytes()
+    if kind is tuple:
+        return tuple(own_binaries(t) for t in term)
+    if kind is list:
+        return [own_binaries(t) for t in term]
+    if kind is dict:
+        return {k: own_binaries(v) for k, v in term.items()}
+    if kind is ImproperList:
+        return ImproperList(tuple(own_binaries(t) for t in term.elements), own_binaries(term.tail))
+    return term
+
+
+def rpc_request(module: str, function: str, args: Sequence[Any]) -> tuple[Any, ...]:
+    """The ``{call, M, F, A, user}`` request for ``rex``, with clear errors for bad arguments."""
+    if not isinstance(module, str) or not isinstance(function, str):
+        raise TypeError(f"rpc module and function must be str, got {module!r}, {function!r}")
+    if not isinstance(args, list | tuple):
+        raise TypeError(f"rpc args must be a list or tuple of arguments, not {type(args).__name__}")
+    return (_CALL, Atom(module), Atom(function), list(args), _USER)
+
+
+def rpc_result(call: Pending, result: Any) -> Any:
+    """``result``, unless it is ``{badrpc, Reason}``: then :class:`RpcError`."""
+    if type(result) is tuple and len(result) == 2 and result[0] == _BADRPC:
+        raise RpcError(f"{call.what} failed: {format_term(result[1])}", result[1])
+    return result
+
+
+class Liveness(Protocol):
+    """The node's setting this module reads (each time: it may be changed live)."""
+
+    liveness_timeout: float
+
+
+class Calls:
+    """Pending remote calls by reference, and by peer (to fail them when the peer goes)."""
+
+    def __init__(
+        self, identity: Identity, handoff: Handoff, peers: Peers, settings: Liveness
+    ) -> None:
+        self._identity = identity
+        self._handoff = handoff
+        self._peers = peers
+        self._settings = settings
+        self.pid: Pid | None = None  # the pid every call is sent from, made on first use
+        self._header: list[bytes | memoryview] = []  # REG_SEND from pid to rex, encoded
+        self._pending: dict[Reference, Pending] = {}
+        self._by_peer: dict[str, set[Reference]] = {}
+
+    def is_reply_to(self, pid: Pid) -> bool:
+        """Whether a message to ``pid`` is a reply (whose large binaries may stay views)."""
+        return pid == self.pid
+
+    # -- on the IO loop -------------------------------------------------------------------
+    def start(self, peer: str, request: tuple[Any, ...], call: Pending) -> None:
+        """Encode the ``$gen_call`` to ``peer``'s ``rex`` and send it, or queue it behind the
+        connection attempt."""
+        if call.future.done():  # cancelled before it started
+            return
+        try:
+            self._peers.get(peer)  # first: it decides our name, which the pid carries
+            if self.pid is None:
+                self.pid = self._identity.make_pid()
+                self._header = encode_parts((C.REG_SEND, self.pid, _EMPTY, _REX))
+            ref = call.ref = self._identity.make_ref()
+            parts = self._header + encode_parts((_GEN_CALL, (self.pid, ref), request))
+        except Exception as exc:
+            self._handoff.fail(call, exc)
+            return
+        self._pending[ref] = call
+        refs = self._by_peer.get(peer)
+        if refs is None:
+            refs = self._by_peer[peer] = set()
+        refs.add(ref)
+        self._peers.submit(peer, parts, None)
+
+    def on_reply(self, event: C.Send) -> None:
+        """A message to our pid: ``{Ref, Result}`` completes the call tagged ``Ref``."""
+        message = event.message
+        if not (type(message) is tuple and len(message) == 2 and type(message[0]) is Reference):
+            return
+        ref = message[0]
+        call = self._pending.pop(ref, None)
+        if call is None:
+            return  # timed out or cancelled: dropped
+        refs = self._by_peer.get(call.peer)
+        if refs is not None:
+            refs.discard(ref)
+        result = message[1]
+        if event.views and call.copy:
+            try:
+                result = own_binaries(result)
+            except RecursionError:
+                error = DecodeError(f"reply to {call.what} is nested too deep to copy")
+                self._handoff.fail(call, error)
+                return
+        self._handoff.succeed(call, result)
+
+    def fail_peer(self, peer: str, error: BaseException, *, lost: bool) -> None:
+        """Every call waiting on ``peer`` fails with ``error``; a ``lost`` connection's calls
+        with a :class:`NodeDown` that says their outcome is unknown."""
+        for ref in self._by_peer.pop(peer, ()):
+            call = self._pending.pop(ref, None)
+            if call is not None:
+                what = f"{error} (during {call.what}; outcome unknown)"
+                self._handoff.fail(call, NodeDown(what) if lost else error)
+
+    def watch_liveness(self) -> None:
+        """Every quarter of ``liveness_timeout``: probe the silent peers that owe replies;
+        drop those silent for the whole ``liveness_timeout``."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        limit = self._settings.liveness_timeout
+        for peer, refs in list(self._by_peer.items()):
+            conn = self._peers.connection(peer)
+            if conn is None or not refs:
+                continue
+            silent = now - conn.last_recv
+            if silent > limit:
+                conn.abort(
+                    NodeDown(
+                        f"{peer} sent nothing for {silent:.1f} s while calls were waiting "
+                        "(cut off or hung)"
+                    )
+                )
+            elif silent > limit / 4:
+                self._probe(conn)
+        if not self._peers.closed:
+            loop.call_later(limit / 4, self.watch_liveness)
+
+    def _probe(self, conn: DistConnection) -> None:
+        """Ask ``conn``'s peer for something cheap: any reply proves it alive."""
+        if self.pid is None:
+            return
+        probe = (_GEN_CALL, (self.pid, self._identity.make_ref()), _PROBE)
+        try:
+            conn.send_parts(self._header + encode_parts(probe))
+        except NodeDown:
+            pass
+
+    # -- from any thread ------------------------------------------------------------------
+    def forget(self, io: IoThread, call: Pending) -> None:
+        """``call`` timed out or was cancelled: its reply, if it comes, is dropped."""
+
+        def forget() -> None:
+            if call.ref is None:
+                return
+            self._pending.pop(call.ref, None)
+            refs = self._by_peer.get(call.peer)
+            if refs is not None:
+                refs.discard(call.ref)
+
+        if io.in_thread():
+            forget()
+        else:
+            try:
+                io.loop.call_soon_threadsafe(forget)
+            except RuntimeError:
+                pass

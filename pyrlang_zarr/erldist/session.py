@@ -1,0 +1,200 @@
+"""One peer's distribution session as a sans-IO state machine: bytes in, events out.
+
+The transport feeds it received bytes (into :meth:`Session.get_buffer`, or copied with
+:meth:`Session.receive_data`) along with the clock, and drains :meth:`Session.next_event`:
+handshake replies to write, :class:`Connected`, ticks, and one typed control event per
+pass-through ``'p'`` packet. It also frames outgoing packets and decides, from a clock value
+it is given, when to tick and when the peer has been silent too long. It owns no socket,
+timer or event loop, so every rule here is tested with plain bytes (as h11 does for HTTP).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from pyrlang_zarr.erldist import control as C
+from pyrlang_zarr.erldist.framing import PacketReader
+from pyrlang_zarr.erldist.handshake import ClientHandshake, Peer, State
+from pyrlang_zarr.errors import AuthenticationError, NodeDown, NodeUnreachable, ProtocolError
+from pyrlang_zarr.term import Pid, decode
+
+PASS_THROUGH = 112
+TICK = b"\x00\x00\x00\x00"
+#: the longest silence we allow ourselves: we cannot know the peer's net_ticktime.
+TICK_INTERVAL = 1.0
+_HEADER = struct.Struct(">IB")
+
+
+class SessionEvent:
+    """Base of the events about the session itself (not control messages)."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing(SessionEvent):
+    """Bytes the handshake wants written to the peer."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Connected(SessionEvent):
+    """The handshake is done; control messages follow."""
+
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class Tick(SessionEvent):
+    """An empty packet: the peer is alive (the session already noted when)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed(SessionEvent):
+    """A well-framed control message that :func:`~.control.parse_control` refused; the
+    connection survives it."""
+
+    error: C.MalformedControl
+
+
+TICK_EVENT = Tick()
+Event: TypeAlias = C.ControlMessage | Outgoing | Connected | Tick | Malformed
+
+
+class Session:
+    """Client side of one connection, from the first handshake byte to the last packet.
+
+    ``views_for(pid)`` says whether a large message sent to ``pid`` may keep its binaries as
+    memoryviews of the received packet (a big packet has a buffer of its own, never reused).
+    """
+
+    def __init__(
+        self,
+        handshake: ClientHandshake,
+        *,
+        tick_time: float,
+        views_for: Callable[[Pid], bool] | None = None,
+        now: float = 0.0,
+    ) -> None:
+        self.handshake = handshake
+        self.peer_name = handshake.peer_name
+        self.tick_time = tick_time
+        self.views_for = views_for
+        self.last_recv = now  # the clock value when bytes last arrived
+        self._reader = PacketReader(2)
+        self._connected = False
+        self._sent_since_tick = False
+        self._error: Exception | None = None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.handshake!r}>"
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    # -- receiving ------------------------------------------------------------------------
+    def initiate(self) -> bytes:
+        """The first bytes to send (the handshake's ``send_name``)."""
+        return self.handshake.start()
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Where the transport should receive the next bytes (``BufferedProtocol``)."""
+        return self._reader.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int, now: float) -> None:
+        """``nbytes`` arrived, at clock value ``now``, in the last buffer handed out."""
+        self._reader.buffer_updated(nbytes)
+        self.last_recv = now
+
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        """Copy ``data`` in (tests, and plain ``Protocol`` transports)."""
+        self._reader.feed(data)
+        self.last_recv = now
+
+    def next_event(self) -> Event | None:
+        """The next event from the bytes received so far, ``None`` until more arrive.
+
+        Raises :class:`ProtocolError` (and the handshake's :class:`AuthenticationError` or
+        :class:`NodeUnreachable`) when the connection cannot go on; so does every later
+        call."""
+        if self._error is not None:
+            raise self._error
+        try:
+            while (packet := self._reader.next_packet()) is not None:
+                if self._connected:
+                    return self._packet(packet)
+                event = self._handshake_packet(packet)
+                if event is not None:
+                    return event
+            return None
+        except (ProtocolError, AuthenticationError, NodeUnreachable) as exc:
+            self._error = exc
+            raise
+        except Exception as exc:  # DecodeError, or worse: the peer's bytes, not our bug
+            self._error = ProtocolError(f"{self.peer_name} sent a packet we cannot read: {exc}")
+            raise self._error from exc
+
+    def connection_lost(self) -> Exception:
+        """What a closed socket means before the handshake finished."""
+        return self.handshake.connection_lost()
+
+    def _handshake_packet(self, packet: memoryview | bytearray) -> Event | None:
+        hs = self.handshake
+        reply = hs.packet_received(packet)
+        if hs.state is State.CONNECTED and hs.peer is not None:
+            self._connected = True
+            self._reader.header_size = 4
+            self.peer_name = hs.peer.name
+            return Connected(hs.peer)
+        return None if reply is None else Outgoing(reply)
+
+    def _packet(self, packet: memoryview | bytearray) -> Event:
+        if len(packet) == 0:
+            return TICK_EVENT
+        if packet[0] != PASS_THROUGH:
+            raise ProtocolError(f"{self.peer_name} sent a packet of unknown type {packet[0]}")
+        control, offset = decode(packet, 1)
+        message: Any = C.NO_MESSAGE
+        views = False
+        if offset < len(packet):
+            if type(packet) is bytearray and self.views_for is not None:
+                to = C.send_target(control)
+                views = type(to) is Pid and self.views_for(to)
+            message, offset = decode(packet, offset, copy_binaries=not views)
+        try:
+            return C.parse_control(control, message, views)
+        except C.MalformedControl as exc:
+            if type(control) is not tuple or not control or type(control[0]) is not int:
+                error = f"{self.peer_name} sent a bad control message {control!r}"
+                raise ProtocolError(error) from None
+            return Malformed(exc)
+
+    # -- sending --------------------------------------------------------------------------
+    def header(self, size: int) -> bytes:
+        """The 5-byte header of an outgoing pass-through packet of ``size - 1`` term bytes
+        (``size`` counts the type byte); the packet counts as traffic for the tick policy."""
+        self._sent_since_tick = True
+        return _HEADER.pack(size, PASS_THROUGH)
+
+    # -- ticks ----------------------------------------------------------------------------
+    @property
+    def tick_interval(self) -> float:
+        """How often :meth:`tick` should be called. A peer with a short ``net_ticktime``
+        drops a connection silent that long, and the handshake does not tell us the peer's:
+        a tick is 4 bytes, so one goes out every second of silence whatever ours is."""
+        return min(self.tick_time / 4, TICK_INTERVAL)
+
+    def tick(self, now: float) -> bytes:
+        """Every :attr:`tick_interval`: the bytes to write (a tick if we sent nothing since
+        the last call, else nothing). Raises :class:`NodeDown` once the peer has been silent
+        for longer than ``tick_time``."""
+        silent = now - self.last_recv
+        if silent > self.tick_time:
+            raise NodeDown(f"{self.peer_name} sent nothing for {silent:.0f} s (no ticks)")
+        sent, self._sent_since_tick = self._sent_since_tick, False
+        return b"" if sent else TICK
