@@ -56,7 +56,7 @@ from zarr.storage import LocalStore, MemoryStore
 import pyrlang_zarr as pz
 from benchmarks import harness
 from pyrlang_zarr.erldist import Node
-from pyrlang_zarr.erldist.shared import shared_node
+from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.testing.cluster import LocalCluster
 
 MB = 1_000_000

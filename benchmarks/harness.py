@@ -258,8 +258,7 @@ async def start_escript(
 async def profiling_io_thread(node: Node, profile: cProfile.Profile) -> AsyncIterator[None]:
     """``profile`` enabled meanwhile in ``node``'s IO thread, where its sockets, framing and
     term codec run (a profiler sees only the thread that enabled it)."""
-    # Node has no public handle on its IO thread's loop; start() only calls _runtime().
-    io_loop = node._runtime().loop
+    io_loop = node.start_io_thread()
     await _call_in(io_loop, profile.enable)
     try:
         yield

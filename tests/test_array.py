@@ -17,7 +17,7 @@ from zarr.core.buffer import cpu, default_buffer_prototype
 
 import pyrlang_zarr as pz
 from pyrlang_zarr import Atom
-from pyrlang_zarr.erldist.shared import shared_node
+from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.errors import NotFound, TableNotFound, TransactionError
 from pyrlang_zarr.mnesia.client import _CHECKED, Conflict, MnesiaClient
 from pyrlang_zarr.overlay import Snapshot, WriteBuffer

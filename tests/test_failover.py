@@ -12,7 +12,7 @@ import numpy as np
 import zarr
 
 import pyrlang_zarr as pz
-from pyrlang_zarr.erldist.shared import shared_node
+from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.errors import PyrlangZarrError
 from pyrlang_zarr.mnesia import ensure_table
 from pyrlang_zarr.testing.cluster import LocalCluster

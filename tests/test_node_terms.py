@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 
 from pyrlang_zarr import Atom, Node
-from pyrlang_zarr.erldist.shared import shared_node
+from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.term import ImproperList, ListKey, OpaqueFun, decode_term, encode
 from pyrlang_zarr.testing.cluster import LocalCluster
 from tests.test_term_properties import FUNS, normalised, terms

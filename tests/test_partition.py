@@ -10,7 +10,7 @@ import pytest
 
 import pyrlang_zarr as pz
 from pyrlang_zarr import Atom, Node
-from pyrlang_zarr.erldist.shared import shared_node
+from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.errors import NoMajority, PossiblyStaleRead
 from pyrlang_zarr.mnesia import MnesiaClient
 from pyrlang_zarr.mnesia.partition import MnesiaEvents, recover_partition

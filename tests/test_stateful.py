@@ -12,7 +12,7 @@ from hypothesis.stateful import run_state_machine_as_test
 from zarr.testing.stateful import ZarrHierarchyStateMachine, ZarrStoreStateMachine
 
 from pyrlang_zarr import MnesiaStore
-from pyrlang_zarr.erldist.shared import shared_node
+from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.mnesia import ensure_table
 from pyrlang_zarr.testing.cluster import LocalCluster
 

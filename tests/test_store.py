@@ -14,7 +14,7 @@ from zarr.core.buffer import Buffer, cpu, default_buffer_prototype
 from zarr.testing.store import StoreTests
 
 from pyrlang_zarr import Atom, ExportFun, MnesiaStore
-from pyrlang_zarr.erldist.shared import shared_node
+from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.keys import (
     METADATA,
     ROOT_METADATA_KEY,

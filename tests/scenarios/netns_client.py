@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 import pyrlang_zarr as pz
-from pyrlang_zarr.erldist.shared import shared_node
+from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.errors import PyrlangZarrError
 from pyrlang_zarr.mnesia.partition import MnesiaEvents, recover_partition
 
