@@ -1,5 +1,31 @@
-"""The Erlang distribution protocol: EPMD, handshake, framing, connections and the node."""
+"""The Erlang distribution protocol: EPMD, handshake, framing, connections and the node.
 
-from pyrlang_zarr.erldist.node import Node, Process
+The sans-IO parts (``handshake``, ``framing``, ``flags``, ``control``) import no sockets, no
+threads and no asyncio; ``Node`` and ``Process`` load the node (asyncio, sockets, the I/O
+thread) on first use (PEP 562).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyrlang_zarr.erldist.node import Node, Process
 
 __all__ = ["Node", "Process"]
+
+_LAZY = {"Node": "pyrlang_zarr.erldist.node", "Process": "pyrlang_zarr.erldist.node"}
+
+
+def __getattr__(name: str) -> Any:
+    home = _LAZY.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
