@@ -20,6 +20,8 @@ from pyrlang_zarr.errors import NotFound, TableNotFound, TransactionError
 from pyrlang_zarr.mnesia.client import _CHECKED, MnesiaClient
 from pyrlang_zarr.testing.cluster import LocalCluster
 
+pytestmark = pytest.mark.erlang
+
 TAB = "zarr_storage"
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from pyrlang_zarr.testing.cluster import LocalCluster
 
-pytestmark = pytest.mark.skipif(shutil.which("erl") is None, reason="needs Erlang/OTP (erl)")
+pytestmark = pytest.mark.erlang
 
 
 def epmd_names() -> set[str]:

@@ -17,6 +17,8 @@ from pyrlang_zarr.errors import (
 from pyrlang_zarr.mnesia import Delete, MnesiaClient, Write, ensure_table
 from pyrlang_zarr.testing.cluster import LocalCluster
 
+pytestmark = pytest.mark.erlang
+
 TAB = "zarr_storage"
 
 

@@ -17,6 +17,8 @@ import pytest
 
 from pyrlang_zarr.testing.netns import RECORD_DIR, NetnsCluster, available, cleanup_stale
 
+pytestmark = [pytest.mark.erlang, pytest.mark.netns]
+
 TICKTIME = 4  # seconds: a cut host is taken for down within ~TICKTIME
 
 

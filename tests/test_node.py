@@ -23,6 +23,8 @@ from pyrlang_zarr.errors import (
 from pyrlang_zarr.testing.cluster import LocalCluster
 from tests.erl import spawn_eval
 
+pytestmark = pytest.mark.erlang
+
 
 async def test_rpc_returns_the_peer_name(node: Node, cluster: LocalCluster) -> None:
     for peer in cluster.nodes:

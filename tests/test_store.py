@@ -25,6 +25,8 @@ from pyrlang_zarr.keys import (
 from pyrlang_zarr.mnesia import ensure_table
 from pyrlang_zarr.testing.cluster import LocalCluster
 
+pytestmark = pytest.mark.erlang
+
 TABLE = "zarr_storage"
 
 

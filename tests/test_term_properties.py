@@ -268,7 +268,7 @@ halt().
 """
 
 
-@pytest.mark.skipif(ERL is None, reason="needs erl")
+@pytest.mark.erlang
 def test_erlang_reads_what_we_encode(tmp_path: Any) -> None:
     """Erlang decodes every term we produce to the same value (up to map key order)."""
     assert ERL is not None
