@@ -6,8 +6,8 @@ Markers, registered in pyproject.toml (``--strict-markers``):
   in CI (``CI`` set) a missing ``erl`` stops the run instead.
 - ``netns``: needs root, ``ip netns``, ``unshare`` and ``erl`` (separate hosts as network
   namespaces). Skipped with what is missing; in CI the tests run and fail with it.
-- ``slow``: tens of seconds or more (faults, tick timeouts, whole examples); ``-m "not slow"``
-  for a quick run.
+- ``slow``: about 5 s or more each (tick timeouts, faults, state machines, fuzzing, whole
+  examples); ``-m "not slow"`` for a quick run.
 """
 
 from __future__ import annotations

@@ -55,15 +55,6 @@ def test_ci_without_erl_is_a_usage_error(tmp_path: Path) -> None:
     done = pytest_run(path_without("erl", tmp_path), "tests/test_cluster.py", ci=True)
     assert done.returncode == pytest.ExitCode.USAGE_ERROR
     assert "CI must run the integration tests: erl is missing" in done.stderr
-    # deselecting the Erlang tests is allowed
-    done = pytest_run(
-        path_without("erl", tmp_path / "again"),
-        "tests/test_cluster.py",
-        "-m",
-        "not erlang",
-        ci=True,
-    )
-    assert done.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, done.stdout + done.stderr
 
 
 def test_netns_tests_skip_with_what_is_missing(tmp_path: Path) -> None:

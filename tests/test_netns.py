@@ -129,6 +129,7 @@ for host in sys.argv[1:]:
 """
 
 
+@pytest.mark.slow
 def test_cut_and_heal(net: NetnsCluster) -> None:
     assert net.erl_eval(0, "net_adm:ping('node3@host3').") == "pong"
     net.cut(2)

@@ -16,7 +16,7 @@ from pyrlang_zarr.erldist.shared import shared_node
 from pyrlang_zarr.mnesia import ensure_table
 from pyrlang_zarr.testing.cluster import LocalCluster
 
-pytestmark = pytest.mark.erlang
+pytestmark = [pytest.mark.erlang, pytest.mark.slow]
 
 # Enough steps to cover every rule many times; PZ_STATEFUL_EXAMPLES raises it for soak runs.
 EXAMPLES = int(os.environ.get("PZ_STATEFUL_EXAMPLES", "25"))
