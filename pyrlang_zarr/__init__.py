@@ -1,8 +1,17 @@
-"""Zarr arrays stored in Mnesia, from a Python hidden node on an Erlang/OTP cluster."""
+"""Zarr arrays stored in Mnesia, from a Python hidden node on an Erlang/OTP cluster.
+
+The names below load on first use (PEP 562): ``import pyrlang_zarr`` costs only the exception
+classes, and ``pyrlang_zarr.term`` or ``pyrlang_zarr.erldist.handshake`` can be imported
+without zarr, numpy or the asyncio node. ``from pyrlang_zarr import create`` and ``pz.create``
+work as for any attribute; the first use of an array name imports zarr and numpy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from pyrlang_zarr import errors
-from pyrlang_zarr.array import MnesiaArray, create, open
-from pyrlang_zarr.erldist import Node, Process
 from pyrlang_zarr.errors import (
     AuthenticationError,
     NodeDown,
@@ -14,8 +23,12 @@ from pyrlang_zarr.errors import (
     TableNotFound,
     TransactionError,
 )
-from pyrlang_zarr.store import MnesiaStore
-from pyrlang_zarr.term import Atom, ExportFun, ImproperList, Pid, Port, Reference
+
+if TYPE_CHECKING:
+    from pyrlang_zarr.array import MnesiaArray, create, open
+    from pyrlang_zarr.erldist.node import Node, Process
+    from pyrlang_zarr.store import MnesiaStore
+    from pyrlang_zarr.term import Atom, ExportFun, ImproperList, Pid, Port, Reference
 
 __all__ = [
     "Atom",
@@ -41,3 +54,33 @@ __all__ = [
     "errors",
     "open",
 ]
+
+# Where each lazily loaded name lives. The array and store modules pull in zarr and numpy,
+# the node module asyncio, sockets and threads; the term types need neither.
+_LAZY = {
+    "MnesiaArray": "pyrlang_zarr.array",
+    "create": "pyrlang_zarr.array",
+    "open": "pyrlang_zarr.array",
+    "MnesiaStore": "pyrlang_zarr.store",
+    "Node": "pyrlang_zarr.erldist.node",
+    "Process": "pyrlang_zarr.erldist.node",
+    "Atom": "pyrlang_zarr.term",
+    "ExportFun": "pyrlang_zarr.term",
+    "ImproperList": "pyrlang_zarr.term",
+    "Pid": "pyrlang_zarr.term",
+    "Port": "pyrlang_zarr.term",
+    "Reference": "pyrlang_zarr.term",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _LAZY.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -23,11 +23,14 @@ from pyrlang_zarr.mnesia.client import _CHECKED, Conflict, MnesiaClient
 from pyrlang_zarr.overlay import Snapshot, WriteBuffer
 from pyrlang_zarr.testing.cluster import LocalCluster
 
+pytestmark = pytest.mark.erlang
+
 TAB = "zarr_storage"
 
 
 @pytest.fixture(scope="module")
-def c3() -> Iterator[LocalCluster]:
+def cluster3() -> Iterator[LocalCluster]:
+    """Three real nodes of this module's own, for replicas on every node."""
     with LocalCluster(n=3) as c:
         yield c
 
@@ -42,32 +45,34 @@ async def raw_records(c: LocalCluster, peer: str, array_id: str) -> list[Any]:
     return await node.rpc(peer, "mnesia", "dirty_select", [Atom(TAB), spec])
 
 
-async def test_seed_example_round_trips_and_opens_on_another_replica(c3: LocalCluster) -> None:
+async def test_seed_example_round_trips_and_opens_on_another_replica(
+    cluster3: LocalCluster,
+) -> None:
     arr = await pz.create(
         array_id="experiment_001",
         shape=(1000, 1000),
         chunks=(100, 100),
         dtype="float64",
         overwrite=True,
-        **opts(c3),
+        **opts(cluster3),
     )
     data = np.random.default_rng(1).random((1000, 1000))
     await arr.set_slice(data, start=(0, 0), stop=(1000, 1000))
     block = await arr.get_slice(start=(0, 0), stop=(100, 100))
     assert np.array_equal(block, data[:100, :100])
     assert np.array_equal(await arr.get_slice(start=(0, 0), stop=(1000, 1000)), data)
-    other = await pz.open(array_id="experiment_001", node=c3.nodes[2], cookie=c3.cookie)
+    other = await pz.open(array_id="experiment_001", node=cluster3.nodes[2], cookie=cluster3.cookie)
     assert other.shape == (1000, 1000) and other.chunks == (100, 100)
     assert other.dtype == np.float64
     assert np.array_equal(await other.get_slice(start=(0, 0), stop=(1000, 1000)), data)
 
 
-async def test_records_follow_the_seed_schema_on_every_replica(c3: LocalCluster) -> None:
+async def test_records_follow_the_seed_schema_on_every_replica(cluster3: LocalCluster) -> None:
     aid = f"schema-{uuid.uuid4().hex[:8]}"
-    arr = await pz.create(array_id=aid, shape=(20, 30), chunks=(10, 10), **opts(c3))
+    arr = await pz.create(array_id=aid, shape=(20, 30), chunks=(10, 10), **opts(cluster3))
     await arr.set_slice(np.ones((20, 30)), start=(0, 0), stop=(20, 30))
-    for peer in c3.nodes:
-        records = await raw_records(c3, peer, aid)
+    for peer in cluster3.nodes:
+        records = await raw_records(cluster3, peer, aid)
         keys = {r[1][1] for r in records}
         assert keys == {Atom("metadata")} | {(i, j) for i in range(2) for j in range(3)}
         for tab, (array_id, index), data in records:
@@ -78,7 +83,7 @@ async def test_records_follow_the_seed_schema_on_every_replica(c3: LocalCluster)
             else:
                 assert all(isinstance(i, int) for i in index)
     # and the same seen by Erlang code alone, on the last replica
-    out = c3.erl_eval(
+    out = cluster3.erl_eval(
         2,
         f"[element(2, element(2, R)) || R <- ets:tab2list({TAB}), "
         f'element(1, element(2, R)) =:= <<"{aid}">>].',
@@ -86,9 +91,9 @@ async def test_records_follow_the_seed_schema_on_every_replica(c3: LocalCluster)
     assert "metadata" in out and "{1,2}" in out.replace(" ", "")
 
 
-async def test_partial_writes_keep_neighbours(c3: LocalCluster) -> None:
+async def test_partial_writes_keep_neighbours(cluster3: LocalCluster) -> None:
     arr = await pz.create(
-        array_id=f"part-{uuid.uuid4().hex[:8]}", shape=(10, 10), chunks=(4, 4), **opts(c3)
+        array_id=f"part-{uuid.uuid4().hex[:8]}", shape=(10, 10), chunks=(4, 4), **opts(cluster3)
     )
     expected = np.zeros((10, 10))
     rng = np.random.default_rng(2)
@@ -103,13 +108,13 @@ async def test_partial_writes_keep_neighbours(c3: LocalCluster) -> None:
 
 
 async def test_set_slice_is_all_or_nothing(
-    c3: LocalCluster, monkeypatch: pytest.MonkeyPatch
+    cluster3: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Make the commit fail after its chunk writes: none of them may land."""
     aid = f"atomic-{uuid.uuid4().hex[:8]}"
-    arr = await pz.create(array_id=aid, shape=(40, 40), chunks=(10, 10), **opts(c3))
+    arr = await pz.create(array_id=aid, shape=(40, 40), chunks=(10, 10), **opts(cluster3))
     await arr.set_slice(np.full((40, 40), 1.0), start=(0, 0), stop=(40, 40))
-    before = await raw_records(c3, c3.nodes[1], aid)
+    before = await raw_records(cluster3, cluster3.nodes[1], aid)
     seen: list[int] = []
 
     async def commit_then_fail(self: MnesiaClient, reads: Any, ops: Any) -> None:
@@ -128,15 +133,15 @@ async def test_set_slice_is_all_or_nothing(
         await arr.set_slice(np.full((40, 40), 2.0), start=(0, 0), stop=(40, 40))
     monkeypatch.undo()
     assert seen == [16]  # all 16 chunks were in the failed transaction
-    after = await raw_records(c3, c3.nodes[1], aid)
+    after = await raw_records(cluster3, cluster3.nodes[1], aid)
     assert set(before) == set(after) and len(before) == len(after)
     assert np.array_equal(await arr.get_slice(), np.full((40, 40), 1.0))
 
 
-async def test_concurrent_set_slices_lose_no_update(c3: LocalCluster) -> None:
+async def test_concurrent_set_slices_lose_no_update(cluster3: LocalCluster) -> None:
     """Writers to disjoint halves of the same chunks: every write survives."""
     arr = await pz.create(
-        array_id=f"conc-{uuid.uuid4().hex[:8]}", shape=(8, 8), chunks=(8, 8), **opts(c3)
+        array_id=f"conc-{uuid.uuid4().hex[:8]}", shape=(8, 8), chunks=(8, 8), **opts(cluster3)
     )
     writes = [((r, 0), (r + 1, 8), float(r + 1)) for r in range(8)]
     await asyncio.gather(
@@ -147,7 +152,7 @@ async def test_concurrent_set_slices_lose_no_update(c3: LocalCluster) -> None:
 
 
 async def test_get_slice_never_sees_half_a_set_slice(
-    c3: LocalCluster, monkeypatch: pytest.MonkeyPatch
+    cluster3: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[tuple[int, bool]] = []
     real = MnesiaClient.read_many
@@ -158,7 +163,7 @@ async def test_get_slice_never_sees_half_a_set_slice(
 
     monkeypatch.setattr(MnesiaClient, "read_many", spy)
     arr = await pz.create(
-        array_id=f"cons-{uuid.uuid4().hex[:8]}", shape=(4, 40), chunks=(4, 10), **opts(c3)
+        array_id=f"cons-{uuid.uuid4().hex[:8]}", shape=(4, 40), chunks=(4, 10), **opts(cluster3)
     )
     await arr.set_slice(np.zeros((4, 40)), start=(0, 0), stop=(4, 40))
 
@@ -179,14 +184,14 @@ async def test_get_slice_never_sees_half_a_set_slice(
     assert len(slice_reads) == 25 and all(consistent for _, consistent in slice_reads)
 
 
-async def test_zarr_v2_and_codecs(c3: LocalCluster) -> None:
+async def test_zarr_v2_and_codecs(cluster3: LocalCluster) -> None:
     v2 = await pz.create(
         array_id=f"v2-{uuid.uuid4().hex[:8]}",
         shape=(30,),
         chunks=(7,),
         dtype="int16",
         zarr_format=2,
-        **opts(c3),
+        **opts(cluster3),
     )
     await v2.set_slice(np.arange(30, dtype="int16"), start=(0,), stop=(30,))
     assert np.array_equal(await v2.get_slice(start=(3,), stop=(25,)), np.arange(3, 25))
@@ -198,7 +203,7 @@ async def test_zarr_v2_and_codecs(c3: LocalCluster) -> None:
         chunks=(16, 16),
         dtype="float32",
         compressors=[zarr.codecs.GzipCodec(level=3)],
-        **opts(c3),
+        **opts(cluster3),
     )
     data = np.linspace(0, 1, 64 * 64, dtype="float32").reshape(64, 64)
     await gz.set_slice(data, start=(0, 0), stop=(64, 64))
@@ -209,7 +214,7 @@ async def test_zarr_v2_and_codecs(c3: LocalCluster) -> None:
         chunks=(8, 8),
         shards=(32, 32),
         dtype="uint8",
-        **opts(c3),
+        **opts(cluster3),
     )
     img = (np.arange(64 * 64) % 251).astype("uint8").reshape(64, 64)
     await sharded.set_slice(img, start=(0, 0), stop=(64, 64))
@@ -218,16 +223,16 @@ async def test_zarr_v2_and_codecs(c3: LocalCluster) -> None:
     assert np.array_equal(await sharded.get_slice(start=(20, 20), stop=(50, 50)), img[20:50, 20:50])
     # plain zarr on the same store reads through byte ranges of the shards
     z = zarr.open_array(
-        pz.MnesiaStore(sharded.array_id, node=c3.nodes[1], cookie=c3.cookie), mode="r"
+        pz.MnesiaStore(sharded.array_id, node=cluster3.nodes[1], cookie=cluster3.cookie), mode="r"
     )
     assert np.array_equal(z[:], img)
 
 
-async def test_bad_inputs_raise_before_anything_is_written(c3: LocalCluster) -> None:
+async def test_bad_inputs_raise_before_anything_is_written(cluster3: LocalCluster) -> None:
     aid = f"bad-{uuid.uuid4().hex[:8]}"
-    arr = await pz.create(array_id=aid, shape=(10, 10), chunks=(5, 5), **opts(c3))
+    arr = await pz.create(array_id=aid, shape=(10, 10), chunks=(5, 5), **opts(cluster3))
     await arr.set_slice(np.ones((10, 10)), start=(0, 0), stop=(10, 10))
-    before = set(await raw_records(c3, c3.nodes[0], aid))
+    before = set(await raw_records(cluster3, cluster3.nodes[0], aid))
     cases: list[tuple[type[Exception], Any, Any, Any]] = [
         (IndexError, np.ones((5, 11)), (5, 0), (10, 11)),  # stop beyond shape
         (ValueError, np.ones((0, 0)), (6, 6), (5, 5)),  # start after stop
@@ -243,11 +248,11 @@ async def test_bad_inputs_raise_before_anything_is_written(c3: LocalCluster) -> 
             await arr.set_slice(data, start=start, stop=stop)
     with pytest.raises(IndexError):
         await arr.get_slice(start=(0, 0), stop=(11, 10))
-    assert set(await raw_records(c3, c3.nodes[0], aid)) == before
+    assert set(await raw_records(cluster3, cluster3.nodes[0], aid)) == before
 
 
-async def test_bad_create_and_open_arguments(c3: LocalCluster) -> None:
-    base = {"node": c3.nodes[0], "cookie": c3.cookie}
+async def test_bad_create_and_open_arguments(cluster3: LocalCluster) -> None:
+    base = {"node": cluster3.nodes[0], "cookie": cluster3.cookie}
     with pytest.raises(ValueError, match="array_id"):
         await pz.create(array_id="", shape=(2,), chunks=(1,), **base)
     with pytest.raises(TypeError, match="array_id"):
@@ -262,11 +267,11 @@ async def test_bad_create_and_open_arguments(c3: LocalCluster) -> None:
         await pz.open(array_id=f"missing-{uuid.uuid4().hex}", **base)
     with pytest.raises(TableNotFound, match="table_not_found"):
         await pz.open(array_id="x", table_name="pz_no_such_table", **base)
-    nothing = await raw_records(c3, c3.nodes[0], "x")
+    nothing = await raw_records(cluster3, cluster3.nodes[0], "x")
     assert nothing == []
 
 
-async def test_ram_copies_and_own_table(c3: LocalCluster) -> None:
+async def test_ram_copies_and_own_table(cluster3: LocalCluster) -> None:
     arr = await pz.create(
         array_id="ram-array",
         shape=(4,),
@@ -275,37 +280,40 @@ async def test_ram_copies_and_own_table(c3: LocalCluster) -> None:
         ram_copies=True,
         table_name="pz_ram_arrays",
         overwrite=True,
-        **opts(c3),
+        **opts(cluster3),
     )
     await arr.set_slice(np.array([1, 2, 3, 4], "u1"), start=(0,), stop=(4,))
-    node = shared_node(c3.cookie)
+    node = shared_node(cluster3.cookie)
     ram = await node.rpc(
-        c3.nodes[1], "mnesia", "table_info", [Atom("pz_ram_arrays"), Atom("ram_copies")]
+        cluster3.nodes[1], "mnesia", "table_info", [Atom("pz_ram_arrays"), Atom("ram_copies")]
     )
-    assert sorted(map(str, ram)) == sorted(c3.nodes)
+    assert sorted(map(str, ram)) == sorted(cluster3.nodes)
     recs = await node.rpc(
-        c3.nodes[1], "mnesia", "dirty_read", [Atom("pz_ram_arrays"), (b"ram-array", (1,))]
+        cluster3.nodes[1], "mnesia", "dirty_read", [Atom("pz_ram_arrays"), (b"ram-array", (1,))]
     )
     assert recs and recs[0][0] == Atom("pz_ram_arrays")  # record name = table name
     again = await pz.open(
-        array_id="ram-array", table_name="pz_ram_arrays", node=c3.nodes[2], cookie=c3.cookie
+        array_id="ram-array",
+        table_name="pz_ram_arrays",
+        node=cluster3.nodes[2],
+        cookie=cluster3.cookie,
     )
     assert np.array_equal(await again.get_slice(), [1, 2, 3, 4])
 
 
-async def test_read_only_open_refuses_writes(c3: LocalCluster) -> None:
+async def test_read_only_open_refuses_writes(cluster3: LocalCluster) -> None:
     aid = f"ro-{uuid.uuid4().hex[:8]}"
-    await pz.create(array_id=aid, shape=(2,), chunks=(2,), **opts(c3))
-    ro = await pz.open(array_id=aid, node=c3.nodes[0], cookie=c3.cookie, read_only=True)
+    await pz.create(array_id=aid, shape=(2,), chunks=(2,), **opts(cluster3))
+    ro = await pz.open(array_id=aid, node=cluster3.nodes[0], cookie=cluster3.cookie, read_only=True)
     with pytest.raises(ValueError, match="read-only"):
         await ro.set_slice(np.ones(2), start=(0,), stop=(2,))
 
 
 async def test_conflicts_exhausted_is_a_transaction_error(
-    c3: LocalCluster, monkeypatch: pytest.MonkeyPatch
+    cluster3: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     arr = await pz.create(
-        array_id=f"cf-{uuid.uuid4().hex[:8]}", shape=(4,), chunks=(4,), **opts(c3)
+        array_id=f"cf-{uuid.uuid4().hex[:8]}", shape=(4,), chunks=(4,), **opts(cluster3)
     )
 
     async def always_conflict(self: Any, reads: Any, ops: Any) -> None:
@@ -316,17 +324,21 @@ async def test_conflicts_exhausted_is_a_transaction_error(
         await arr.set_slice(np.ones(2), start=(0,), stop=(2,))
 
 
-async def test_zero_dimensional_and_empty_arrays(c3: LocalCluster) -> None:
+async def test_zero_dimensional_and_empty_arrays(cluster3: LocalCluster) -> None:
     scalar = await pz.create(
-        array_id=f"scalar-{uuid.uuid4().hex[:6]}", shape=(), chunks=(), dtype="int64", **opts(c3)
+        array_id=f"scalar-{uuid.uuid4().hex[:6]}",
+        shape=(),
+        chunks=(),
+        dtype="int64",
+        **opts(cluster3),
     )
     await scalar.set_slice(np.array(42), start=(), stop=())
     assert await scalar.get_slice(start=(), stop=()) == 42
     assert sorted([k async for k in scalar.store.list()]) == ["c", "zarr.json"]
-    records = await raw_records(c3, c3.nodes[1], scalar.array_id)
+    records = await raw_records(cluster3, cluster3.nodes[1], scalar.array_id)
     assert {r[1][1] for r in records} == {Atom("metadata"), ()}  # the 0-d chunk is {Id, {}}
     empty = await pz.create(
-        array_id=f"empty-{uuid.uuid4().hex[:6]}", shape=(0, 5), chunks=(2, 2), **opts(c3)
+        array_id=f"empty-{uuid.uuid4().hex[:6]}", shape=(0, 5), chunks=(2, 2), **opts(cluster3)
     )
     assert (await empty.get_slice()).shape == (0, 5)
     await empty.set_slice(np.zeros((0, 5)), start=(0, 0), stop=(0, 5))  # nothing to write

@@ -14,7 +14,7 @@ import pytest
 
 from pyrlang_zarr.testing.cluster import LocalCluster
 
-pytestmark = pytest.mark.skipif(shutil.which("erl") is None, reason="needs Erlang/OTP (erl)")
+pytestmark = pytest.mark.erlang
 
 
 def epmd_names() -> set[str]:
@@ -34,70 +34,72 @@ def running(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
+def own_cluster() -> Iterator[LocalCluster]:
+    """Two nodes of this module's own: its tests kill, stop and restart them."""
     with LocalCluster(n=2) as c:
         yield c
 
 
-def test_names(cluster: LocalCluster) -> None:
+def test_names(own_cluster: LocalCluster) -> None:
     host = socket.gethostname().split(".")[0]
-    assert cluster.host == host
-    assert re.fullmatch(r"pz[0-9a-f]{6}", cluster.prefix)
-    assert cluster.nodes == [f"{cluster.prefix}-1@{host}", f"{cluster.prefix}-2@{host}"]
-    assert [node.name for node in cluster] == cluster.nodes
-    assert cluster[1].short_name == f"{cluster.prefix}-2"
-    assert cluster.cookie and all(node.alive for node in cluster)
+    assert own_cluster.host == host
+    assert re.fullmatch(r"pz[0-9a-f]{6}", own_cluster.prefix)
+    assert own_cluster.nodes == [f"{own_cluster.prefix}-1@{host}", f"{own_cluster.prefix}-2@{host}"]
+    assert [node.name for node in own_cluster] == own_cluster.nodes
+    assert own_cluster[1].short_name == f"{own_cluster.prefix}-2"
+    assert own_cluster.cookie and all(node.alive for node in own_cluster)
 
 
-def test_registered_in_epmd(cluster: LocalCluster) -> None:
-    assert {cluster[0].short_name, cluster[1].short_name} <= epmd_names()
+def test_registered_in_epmd(own_cluster: LocalCluster) -> None:
+    assert {own_cluster[0].short_name, own_cluster[1].short_name} <= epmd_names()
 
 
-def test_erl_eval_sees_node_name(cluster: LocalCluster) -> None:
-    assert cluster.erl_eval(0, "node().") == f"'{cluster.nodes[0]}'"
+def test_erl_eval_sees_node_name(own_cluster: LocalCluster) -> None:
+    assert own_cluster.erl_eval(0, "node().") == f"'{own_cluster.nodes[0]}'"
     assert (
-        cluster.erl_eval(1, '{node(), "héllo", 1 + 1}') == f"{{'{cluster.nodes[1]}',\"héllo\",2}}"
+        own_cluster.erl_eval(1, '{node(), "héllo", 1 + 1}')
+        == f"{{'{own_cluster.nodes[1]}',\"héllo\",2}}"
     )
 
 
-def test_erl_eval_errors(cluster: LocalCluster) -> None:
+def test_erl_eval_errors(own_cluster: LocalCluster) -> None:
     with pytest.raises(RuntimeError, match="boom"):
-        cluster.erl_eval(0, "erlang:error(boom).")
+        own_cluster.erl_eval(0, "erlang:error(boom).")
     with pytest.raises(RuntimeError, match="syntax error"):
-        cluster.erl_eval(0, "1 + .")
+        own_cluster.erl_eval(0, "1 + .")
 
 
-def test_nodes_see_each_other(cluster: LocalCluster) -> None:
-    assert cluster.erl_eval(0, f"net_adm:ping('{cluster.nodes[1]}').") == "pong"
+def test_nodes_see_each_other(own_cluster: LocalCluster) -> None:
+    assert own_cluster.erl_eval(0, f"net_adm:ping('{own_cluster.nodes[1]}').") == "pong"
 
 
-def test_own_mnesia_dirs(cluster: LocalCluster) -> None:
-    dirs = [cluster.erl_eval(i, "mnesia:system_info(directory).") for i in range(2)]
-    assert dirs == [f'"{node.mnesia_dir}"' for node in cluster]
-    assert cluster[0].mnesia_dir != cluster[1].mnesia_dir
-    assert all(node.mnesia_dir.is_dir() for node in cluster)
+def test_own_mnesia_dirs(own_cluster: LocalCluster) -> None:
+    dirs = [own_cluster.erl_eval(i, "mnesia:system_info(directory).") for i in range(2)]
+    assert dirs == [f'"{node.mnesia_dir}"' for node in own_cluster]
+    assert own_cluster[0].mnesia_dir != own_cluster[1].mnesia_dir
+    assert all(node.mnesia_dir.is_dir() for node in own_cluster)
 
 
-def test_kill_and_restart(cluster: LocalCluster) -> None:
-    old_pid = cluster[1].os_pid
-    cluster.kill(1)
-    assert not cluster[1].alive and not running(old_pid)
-    assert cluster[1].short_name not in epmd_names()
-    assert cluster.erl_eval(0, f"net_adm:ping('{cluster.nodes[1]}').") == "pang"
+def test_kill_and_restart(own_cluster: LocalCluster) -> None:
+    old_pid = own_cluster[1].os_pid
+    own_cluster.kill(1)
+    assert not own_cluster[1].alive and not running(old_pid)
+    assert own_cluster[1].short_name not in epmd_names()
+    assert own_cluster.erl_eval(0, f"net_adm:ping('{own_cluster.nodes[1]}').") == "pang"
 
-    cluster.restart(1)
-    assert cluster[1].alive and cluster[1].os_pid != old_pid
-    assert cluster[1].short_name in epmd_names()
-    assert cluster.erl_eval(1, "node().") == f"'{cluster.nodes[1]}'"
-    assert cluster.erl_eval(0, f"net_adm:ping('{cluster.nodes[1]}').") == "pong"
+    own_cluster.restart(1)
+    assert own_cluster[1].alive and own_cluster[1].os_pid != old_pid
+    assert own_cluster[1].short_name in epmd_names()
+    assert own_cluster.erl_eval(1, "node().") == f"'{own_cluster.nodes[1]}'"
+    assert own_cluster.erl_eval(0, f"net_adm:ping('{own_cluster.nodes[1]}').") == "pong"
 
 
-def test_stop_node_then_restart(cluster: LocalCluster) -> None:
-    cluster.stop_node(0)
-    assert not cluster[0].alive and cluster[0].process.returncode == 0
-    assert cluster[0].short_name not in epmd_names()
-    cluster.restart(0)
-    assert cluster.erl_eval(0, "node().") == f"'{cluster.nodes[0]}'"
+def test_stop_node_then_restart(own_cluster: LocalCluster) -> None:
+    own_cluster.stop_node(0)
+    assert not own_cluster[0].alive and own_cluster[0].process.returncode == 0
+    assert own_cluster[0].short_name not in epmd_names()
+    own_cluster.restart(0)
+    assert own_cluster.erl_eval(0, "node().") == f"'{own_cluster.nodes[0]}'"
 
 
 def test_stop_leaves_nothing_behind() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("erl") is None, reason="needs Erlang/OTP: install Debian's erlang-nox"
-)
+pytestmark = [pytest.mark.erlang, pytest.mark.slow]
 
 
 def run(*args: str) -> str:

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import numpy as np
+import pytest
 import zarr
 
 import pyrlang_zarr as pz
@@ -17,6 +18,8 @@ from pyrlang_zarr.errors import PyrlangZarrError
 from pyrlang_zarr.mnesia import ensure_table
 from pyrlang_zarr.testing.cluster import LocalCluster
 from tests.faults import REPORT, FaultRun
+
+pytestmark = [pytest.mark.erlang, pytest.mark.slow]
 
 CHUNK = 64  # float64 values per chunk
 

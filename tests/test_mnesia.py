@@ -17,57 +17,61 @@ from pyrlang_zarr.errors import (
 from pyrlang_zarr.mnesia import Delete, MnesiaClient, Write, ensure_table
 from pyrlang_zarr.testing.cluster import LocalCluster
 
+pytestmark = pytest.mark.erlang
+
 TAB = "zarr_storage"
 
 
 @pytest.fixture(scope="module")
-def mcluster() -> Iterator[LocalCluster]:
+def cluster3() -> Iterator[LocalCluster]:
+    """Three real nodes of this module's own, for tables replicated three ways."""
     with LocalCluster(n=3) as c:
         yield c
 
 
 @pytest.fixture
-async def mnode(mcluster: LocalCluster) -> AsyncIterator[Node]:
-    async with Node(cookie=mcluster.cookie) as n:
+async def cluster3_node(cluster3: LocalCluster) -> AsyncIterator[Node]:
+    """A hidden node of our own, with ``cluster3``'s cookie."""
+    async with Node(cookie=cluster3.cookie) as n:
         yield n
 
 
 @pytest.fixture
-async def client(mnode: Node, mcluster: LocalCluster) -> MnesiaClient:
-    await ensure_table(mnode, mcluster.nodes, TAB)
-    return MnesiaClient(mnode, TAB, mcluster.nodes[0])
+async def client(cluster3_node: Node, cluster3: LocalCluster) -> MnesiaClient:
+    await ensure_table(cluster3_node, cluster3.nodes, TAB)
+    return MnesiaClient(cluster3_node, TAB, cluster3.nodes[0])
 
 
-async def test_setup_fresh_cluster_twice(mnode: Node, mcluster: LocalCluster) -> None:
-    first = await ensure_table(mnode, mcluster.nodes, TAB)
-    second = await ensure_table(mnode, mcluster.nodes, TAB)
+async def test_setup_fresh_cluster_twice(cluster3_node: Node, cluster3: LocalCluster) -> None:
+    first = await ensure_table(cluster3_node, cluster3.nodes, TAB)
+    second = await ensure_table(cluster3_node, cluster3.nodes, TAB)
     assert first.type == second.type == "ordered_set"
     assert first.storage == second.storage == "disc_copies"
-    assert set(first.replicas) == set(second.replicas) == set(mcluster.nodes)
+    assert set(first.replicas) == set(second.replicas) == set(cluster3.nodes)
     assert not second.created
     # from the Erlang side, independently
-    out = mcluster.erl_eval(2, f"lists:sort(mnesia:table_info({TAB}, disc_copies)).")
-    for n in mcluster.nodes:
+    out = cluster3.erl_eval(2, f"lists:sort(mnesia:table_info({TAB}, disc_copies)).")
+    for n in cluster3.nodes:
         assert n in out
 
 
-async def test_ram_copies_table(mnode: Node, mcluster: LocalCluster) -> None:
-    info = await ensure_table(mnode, mcluster.nodes[:2], "pz_ram", ram_copies=True)
+async def test_ram_copies_table(cluster3_node: Node, cluster3: LocalCluster) -> None:
+    info = await ensure_table(cluster3_node, cluster3.nodes[:2], "pz_ram", ram_copies=True)
     assert info.storage == "ram_copies"
-    assert set(info.replicas) == set(mcluster.nodes[:2])
-    ram = await mnode.rpc(
-        mcluster.nodes[1], "mnesia", "table_info", [Atom("pz_ram"), Atom("ram_copies")]
+    assert set(info.replicas) == set(cluster3.nodes[:2])
+    ram = await cluster3_node.rpc(
+        cluster3.nodes[1], "mnesia", "table_info", [Atom("pz_ram"), Atom("ram_copies")]
     )
-    assert sorted(map(str, ram)) == sorted(mcluster.nodes[:2])
+    assert sorted(map(str, ram)) == sorted(cluster3.nodes[:2])
 
 
 async def test_write_is_readable_on_every_replica(
-    client: MnesiaClient, mnode: Node, mcluster: LocalCluster
+    client: MnesiaClient, cluster3_node: Node, cluster3: LocalCluster
 ) -> None:
     key = (b"arr-replica", (0, 1))
     await client.write(key, b"chunk-bytes")
-    for peer in mcluster.nodes:  # dirty_read on a replica reads its local copy
-        records = await mnode.rpc(peer, "mnesia", "dirty_read", [Atom(TAB), key])
+    for peer in cluster3.nodes:  # dirty_read on a replica reads its local copy
+        records = await cluster3_node.rpc(peer, "mnesia", "dirty_read", [Atom(TAB), key])
         assert records == [(Atom(TAB), key, b"chunk-bytes")]
 
 
@@ -77,9 +81,11 @@ async def test_read_missing_and_required(client: MnesiaClient) -> None:
         await client.read_required((b"nope", (9,)))
 
 
-async def test_missing_table_is_table_not_found(mnode: Node, mcluster: LocalCluster) -> None:
-    await ensure_table(mnode, mcluster.nodes, TAB)  # Mnesia up
-    c = MnesiaClient(mnode, "no_such_table", mcluster.nodes[0])
+async def test_missing_table_is_table_not_found(
+    cluster3_node: Node, cluster3: LocalCluster
+) -> None:
+    await ensure_table(cluster3_node, cluster3.nodes, TAB)  # Mnesia up
+    c = MnesiaClient(cluster3_node, "no_such_table", cluster3.nodes[0])
     with pytest.raises(TableNotFound, match="table_not_found"):
         await c.read((b"a", (0,)))
     with pytest.raises(TableNotFound):
@@ -111,7 +117,7 @@ async def test_batch_writes_and_deletes_atomically(client: MnesiaClient) -> None
 
 
 async def test_batch_into_missing_table_writes_nothing(
-    mnode: Node, client: MnesiaClient, mcluster: LocalCluster
+    cluster3_node: Node, client: MnesiaClient, cluster3: LocalCluster
 ) -> None:
     ok_write = ExportFun("mnesia", "write", 1)
     apply = ExportFun("erlang", "apply", 2)
@@ -127,7 +133,7 @@ async def test_batch_into_missing_table_writes_nothing(
 
 
 async def test_50_concurrent_writers_lose_nothing(
-    client: MnesiaClient, mcluster: LocalCluster
+    client: MnesiaClient, cluster3: LocalCluster
 ) -> None:
     async def writer(w: int) -> None:
         for i in range(10):
@@ -141,10 +147,10 @@ async def test_50_concurrent_writers_lose_nothing(
 
 
 async def test_concurrent_insert_if_absent_exactly_one_wins(
-    client: MnesiaClient, mcluster: LocalCluster
+    client: MnesiaClient, cluster3: LocalCluster
 ) -> None:
     # contenders through all three coordinators at once
-    clients = [MnesiaClient(client.node, TAB, n) for n in mcluster.nodes]
+    clients = [MnesiaClient(client.node, TAB, n) for n in cluster3.nodes]
     key = (b"arr-race", Atom("metadata"))
     results = await asyncio.gather(
         *(clients[i % 3].insert_if_absent(key, f"w{i}".encode()) for i in range(30))
@@ -216,9 +222,9 @@ async def test_listing_one_array_among_100(client: MnesiaClient) -> None:
     assert len(await client.keys_under(b"arr-043")) == 6
 
 
-async def test_durable_write(mnode: Node, mcluster: LocalCluster) -> None:
-    await ensure_table(mnode, mcluster.nodes, TAB)
-    c = MnesiaClient(mnode, TAB, mcluster.nodes[1], durable=True)
+async def test_durable_write(cluster3_node: Node, cluster3: LocalCluster) -> None:
+    await ensure_table(cluster3_node, cluster3.nodes, TAB)
+    c = MnesiaClient(cluster3_node, TAB, cluster3.nodes[1], durable=True)
     await c.write((b"arr-durable", (0,)), b"safe")
     await c.batch([Write((b"arr-durable", (1,)), b"safe too")])
     assert await c.read_many([(b"arr-durable", (0,)), (b"arr-durable", (1,))]) == [
@@ -227,25 +233,25 @@ async def test_durable_write(mnode: Node, mcluster: LocalCluster) -> None:
     ]
 
 
-async def test_incompatible_table_is_refused(mnode: Node, mcluster: LocalCluster) -> None:
-    await ensure_table(mnode, mcluster.nodes, TAB)
-    out = mcluster.erl_eval(
+async def test_incompatible_table_is_refused(cluster3_node: Node, cluster3: LocalCluster) -> None:
+    await ensure_table(cluster3_node, cluster3.nodes, TAB)
+    out = cluster3.erl_eval(
         0, "mnesia:create_table(pz_other, [{attributes, [a, b, c]}, {ram_copies, [node()]}])."
     )
     assert "atomic" in out
     with pytest.raises(IncompatibleTable, match="pz_other"):
-        await ensure_table(mnode, mcluster.nodes, "pz_other")
+        await ensure_table(cluster3_node, cluster3.nodes, "pz_other")
 
 
-async def test_bad_setup_arguments(mnode: Node) -> None:
+async def test_bad_setup_arguments(cluster3_node: Node) -> None:
     with pytest.raises(ValueError):
-        await ensure_table(mnode, [], TAB)
+        await ensure_table(cluster3_node, [], TAB)
     with pytest.raises(ValueError):
-        await ensure_table(mnode, ["nohost"], TAB)
+        await ensure_table(cluster3_node, ["nohost"], TAB)
     with pytest.raises(ValueError):
-        await ensure_table(mnode, ["a@b"], TAB, table_type="bag")
+        await ensure_table(cluster3_node, ["a@b"], TAB, table_type="bag")
     with pytest.raises(ValueError):
-        await ensure_table(mnode, ["a@b"], "schema")
+        await ensure_table(cluster3_node, ["a@b"], "schema")
 
 
 async def test_setup_on_cluster_already_running_mnesia_and_restart() -> None:

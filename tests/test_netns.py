@@ -17,6 +17,8 @@ import pytest
 
 from pyrlang_zarr.testing.netns import RECORD_DIR, NetnsCluster, available, cleanup_stale
 
+pytestmark = [pytest.mark.erlang, pytest.mark.netns]
+
 TICKTIME = 4  # seconds: a cut host is taken for down within ~TICKTIME
 
 
@@ -127,6 +129,7 @@ for host in sys.argv[1:]:
 """
 
 
+@pytest.mark.slow
 def test_cut_and_heal(net: NetnsCluster) -> None:
     assert net.erl_eval(0, "net_adm:ping('node3@host3').") == "pong"
     net.cut(2)

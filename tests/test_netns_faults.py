@@ -19,6 +19,8 @@ import pytest
 from pyrlang_zarr.testing.netns import NetnsCluster, available
 from tests.faults import NO_OVERLAP_PREVENTION, REPORT, TABLE_DIGEST, FaultRun
 
+pytestmark = [pytest.mark.erlang, pytest.mark.netns, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

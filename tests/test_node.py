@@ -26,6 +26,8 @@ from pyrlang_zarr.errors import (
 from pyrlang_zarr.testing.cluster import LocalCluster
 from tests.erl import spawn_eval
 
+pytestmark = pytest.mark.erlang
+
 
 async def test_rpc_returns_the_peer_name(node: Node, cluster: LocalCluster) -> None:
     for peer in cluster.nodes:
@@ -230,6 +232,7 @@ async def test_peer_killed_during_a_call_fails_it_with_nodedown() -> None:
             assert await n.rpc(peer, "erlang", "node", []) == Atom(peer)
 
 
+@pytest.mark.slow
 async def test_silent_peer_is_detected_by_ticks_and_we_keep_the_peer_alive() -> None:
     with LocalCluster(n=1, ticktime=4) as c:
         async with Node(cookie=c.cookie, tick_time=4) as n:
@@ -265,6 +268,7 @@ async def test_failed_connection_leaves_no_unretrieved_errors(
     assert "never retrieved" not in caplog.text
 
 
+@pytest.mark.slow
 async def test_idle_connection_survives_a_peer_with_a_short_ticktime() -> None:
     """The peer's net_ticktime is not ours to know: our ticks keep its view of us alive."""
     with LocalCluster(n=1, ticktime=4) as c:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 from pyrlang_zarr import Atom, Node
@@ -13,6 +14,8 @@ from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.term import ImproperList, ListKey, OpaqueFun, decode_term, encode
 from pyrlang_zarr.testing.cluster import LocalCluster
 from tests.test_term_properties import FUNS, normalised, terms
+
+pytestmark = pytest.mark.erlang
 
 
 def same(a: Any, b: Any) -> bool:

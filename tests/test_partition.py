@@ -26,6 +26,8 @@ def table_digest(c: LocalCluster, i: int) -> str:
     return c.erl_eval(i, TABLE_DIGEST)
 
 
+@pytest.mark.erlang
+@pytest.mark.slow
 async def test_partition_majority_refuses_minority_and_recovery_converges() -> None:
     with LocalCluster(n=3, ticktime=4, extra_args=NO_OVERLAP_PREVENTION) as c:
         node = shared_node(c.cookie)

@@ -7,12 +7,15 @@ import multiprocessing as mp
 import uuid
 
 import numpy as np
+import pytest
 import zarr
 
 import pyrlang_zarr as pz
 from pyrlang_zarr import Atom
 from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.testing.cluster import LocalCluster
+
+pytestmark = pytest.mark.erlang
 
 
 def _read_sum(store: pz.MnesiaStore) -> float:

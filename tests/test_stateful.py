@@ -16,6 +16,8 @@ from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.mnesia import ensure_table
 from pyrlang_zarr.testing.cluster import LocalCluster
 
+pytestmark = [pytest.mark.erlang, pytest.mark.slow]
+
 # Enough steps to cover every rule many times; PZ_STATEFUL_EXAMPLES raises it for soak runs.
 EXAMPLES = int(os.environ.get("PZ_STATEFUL_EXAMPLES", "25"))
 SETTINGS = settings(

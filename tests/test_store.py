@@ -26,6 +26,8 @@ from pyrlang_zarr.mnesia import ensure_table
 from pyrlang_zarr.settings import StoreSettings
 from pyrlang_zarr.testing.cluster import LocalCluster
 
+pytestmark = pytest.mark.erlang
+
 TABLE = "zarr_storage"
 
 

@@ -212,6 +212,7 @@ def test_fuzz_random_compressed_streams(data: bytes) -> None:
     check_decode(b"\x83\x50\x00\x00\x01\x00\x78\x9c" + data)
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None)
 @given(terms, st.data())
 def test_fuzz_truncations(term: Any, data: st.DataObject) -> None:
@@ -224,6 +225,7 @@ def test_fuzz_truncations(term: Any, data: st.DataObject) -> None:
             decode_term(encoded[:cut])
 
 
+@pytest.mark.slow
 @settings(max_examples=250, deadline=None)
 @given(terms, st.data())
 def test_fuzz_bit_flips_and_byte_changes(term: Any, data: st.DataObject) -> None:
@@ -268,7 +270,7 @@ halt().
 """
 
 
-@pytest.mark.skipif(ERL is None, reason="needs erl")
+@pytest.mark.erlang
 def test_erlang_reads_what_we_encode(tmp_path: Any) -> None:
     """Erlang decodes every term we produce to the same value (up to map key order)."""
     assert ERL is not None

@@ -1,6 +1,37 @@
-"""The Erlang distribution protocol: EPMD, handshake, framing, connections and the node."""
+"""The Erlang distribution protocol: EPMD, handshake, framing, connections and the node.
 
-from pyrlang_zarr.erldist.node import Node, Process
-from pyrlang_zarr.erldist.node_registry import close_shared_nodes, shared_node
+The sans-IO parts (``handshake``, ``framing``, ``flags``, ``control``, ``session``) import no
+sockets, no threads and no asyncio; ``Node``, ``Process`` and the shared-node registry load
+the node (asyncio, sockets, the I/O thread) on first use (PEP 562).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pyrlang_zarr.erldist.node import Node, Process
+    from pyrlang_zarr.erldist.node_registry import close_shared_nodes, shared_node
 
 __all__ = ["Node", "Process", "close_shared_nodes", "shared_node"]
+
+_LAZY = {
+    "Node": "pyrlang_zarr.erldist.node",
+    "Process": "pyrlang_zarr.erldist.node",
+    "close_shared_nodes": "pyrlang_zarr.erldist.node_registry",
+    "shared_node": "pyrlang_zarr.erldist.node_registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _LAZY.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

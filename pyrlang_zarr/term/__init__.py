@@ -83,6 +83,9 @@ Everything else round-trips exactly.
 Malformed, truncated or hostile input raises ``DecodeError``, never anything else.
 """
 
+# Eager on purpose, unlike the package above: it costs no third-party import, and ``decode`` and
+# ``encode`` name both a submodule and a function here, so a lazy ``__getattr__`` would hand out
+# the submodule once anything imported ``pyrlang_zarr.term.decode`` directly.
 from pyrlang_zarr.errors import DecodeError, EncodeError
 from pyrlang_zarr.term.decode import decode, decode_term
 from pyrlang_zarr.term.encode import encode, encode_parts
