@@ -24,16 +24,16 @@ from pyrlang_zarr.term.format import format_term
 def abort_error(reason: Any, table: str, what: str) -> PyrlangZarrError:
     """The exception for ``{aborted, Reason}`` of a transaction on ``table``."""
     match reason:
-        case (atoms.NO_EXISTS, *_):
+        case tuple((atoms.NO_EXISTS, *_)):
             return TableNotFound(f"table_not_found: Mnesia table {table!r} does not exist ({what})")
-        case (atoms.NO_MAJORITY, *_):
+        case tuple((atoms.NO_MAJORITY, *_)):
             return NoMajority(
                 f"transaction_error: {what} refused: {table!r} is a majority table and this "
                 "node sees fewer than half of its replicas (minority side of a partition); "
                 "nothing was written",
                 reason,
             )
-        case (atoms.NODE_NOT_RUNNING, *where):
+        case tuple((atoms.NODE_NOT_RUNNING, *where)):
             return MnesiaNotRunning(
                 f"Mnesia is not running on {format_term(tuple(where))} ({what}); set the "
                 "cluster up first (pyrlang_zarr.mnesia.ensure_table)"
@@ -44,6 +44,6 @@ def abort_error(reason: Any, table: str, what: str) -> PyrlangZarrError:
 def from_rpc_error(error: RpcError, table: str, what: str) -> PyrlangZarrError:
     """Dirty operations and ``mnesia:activity`` exit instead of returning ``{aborted, _}``."""
     match error.reason:
-        case (atoms.EXIT, (atoms.ABORTED, reason)):
+        case tuple((atoms.EXIT, tuple((atoms.ABORTED, reason)))):
             return abort_error(reason, table, what)
     return error

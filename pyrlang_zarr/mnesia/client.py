@@ -302,9 +302,9 @@ class MnesiaClient:
 
     def _unwrap(self, result: Any, what: str) -> Any:
         match result:
-            case (atoms.ATOMIC, value):
+            case tuple((atoms.ATOMIC, value)):
                 return value
-            case (atoms.ABORTED, reason):
+            case tuple((atoms.ABORTED, reason)):
                 raise abort_error(reason, self.table, what)
         raise abort_error(result, self.table, what)
 
@@ -360,7 +360,7 @@ class MnesiaClient:
         text = _CHECKED_DURABLE if self.durable else _CHECKED
         result = await self._eval(text, bindings, what, durable=self.durable)
         match result:
-            case (atoms.ABORTED, (atoms.CONFLICT, stale)):
+            case tuple((atoms.ABORTED, tuple((atoms.CONFLICT, stale)))):
                 raise Conflict(list(stale))
         self._unwrap(result, what)
 

@@ -78,9 +78,11 @@ class MnesiaEvents:
         while True:
             message = await self._proc.receive(timeout)
             match message:
-                case (
-                    atoms.MNESIA_SYSTEM_EVENT,
-                    (atoms.INCONSISTENT_DATABASE, context, peer) as event,
+                case tuple(
+                    (
+                        atoms.MNESIA_SYSTEM_EVENT,
+                        tuple((atoms.INCONSISTENT_DATABASE, context, peer)) as event,
+                    )
                 ):
                     self.inconsistent.append((context, str(peer)))
                     log.warning(
@@ -90,7 +92,7 @@ class MnesiaEvents:
                         peer,
                     )
                     return event
-                case (atoms.MNESIA_SYSTEM_EVENT, event):
+                case tuple((atoms.MNESIA_SYSTEM_EVENT, event)):
                     return event
 
     async def wait_inconsistent(self, timeout: float) -> tuple[Any, str]:

@@ -1,7 +1,8 @@
 """Atoms the library compares replies against, defined once.
 
 ``Atom`` is a ``str`` subclass, so these also work as value patterns in ``match``
-statements (``case (atoms.ATOMIC, result):``).
+statements. Match Erlang tuples with ``tuple((...))``: a bare ``(a, b)`` pattern also
+matches a Python list, which is an Erlang list.
 """
 
 from pyrlang_zarr.term.types import Atom

@@ -1,4 +1,4 @@
-"""Mnesia's abort reasons -> the library's exceptions (pyrlang_zarr.mnesia.errors), pure: the
+"""Mnesia's abort reasons -> the library's exceptions (pyrlang_zarr.mnesia.aborts), pure: the
 terms are built from pyrlang_zarr.term types and sent through the codec, as they arrive."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pyrlang_zarr.errors import (
     TableNotFound,
     TransactionError,
 )
-from pyrlang_zarr.mnesia.errors import abort_error, from_rpc_error
+from pyrlang_zarr.mnesia.aborts import abort_error, from_rpc_error
 from pyrlang_zarr.term import Atom, ExportFun, Pid, Reference, decode_term, encode
 from tests.test_term_properties import terms
 
