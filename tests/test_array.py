@@ -344,9 +344,9 @@ async def test_zero_dimensional_and_empty_arrays(cluster3: LocalCluster) -> None
     await empty.set_slice(np.zeros((0, 5)), start=(0, 0), stop=(0, 5))  # nothing to write
 
 
-async def test_slice_views_keep_writes_until_the_checked_commit(c3: LocalCluster) -> None:
+async def test_slice_views_keep_writes_until_the_checked_commit(cluster3: LocalCluster) -> None:
     arr = await pz.create(
-        array_id=f"views-{uuid.uuid4().hex[:6]}", shape=(4,), chunks=(2,), **opts(c3)
+        array_id=f"views-{uuid.uuid4().hex[:6]}", shape=(4,), chunks=(2,), **opts(cluster3)
     )
     store, proto = arr.store, default_buffer_prototype()
     await store.set("c/0", cpu.Buffer.from_bytes(b"old0"))
