@@ -35,7 +35,7 @@ if ! command -v mmdebstrap >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
 fi
 
-if [[ -e $ROOT ]]; then
+remove_root() {
   # Left by an interrupted run. Never delete through a mount (the wrapper's are private to
   # each node, so none should be visible here).
   if grep -q " $ROOT/" /proc/self/mountinfo; then
@@ -43,16 +43,26 @@ if [[ -e $ROOT ]]; then
     exit 1
   fi
   rm -rf "$ROOT"
-fi
-mkdir -p "$(dirname "$ROOT")"
+}
 
-# No manuals, translations or docs (copyright files stay): ~30 MB less, nothing Erlang needs.
-mmdebstrap --mode=root --variant=essential --include="$PACKAGES" \
-  --dpkgopt='path-exclude=/usr/share/man/*' \
-  --dpkgopt='path-exclude=/usr/share/locale/*' \
-  --dpkgopt='path-exclude=/usr/share/doc/*' \
-  --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-  --quiet "$SUITE" "$ROOT" "$MIRROR"
+make_root() {
+  # No manuals, translations or docs (copyright files stay): ~30 MB less, nothing Erlang needs.
+  mmdebstrap --mode=root --variant=essential --include="$PACKAGES" \
+    --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --quiet "$SUITE" "$ROOT" "$MIRROR"
+}
+
+[[ -e $ROOT ]] && remove_root
+mkdir -p "$(dirname "$ROOT")"
+# A second try for a download cut short; anything else fails the same way twice.
+if ! make_root; then
+  echo "otp27.sh: mmdebstrap failed; trying once more" >&2
+  remove_root
+  make_root
+fi
 
 # Mount points the wrapper binds over, created once here so it never writes into the root.
 mkdir -p "$ROOT/proc" "$ROOT/dev" "$ROOT/sys" "$ROOT/tmp"
