@@ -279,9 +279,9 @@ def _skip_term(rest: bytes) -> bytes:
 def _fun_less_creator(data: bytes) -> bytes:
     """A NEW_FUN_EXT's bytes without its creator pid (nor the size field, which counts it).
 
-    OTP 26 and later do not keep the pid of the process that made a fun: decoding drops it
-    and encoding writes the encoding node's ``<0.0.0>``, so only OTP 25 gives it back. Uniq,
-    index, arity, module and free variables still have to come back byte for byte.
+    OTP 27 dropped the pid of the process that made a fun: decoding drops it and encoding
+    writes the encoding node's ``init`` (``<0.0.0>``), so only OTP 25 and 26 give it back.
+    Uniq, index, arity, module and free variables still have to come back byte for byte.
     """
     fields = data[30:]  # after tag, Size:4, Arity:1, Uniq:16, Index:4, NumFree:4
     before_pid = _skip_term(_skip_term(_skip_term(fields)))  # Module, OldIndex, OldUniq
