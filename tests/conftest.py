@@ -37,7 +37,7 @@ def _skip(config: pytest.Config, items: list[pytest.Item], marker: str, reason: 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     ci = bool(os.environ.get("CI"))
     erlang = [item for item in items if item.get_closest_marker("erlang")]
-    no_erl = bool(erlang) and shutil.which("erl") is None
+    no_erl = bool(erlang) and shutil.which(os.environ.get("PZ_ERL") or "erl") is None
     if no_erl:
         if ci:
             raise pytest.UsageError("CI must run the integration tests: erl is missing")

@@ -34,6 +34,13 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 EPMD_TIMEOUT = 10.0
 
+ERL_ENV = "PZ_ERL"
+"""Environment variable naming the ``erl`` command to start nodes with (default: ``erl`` on PATH).
+
+Any command that takes ``erl``'s arguments and becomes the node, such as ``.ci/otp27-erl``
+(OTP 27 in a Debian 13 root); the host's ``epmd`` on PATH still answers for every node.
+"""
+
 # BEAM schedulers busy-wait; several nodes on a 2-core machine turn timings into noise.
 SMALL_MACHINE_FLAGS = ("+S", "1", "+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none")
 # Multi-MB chunks would hit the default 1 MB distribution buffer busy limit.
@@ -538,6 +545,13 @@ def _shutdown(nodes: list[ErlNode], owned_dir: Path | None) -> None:
 
 
 def _find_erl() -> str:
+    """The ``erl`` the nodes run: ``$PZ_ERL`` if set (e.g. another OTP's), else ``erl`` on PATH."""
+    chosen = os.environ.get(ERL_ENV)
+    if chosen:
+        found = shutil.which(chosen)
+        if found is None:
+            raise FileNotFoundError(f"{ERL_ENV}={chosen!r} is not an executable command")
+        return found
     erl = shutil.which("erl")
     if erl is None:
         raise FileNotFoundError(
