@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from pyrlang_zarr import Atom, Node
 from pyrlang_zarr.testing.cluster import LocalCluster
+
+pytestmark = pytest.mark.erlang
 
 OLDEST = 25
 """The oldest release the suite is run on."""
