@@ -274,6 +274,10 @@ class Array:
                 "with a step of 1, or read it, change it and write it back"
             )
         values = np.asarray(value)
+        if isinstance(value, int | float | complex) and not isinstance(value, bool):
+            # a Python number takes the array's dtype when it fits it, as numpy does (NEP 50)
+            if np.result_type(value, self.dtype) == self.dtype:
+                values = np.asarray(value, dtype=self.dtype)
         full = np.empty(box.box_shape, dtype=values.dtype)
         full[box.post] = values  # numpy's broadcasting rules and errors
         self.set_slice(full, box.start, box.stop)

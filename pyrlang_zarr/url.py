@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
-from fsspec.asyn import AsyncFileSystem  # type: ignore[import-untyped]
+from fsspec.asyn import AsyncFileSystem
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.core.buffer import Buffer, default_buffer_prototype
 
@@ -186,7 +186,7 @@ def parse_url(url: str) -> MnesiaURL:
         raise ValueError(f"expected mnesia://NODE/TABLE/ARRAY_ID, got {url!r}")
     path, query = _split(url)
     parts = path.split("/") if path else []
-    if not parts or not parts[0]:
+    if not parts or not parts[0] or url[len(PREFIX) :].startswith("/"):
         raise ValueError(f"{url!r} names no node: expected mnesia://name@host/TABLE/ARRAY_ID")
     node = unquote(parts[0])
     if node.count("@") != 1 or node.startswith("@") or node.endswith("@"):
