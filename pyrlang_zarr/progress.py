@@ -185,7 +185,7 @@ def slice_parts(
 class SliceProgress:
     """``get_slice``/``set_slice`` of an array in parts, reporting after each part.
 
-    Each part is whole chunks (``part_chunks`` of them at most; by default about 64 MiB of
+    Each part is whole chunks (``part_chunks`` of them at most; by default about 4 MiB of
     values) and one transaction: a read is consistent per part, a write all-or-none per
     part. Parts run ``concurrency`` at a time.
     """
@@ -205,7 +205,7 @@ class SliceProgress:
         self.grid = tuple(int(c) for c in grid)
         if part_chunks is None:
             chunk_bytes = int(np.prod(self.grid, dtype=np.int64)) * array.dtype.itemsize
-            part_chunks = max(1, (64 << 20) // max(chunk_bytes, 1))
+            part_chunks = max(1, (4 << 20) // max(chunk_bytes, 1))
         if part_chunks < 1:
             raise ValueError(f"part_chunks must be at least 1, got {part_chunks}")
         self.part_chunks = part_chunks
@@ -229,6 +229,10 @@ class SliceProgress:
                 raise IndexError(f"region {a}..{b} is not inside shape {shape} (dimension {d})")
         return tuple(map(int, a)), tuple(map(int, b))
 
+    def _chunks(self, s: Sequence[int], e: Sequence[int]) -> int:
+        """How many chunks the box ``[s, e)`` touches."""
+        return int(np.prod([-(-b // c) - a // c for a, b, c in zip(s, e, self.grid, strict=True)]))
+
     async def _run(
         self,
         what: str,
@@ -237,10 +241,11 @@ class SliceProgress:
         one: Callable[[tuple[int, ...], tuple[int, ...]], Any],
     ) -> None:
         t0 = self.clock()
-        done = 0
+        done = 0  # chunks (shards, if sharded) of the parts done
         nbytes = 0
         total = sum(int(np.prod([b - a for a, b in zip(s, e, strict=True)])) for s, e in parts)
         total *= itemsize
+        chunks_total = sum(self._chunks(s, e) for s, e in parts)
         limit = asyncio.Semaphore(self.concurrency)
 
         def report(finished: bool = False) -> None:
@@ -249,7 +254,7 @@ class SliceProgress:
                     Progress(
                         what,
                         done,
-                        len(parts),
+                        chunks_total,
                         nbytes,
                         self.clock() - t0,
                         bytes_total=total,
@@ -261,7 +266,7 @@ class SliceProgress:
             nonlocal done, nbytes
             async with limit:
                 await one(s, e)
-            done += 1
+            done += self._chunks(s, e)
             nbytes += int(np.prod([b - a for a, b in zip(s, e, strict=True)])) * itemsize
             report()
 

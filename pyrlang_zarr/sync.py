@@ -235,7 +235,8 @@ class Array:
 
         ``progress`` (a callback taking a :class:`~pyrlang_zarr.progress.Progress`, or True
         for a bar on stderr when it is a terminal) reads the region in parts of about
-        ``part_chunks`` chunks instead, each part one transaction; see :func:`_parts`.
+        ``part_chunks`` chunks (default: about 4 MiB of values) instead, each part one
+        transaction: consistent per part only.
         """
         if progress is None or progress is False:
             return run(self.async_array.get_slice(start, stop))

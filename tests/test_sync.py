@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import uuid
 from typing import Any
 
@@ -131,7 +132,10 @@ def test_progress_reports_parts_and_keeps_values(cluster: LocalCluster) -> None:
     seen: list[Progress] = []
     arr.set_slice(data, progress=seen.append, part_chunks=4)
     assert seen[0].chunks_done == 0 and seen[-1].finished
-    assert seen[-1].chunks_done == seen[-1].chunks_total == 6 * 2  # 4 of 5 chunks, then 1
+    assert seen[-1].chunks_done == seen[-1].chunks_total == 30
+    # 12 parts, 4 of each row's 5 chunks and then 1, done in any order
+    steps = [b.chunks_done - a.chunks_done for a, b in itertools.pairwise(seen[:-1])]
+    assert sorted(steps) == [1] * 6 + [4] * 6
     assert seen[-1].bytes_done == data.nbytes == seen[-1].bytes_total
     got: list[Progress] = []
     assert np.array_equal(arr.get_slice((5, 5), (55, 45), progress=got.append), data[5:55, 5:45])
