@@ -251,7 +251,7 @@ async def copy(
         raise CopyError(
             f"check failed: {dst.label} lacks {missing[:5]} and has extra {extra[:5]} keys"
         )
-    if isinstance(dst.store, MnesiaStore) or not isinstance(dst.store, FsspecStore):
+    if not isinstance(dst.store, FsspecStore):  # remote file systems may not report sizes
         stored = await dst.store.getsize_prefix(dst.path + "/" if dst.path else "")
         if stored != nbytes:
             raise CopyError(
