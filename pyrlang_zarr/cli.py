@@ -343,7 +343,12 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--table", default=DEFAULT_TABLE, help="table to set up (default %(default)s)")
     q.add_argument("--ram", action="store_true", help="RAM tables (ram_copies)")
     q.add_argument("--no-mnesia", action="store_true", help="start the nodes only")
-    q.add_argument("--erl-arg", action="append", metavar="ARG", help="extra erl argument")
+    q.add_argument(
+        "--erl-arg",
+        action="append",
+        metavar="ARG",
+        help="extra erl argument, repeatable (--erl-arg=-flag for ones starting with -)",
+    )
     q.set_defaults(func=cmd_cluster_up)
     q = csub.add_parser("status", parents=[where], help="are the nodes up, is Mnesia running")
     q.add_argument("--json", action="store_true")
@@ -379,8 +384,8 @@ def _parser() -> argparse.ArgumentParser:
         parents=[cookie, where],
         help="copy a zarr array or group (local dir, any zarr URL, mnesia://), resumable",
     )
-    p.add_argument("src", metavar="SRC")
-    p.add_argument("dst", metavar="DST")
+    p.add_argument("src", metavar="SRC", help="a directory, a URL zarr opens, or mnesia://...")
+    p.add_argument("dst", metavar="DST", help="the same kinds; created if missing")
     p.add_argument("--overwrite", action="store_true", help="replace a different array at DST")
     p.add_argument("--verify", action="store_true", help="read everything back and compare")
     p.add_argument("--jobs", type=int, default=8, help="keys in flight (default 8)")

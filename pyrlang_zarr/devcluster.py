@@ -308,8 +308,8 @@ async def up(
     if setup:
         info = await _setup(state)
         say(
-            f"Mnesia: {'RAM' if state.ram_copies else 'disc'} schema; table {info.name} "
-            f"({info.type}, {info.storage}) on {', '.join(info.replicas)}"
+            f"Mnesia running; table {info.name} ({info.type}, {info.storage}) on "
+            f"{', '.join(info.replicas)}"
         )
     first = state.nodes[0].name
     say(f"next: pyrlang-zarr ping {first}; stop: pyrlang-zarr cluster down")
