@@ -240,11 +240,16 @@ async def _describe(
     cookie: str | None,
     replicas: TableReplicas,
 ) -> list[ArrayInfo]:
+    limit = asyncio.Semaphore(32)  # a table of thousands of arrays: not all at once
+
     async def one(array_id: str) -> ArrayInfo:
         records, nbytes = counts[array_id]
         store = pz.MnesiaStore(array_id, node=peer, cookie=cookie, table_name=table, read_only=True)
         proto = _prototype()
-        zj, za = await asyncio.gather(store.get("zarr.json", proto), store.get(".zarray", proto))
+        async with limit:
+            zj, za = await asyncio.gather(
+                store.get("zarr.json", proto), store.get(".zarray", proto)
+            )
         meta = parse_metadata(
             None if zj is None else zj.to_bytes(), None if za is None else za.to_bytes()
         )
