@@ -29,7 +29,7 @@ from zarr.core._info import ArrayInfo
 from zarr.core.sync import sync as _zarr_sync
 
 import pyrlang_zarr as pz
-from pyrlang_zarr.progress import ProgressCallback, SliceProgress
+from pyrlang_zarr.progress import ProgressCallback, SliceProgress, human_bytes
 
 __all__ = ["Array", "create", "open", "run"]
 
@@ -216,7 +216,7 @@ class Array:
                 ("Shape", self.shape),
                 ("Chunks", self.chunks),
                 ("Data type", self.dtype),
-                ("Size", _human_bytes(self.nbytes) + " uncompressed"),
+                ("Size", human_bytes(self.nbytes) + " uncompressed"),
                 ("Replicas", ", ".join(self.store.nodes) or self.store.node),
             )
         )
@@ -286,11 +286,3 @@ class Array:
     def __array__(self, dtype: npt.DTypeLike | None = None, copy: bool | None = None) -> Any:
         values = self.get_slice()
         return values if dtype is None else values.astype(dtype, copy=False)
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
