@@ -2,7 +2,9 @@
 and still readable when the node it was written through is gone.
 
     python examples/replicated.py                       # starts 3 local Erlang nodes
-    python examples/replicated.py --nodes a@h b@h c@h --cookie secret
+    python examples/replicated.py --nodes a@h b@h c@h [--overwrite]
+
+An existing ``shared_array`` is left alone unless ``--overwrite`` is given.
 """
 
 from __future__ import annotations
@@ -10,14 +12,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sys
 
 import numpy as np
+from zarr.errors import ContainsArrayError
 
 import pyrlang_zarr as pz
 from pyrlang_zarr.testing.cluster import LocalCluster
 
 
-async def replicated(nodes: list[str], cookie: str | None, cluster: LocalCluster | None) -> None:
+async def replicated(
+    nodes: list[str], cookie: str | None, cluster: LocalCluster | None, overwrite: bool = False
+) -> None:
     arr = await pz.create(
         array_id="shared_array",
         shape=(512, 512),
@@ -26,7 +32,7 @@ async def replicated(nodes: list[str], cookie: str | None, cluster: LocalCluster
         node=nodes[0],
         cookie=cookie,
         nodes=nodes,  # a replica of the table on each node
-        overwrite=True,
+        overwrite=overwrite,
     )
     data = np.random.default_rng(0).standard_normal((512, 512)).astype("float32")
     await arr.set_slice(data, start=(0, 0), stop=(512, 512))
@@ -48,7 +54,8 @@ async def replicated(nodes: list[str], cookie: str | None, cluster: LocalCluster
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", nargs=3, help="three Erlang nodes of an existing cluster")
-    parser.add_argument("--cookie")
+    parser.add_argument("--cookie", help="default: ERLANG_COOKIE or ~/.erlang.cookie")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing shared_array")
     return parser
 
 
@@ -61,7 +68,13 @@ def main() -> None:
             nodes, cookie = cluster.nodes, cluster.cookie
         else:
             nodes, cookie = args.nodes, args.cookie
-        asyncio.run(replicated(nodes, cookie, cluster))
+        try:
+            asyncio.run(replicated(nodes, cookie, cluster, args.overwrite))
+        except ContainsArrayError:
+            sys.exit(
+                f"shared_array already exists on {nodes[0]}: pass --overwrite to replace it "
+                "(or remove it: pyrlang-zarr rm mnesia://NODE/zarr_storage/shared_array)"
+            )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+import logging
+
 from pyrlang_zarr import errors
 from pyrlang_zarr.errors import (
     AuthenticationError,
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
     from pyrlang_zarr.erldist.node import Node, Process
     from pyrlang_zarr.store import MnesiaStore
     from pyrlang_zarr.term import Atom, ExportFun, ImproperList, Pid, Port, Reference
+
+# A library's logging is the application's to configure (failover warnings and the like).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "Atom",

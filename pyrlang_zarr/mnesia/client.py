@@ -38,6 +38,7 @@ from pyrlang_zarr.errors import (
     NotFound,
     RpcError,
     RpcTimeout,
+    TableNotFound,
     TransactionError,
 )
 from pyrlang_zarr.mnesia.aborts import abort_error, from_rpc_error
@@ -200,9 +201,13 @@ class MnesiaClient:
         return f"<MnesiaClient {self.table} via {self.coordinator}>"
 
     # -- plumbing -------------------------------------------------------------------------
-    async def _attempts(self, what: str, attempt: Callable[[str], Awaitable[T]]) -> T:
+    async def _attempts(
+        self, what: str, attempt: Callable[[str], Awaitable[T]], *, reading: bool = False
+    ) -> T:
         """Run ``attempt(peer)`` on the coordinator, then on each other replica while the
-        failure says that node cannot serve us."""
+        failure says that node cannot serve us. One warning per move of the coordinator:
+        calls in flight that fail over to the node another call already moved to say
+        nothing more."""
         if not self._discovered:
             self._discovered = True
             await self._discover()
@@ -212,21 +217,47 @@ class MnesiaClient:
             try:
                 result = await attempt(peer)
             except FAILOVER as exc:
-                log.warning("%s on %s failed (%s); trying another replica", what, peer, exc)
+                log.debug("%s on %s failed (%s); trying another replica", what, peer, exc)
                 errors.append(f"{peer}: {exc}")
                 last = exc
                 continue
             if peer != self.coordinator:
-                log.warning("%s: %s now coordinates for %s", what, peer, self.table)
+                log.warning(
+                    "%s failed (%s); %s now coordinates for %s",
+                    what,
+                    "; ".join(errors),
+                    peer,
+                    self.table,
+                )
                 self.coordinator = peer
             return result
         assert last is not None
         if isinstance(last, NoMajority):
             raise last
+        outcome = (
+            "nothing was written"
+            if reading
+            else "a write among them may or may not have been applied (outcome unknown)"
+        )
         raise type(last)(
-            f"{what} failed on every replica of {self.table!r}; a write among them may or may "
-            "not have been applied (outcome unknown): " + "; ".join(errors)
+            f"{what} failed on every replica of {self.table!r}; {outcome}: " + "; ".join(errors)
         ) from last
+
+    async def _not_running(self, peer: str, error: TableNotFound) -> Exception:
+        """A missing table on a node whose Mnesia is stopped is a stopped Mnesia."""
+        try:
+            running = await self.node.rpc(
+                peer, "mnesia", "system_info", [Atom("is_running")], timeout=10
+            )
+        except (RpcError, *FAILOVER):
+            return error
+        if running == Atom("yes"):
+            return error
+        return MnesiaNotRunning(
+            f"Mnesia is not running on {peer} (is_running = {running}), so table "
+            f"{self.table!r} cannot be reached there: start Mnesia on it, or let pyrlang_zarr "
+            "set the cluster up (pz.create(..., nodes=[...]) or MnesiaStore(..., nodes=[...]))"
+        )
 
     async def _discover(self) -> None:
         """Add the table's replicas as Mnesia knows them to the failover candidates."""
@@ -250,17 +281,23 @@ class MnesiaClient:
         *,
         unwrap: bool = False,
         copy: bool = True,
+        reading: bool = False,
     ) -> Any:
         async def attempt(peer: str) -> Any:
             try:
                 result = await self.node.rpc(
                     peer, module, function, args, timeout=self.timeout, copy_binaries=copy
                 )
+                return self._unwrap(result, what) if unwrap else result
             except RpcError as exc:
-                raise from_rpc_error(exc, self.table, what) from None
-            return self._unwrap(result, what) if unwrap else result
+                error: Exception = from_rpc_error(exc, self.table, what)
+                if isinstance(error, TableNotFound):
+                    error = await self._not_running(peer, error)
+                raise error from None
+            except TableNotFound as exc:
+                raise await self._not_running(peer, exc) from None
 
-        return await self._attempts(what, attempt)
+        return await self._attempts(what, attempt, reading=reading)
 
     async def _eval(
         self, text: str, bindings: dict[str, Any], what: str, *, durable: bool = False
@@ -386,15 +423,25 @@ class MnesiaClient:
         """``(replicas, reachable)`` as the coordinator sees them: the table's replicas and
         those among them it currently runs Mnesia with."""
         replicas, running = await asyncio.gather(
-            self._rpc("mnesia", "table_info", [self._tab, Atom("all_nodes")], "replica view"),
-            self._rpc("mnesia", "system_info", [Atom("running_db_nodes")], "replica view"),
+            self._rpc(
+                "mnesia",
+                "table_info",
+                [self._tab, Atom("all_nodes")],
+                "replica view",
+                reading=True,
+            ),
+            self._rpc(
+                "mnesia", "system_info", [Atom("running_db_nodes")], "replica view", reading=True
+            ),
         )
         live = {str(n) for n in running}
         return sorted(map(str, replicas)), sorted(str(n) for n in replicas if str(n) in live)
 
     async def read(self, key: Any) -> Any | None:
         """The data under ``key`` (dirty read), or ``None``."""
-        records = await self._rpc("mnesia", "dirty_read", [self._tab, key], "read", copy=False)
+        records = await self._rpc(
+            "mnesia", "dirty_read", [self._tab, key], "read", copy=False, reading=True
+        )
         return records[0][2] if records else None
 
     async def read_required(self, key: Any) -> Any:
@@ -421,10 +468,16 @@ class MnesiaClient:
                 f"read of {len(keys)}",
                 unwrap=True,
                 copy=False,
+                reading=True,
             )
         else:
             found = await self._rpc(
-                "lists", "map", [ExportFun("mnesia", "dirty_read", 1), oids], "read", copy=False
+                "lists",
+                "map",
+                [ExportFun("mnesia", "dirty_read", 1), oids],
+                "read",
+                copy=False,
+                reading=True,
             )
         return [records[0][2] if records else None for records in list(found)]
 
@@ -465,7 +518,7 @@ class MnesiaClient:
 
     async def _select(self, spec: list[Any], what: str, *, copy: bool = True) -> list[Any]:
         found: list[Any] = await self._rpc(
-            "mnesia", "dirty_select", [self._tab, spec], what, copy=copy
+            "mnesia", "dirty_select", [self._tab, spec], what, copy=copy, reading=True
         )
         return found
 

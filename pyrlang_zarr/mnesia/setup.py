@@ -104,6 +104,21 @@ async def ensure_mnesia(node: Node, nodes: Sequence[str], *, timeout: float = 30
             raise TransactionError(f"could not give {n} a disc schema: {format_term(copy)}", copy)
 
 
+def _bad_type_hint(result: Any) -> str:
+    """What to do when a disc table meets a node whose Mnesia schema lives in RAM."""
+    if not _already(result, "bad_type") or len(result[1]) < 4:
+        return ""
+    _, _, storage, where = result[1][:4]
+    if str(storage) not in ("disc_copies", "disc_only_copies"):
+        return ""
+    return (
+        f". {where} runs Mnesia with a RAM schema (Mnesia was started there without a disc "
+        "schema, as Elixir's plain :mnesia.start() does), which holds only RAM tables: pass "
+        "ram_copies=True (?ram_copies=true in a mnesia:// URL), or give that node a disc "
+        "schema first with mnesia:change_table_copy_type(schema, node(), disc_copies)"
+    )
+
+
 def _already(result: Any, what: str) -> bool:
     return (
         type(result) is tuple
@@ -161,7 +176,9 @@ async def ensure_table(
             created = True
         elif not _already(result, "already_exists"):  # lost a race: check what exists
             raise TransactionError(
-                f"mnesia:create_table({table}) failed: {format_term(result)}", result
+                f"mnesia:create_table({table}) failed: {format_term(result)}"
+                + _bad_type_hint(result),
+                result,
             )
     info = await _describe(node, coordinator, table)
     missing = [] if created else [n for n in nodes if n not in info.replicas]
@@ -172,7 +189,9 @@ async def ensure_table(
             )
             if result != (atoms.ATOMIC, atoms.OK) and not _already(result, "already_exists"):
                 raise TransactionError(
-                    f"could not add a replica of {table} on {n}: {format_term(result)}", result
+                    f"could not add a replica of {table} on {n}: {format_term(result)}"
+                    + _bad_type_hint(result),
+                    result,
                 )
         info = await _describe(node, coordinator, table)
     if majority is not None and info.majority != majority:

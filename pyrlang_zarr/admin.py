@@ -1,0 +1,317 @@
+"""What is in a table: the arrays, their size and replicas; and removing one.
+
+Counting runs on the server: one ``dirty_select`` over the table with the sizes computed in
+the match spec, summed per array id by an expression ``erl_eval`` runs on the node, so only
+one small map per table crosses the network. Shapes and dtypes come from each array's root
+metadata document, read through :class:`~pyrlang_zarr.MnesiaStore`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyrlang_zarr as pz
+from pyrlang_zarr.errors import MnesiaNotRunning, NotFound, TableNotFound
+from pyrlang_zarr.store import DEFAULT_TABLE
+from pyrlang_zarr.term import Atom
+
+__all__ = [
+    "ArrayInfo",
+    "TableReplicas",
+    "array_info",
+    "evaluate",
+    "list_arrays",
+    "remove_array",
+    "table_replicas",
+    "tables",
+]
+
+_TREES: dict[str, Any] = {}
+
+# Per array id: {Records, Bytes}. Records whose key is not {Binary, _} are not ours.
+_COUNT = """
+lists:foldl(
+    fun({A, S}, M) -> maps:update_with(A, fun({C, B}) -> {C + 1, B + S} end, {1, S}, M) end,
+    #{},
+    mnesia:dirty_select(Tab, [{{Tab, {'$1', '_'}, '$2'},
+                               [{is_binary, '$1'}, {is_binary, '$2'}],
+                               [{{'$1', {byte_size, '$2'}}}]}])).
+"""
+
+_COUNT_ONE = """
+lists:foldl(fun(S, {C, B}) -> {C + 1, B + S} end, {0, 0},
+    mnesia:dirty_select(Tab, [{{Tab, {Aid, '_'}, '$1'}, [{is_binary, '$1'}],
+                               [{byte_size, '$1'}]}])).
+"""
+
+
+async def evaluate(node: pz.Node, peer: str, text: str, bindings: dict[str, Any]) -> Any:
+    """The value of the Erlang expression ``text`` on ``peer`` (parsed there once)."""
+    tree = _TREES.get(text)
+    if tree is None:
+        scanned = await node.rpc(peer, "erl_scan", "string", [list(text.encode())])
+        if scanned[0] != Atom("ok"):
+            raise ValueError(f"erl_scan refused the expression: {scanned!r}")
+        parsed = await node.rpc(peer, "erl_parse", "parse_exprs", [scanned[1]])
+        if parsed[0] != Atom("ok") or len(parsed[1]) != 1:
+            raise ValueError(f"erl_parse refused the expression: {parsed!r}")
+        tree = _TREES[text] = parsed[1][0]
+    binds = sorted((Atom(k), v) for k, v in bindings.items())
+    return await node.rpc(
+        peer, "erl_eval", "expr", [tree, binds, Atom("none"), Atom("none"), Atom("value")]
+    )
+
+
+@dataclass(frozen=True)
+class TableReplicas:
+    """A table's replicas as the node asked sees them."""
+
+    table: str
+    storage: str  # disc_copies, ram_copies or disc_only_copies
+    type: str
+    replicas: tuple[str, ...]
+    running: tuple[str, ...]  # replicas running Mnesia with the node asked
+    majority: bool
+
+    @property
+    def down(self) -> tuple[str, ...]:
+        return tuple(n for n in self.replicas if n not in self.running)
+
+    def describe(self) -> str:
+        down = f", down: {', '.join(self.down)}" if self.down else ""
+        maj = ", majority" if self.majority else ""
+        return f"{self.storage} on {', '.join(self.replicas)}{down}{maj}"
+
+
+@dataclass(frozen=True)
+class ArrayInfo:
+    """One array (or group) of a table."""
+
+    array_id: str
+    records: int
+    stored_bytes: int
+    kind: str = "?"  # "array", "group", or "?" when its metadata is missing or unreadable
+    zarr_format: int | None = None
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+    chunks: tuple[int, ...] | None = None
+    shards: tuple[int, ...] | None = None
+    replicas: TableReplicas | None = field(default=None, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "array_id": self.array_id,
+            "kind": self.kind,
+            "zarr_format": self.zarr_format,
+            "shape": list(self.shape) if self.shape is not None else None,
+            "dtype": self.dtype,
+            "chunks": list(self.chunks) if self.chunks is not None else None,
+            "shards": list(self.shards) if self.shards is not None else None,
+            "records": self.records,
+            "stored_bytes": self.stored_bytes,
+            "replicas": list(self.replicas.replicas) if self.replicas else None,
+            "replicas_down": list(self.replicas.down) if self.replicas else None,
+        }
+
+
+def _ints(value: Any) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_metadata(zarr_json: bytes | None, zarray: bytes | None) -> dict[str, Any]:
+    """kind, format, shape, dtype, chunks and shards from the root metadata documents."""
+    if zarr_json is not None:
+        try:
+            doc = json.loads(bytes(zarr_json))
+        except ValueError:
+            return {}
+        if doc.get("node_type") == "group":
+            return {"kind": "group", "zarr_format": 3}
+        grid = doc.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
+        chunks, shards = _ints(grid), None
+        for codec in doc.get("codecs", []):
+            if isinstance(codec, dict) and codec.get("name") == "sharding_indexed":
+                shards = chunks
+                chunks = _ints(codec.get("configuration", {}).get("chunk_shape"))
+        dtype = doc.get("data_type")
+        return {
+            "kind": "array",
+            "zarr_format": 3,
+            "shape": _ints(doc.get("shape", ())),
+            "dtype": dtype if isinstance(dtype, str) else json.dumps(dtype),
+            "chunks": chunks,
+            "shards": shards,
+        }
+    if zarray is not None:
+        try:
+            doc = json.loads(bytes(zarray))
+        except ValueError:
+            return {}
+        return {
+            "kind": "array",
+            "zarr_format": 2,
+            "shape": _ints(doc.get("shape", ())),
+            "dtype": str(doc.get("dtype")),
+            "chunks": _ints(doc.get("chunks", ())),
+        }
+    return {}
+
+
+async def _check_table(node: pz.Node, peer: str, table: str) -> None:
+    """TableNotFound / MnesiaNotRunning with what to do, before anything else."""
+    running = await node.rpc(peer, "mnesia", "system_info", [Atom("is_running")])
+    if running != Atom("yes"):
+        raise MnesiaNotRunning(
+            f"Mnesia is not running on {peer} (is_running = {running}): start it there, or "
+            f"let pyrlang_zarr set it up (pz.create(..., nodes=[...]), `pyrlang-zarr cluster "
+            "up` for a local cluster); `pyrlang-zarr ping NODE` checks a node"
+        )
+    if Atom(table) not in await node.rpc(peer, "mnesia", "system_info", [Atom("tables")]):
+        raise TableNotFound(
+            f"table_not_found: no Mnesia table {table!r} on {peer}'s cluster; "
+            f"`pyrlang-zarr ls {peer} --table NAME` lists another table, and "
+            "pz.create(..., nodes=[...]) creates one"
+        )
+
+
+async def tables(peer: str, *, cookie: str | None = None, node: pz.Node | None = None) -> list[str]:
+    """The Mnesia tables of ``peer``'s cluster (Mnesia's own ``schema`` left out)."""
+    async with _node(node, cookie) as n:
+        found = await n.rpc(peer, "mnesia", "system_info", [Atom("tables")])
+    return sorted(str(t) for t in found if str(t) != "schema")
+
+
+async def table_replicas(node: pz.Node, peer: str, table: str) -> TableReplicas:
+    tab = Atom(table)
+
+    async def ti(key: str) -> Any:
+        return await node.rpc(peer, "mnesia", "table_info", [tab, Atom(key)])
+
+    disc, ram, disc_only, majority, kind, running = await asyncio.gather(
+        ti("disc_copies"),
+        ti("ram_copies"),
+        ti("disc_only_copies"),
+        ti("majority"),
+        ti("type"),
+        node.rpc(peer, "mnesia", "system_info", [Atom("running_db_nodes")]),
+    )
+    storage = "disc_copies" if disc else "ram_copies" if ram else "disc_only_copies"
+    replicas = tuple(sorted(str(n) for n in (*disc, *ram, *disc_only)))
+    live = {str(n) for n in running}
+    return TableReplicas(
+        table,
+        storage,
+        str(kind),
+        replicas,
+        tuple(n for n in replicas if n in live),
+        majority is True,
+    )
+
+
+class _node:
+    """``async with _node(given, cookie)``: the given node, or a fresh one closed after."""
+
+    def __init__(self, node: pz.Node | None, cookie: str | None) -> None:
+        self.given = node
+        self.cookie = cookie
+        self.own: pz.Node | None = None
+
+    async def __aenter__(self) -> pz.Node:
+        if self.given is not None:
+            return self.given
+        self.own = pz.Node(cookie=self.cookie)
+        return self.own
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.own is not None:
+            await self.own.close()
+
+
+async def _describe(
+    peer: str,
+    table: str,
+    counts: dict[str, tuple[int, int]],
+    cookie: str | None,
+    replicas: TableReplicas,
+) -> list[ArrayInfo]:
+    limit = asyncio.Semaphore(32)  # a table of thousands of arrays: not all at once
+
+    async def one(array_id: str) -> ArrayInfo:
+        records, nbytes = counts[array_id]
+        store = pz.MnesiaStore(array_id, node=peer, cookie=cookie, table_name=table, read_only=True)
+        proto = _prototype()
+        async with limit:
+            zj, za = await asyncio.gather(
+                store.get("zarr.json", proto), store.get(".zarray", proto)
+            )
+        meta = parse_metadata(
+            None if zj is None else zj.to_bytes(), None if za is None else za.to_bytes()
+        )
+        return ArrayInfo(array_id, records, nbytes, replicas=replicas, **meta)
+
+    return list(await asyncio.gather(*(one(a) for a in sorted(counts))))
+
+
+def _prototype() -> Any:
+    from zarr.core.buffer import default_buffer_prototype
+
+    return default_buffer_prototype()
+
+
+def _decode_id(raw: Any) -> str:
+    return bytes(raw).decode("utf-8", errors="backslashreplace")
+
+
+async def list_arrays(
+    peer: str,
+    table: str = DEFAULT_TABLE,
+    *,
+    cookie: str | None = None,
+    node: pz.Node | None = None,
+) -> list[ArrayInfo]:
+    """Every array id in ``table`` (seen through ``peer``), sorted, with its records, bytes
+    stored, and what its metadata says."""
+    async with _node(node, cookie) as n:
+        await _check_table(n, peer, table)
+        raw, replicas = await asyncio.gather(
+            evaluate(n, peer, _COUNT, {"Tab": Atom(table)}), table_replicas(n, peer, table)
+        )
+    counts = {_decode_id(k): (int(v[0]), int(v[1])) for k, v in raw.items()}
+    return await _describe(peer, table, counts, cookie, replicas)
+
+
+async def array_info(
+    peer: str,
+    table: str,
+    array_id: str,
+    *,
+    cookie: str | None = None,
+    node: pz.Node | None = None,
+) -> ArrayInfo:
+    """One array's :class:`ArrayInfo`; :class:`NotFound` if the table holds nothing under
+    ``array_id``."""
+    async with _node(node, cookie) as n:
+        await _check_table(n, peer, table)
+        (records, nbytes), replicas = await asyncio.gather(
+            evaluate(n, peer, _COUNT_ONE, {"Tab": Atom(table), "Aid": array_id.encode("utf-8")}),
+            table_replicas(n, peer, table),
+        )
+    if records == 0:
+        raise NotFound(f"not_found: nothing stored under {array_id!r} in table {table!r} ({peer})")
+    return (await _describe(peer, table, {array_id: (records, nbytes)}, cookie, replicas))[0]
+
+
+async def remove_array(
+    peer: str, table: str, array_id: str, *, cookie: str | None = None
+) -> ArrayInfo:
+    """Delete every record of ``array_id`` in one transaction; what was removed.
+    :class:`NotFound` if there was nothing."""
+    info = await array_info(peer, table, array_id, cookie=cookie)
+    await pz.MnesiaStore(array_id, node=peer, cookie=cookie, table_name=table).clear()
+    return info
