@@ -9,9 +9,8 @@ work as for any attribute; the first use of an array name imports zarr and numpy
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
-
 import logging
+from typing import TYPE_CHECKING, Any
 
 from pyrlang_zarr import errors
 from pyrlang_zarr.errors import (

@@ -217,7 +217,7 @@ class Array:
                 ("Chunks", self.chunks),
                 ("Data type", self.dtype),
                 ("Size", human_bytes(self.nbytes) + " uncompressed"),
-                ("Replicas", ", ".join(self.store.nodes) or self.store.node),
+                ("Replicas", ", ".join(self.store.settings.nodes) or self.store.node),
             )
         )
         return f"<table><caption>pyrlang_zarr.sync.Array</caption>{rows}</table>"
