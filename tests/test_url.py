@@ -47,7 +47,8 @@ def test_parse_and_print() -> None:
     assert (u.array_id, u.path) == ("grp", "sub/arr")
     assert u.query == {"nodes": "n@h,m@h", "majority": "true", "timeout": "5"}
     store = u.store(cookie="c")
-    assert store.nodes == ("n@h", "m@h") and store.majority and store.timeout == 5.0
+    s = store.settings
+    assert s.nodes == ("n@h", "m@h") and s.majority and s.timeout == 5.0
     odd = MnesiaURL("n@h", "t", "a/b c?")
     assert str(odd) == "mnesia://n@h/t/a%2Fb%20c%3F"
     assert parse_url(str(odd)).array_id == "a/b c?"
@@ -85,7 +86,7 @@ def test_cookie_file_must_be_private(tmp_path: Path) -> None:
     path.chmod(0o400)
     assert read_cookie_file(path) == "abc"
     store = parse_url(f"mnesia://n@h/t/x?cookie_file={path}").store()
-    assert store._cookie == "abc"
+    assert store.settings.cookie == "abc"
 
 
 # -- through zarr, xarray, dask --------------------------------------------------------------
