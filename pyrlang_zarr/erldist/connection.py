@@ -16,7 +16,7 @@ from typing import Any
 
 from pyrlang_zarr.erldist.framing import PacketReader
 from pyrlang_zarr.erldist.handshake import ClientHandshake, Peer, State
-from pyrlang_zarr.errors import NodeDown, ProtocolError
+from pyrlang_zarr.errors import AuthenticationError, NodeDown, NodeUnreachable, ProtocolError
 from pyrlang_zarr.term import decode, encode_parts
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,8 @@ class DistConnection(asyncio.BufferedProtocol):
         try:
             self._process_packets()
         except Exception as exc:  # a broken peer must not take the event loop down with it
-            self.abort(exc if isinstance(exc, ProtocolError | NodeDown) else self._broken(exc))
+            kept = isinstance(exc, ProtocolError | NodeDown | AuthenticationError | NodeUnreachable)
+            self.abort(exc if kept else self._broken(exc))
         if self._on_received is not None:
             self._on_received()
 
