@@ -18,6 +18,9 @@ DEFAULT_BUFFER = 256 * 1024
 MAX_PACKET = 1 << 30
 #: What a big packet's own buffer starts at (or the whole packet, if smaller).
 BIG_FIRST = 1 << 20
+# Read, never written: what a growing buffer is extended with (a temporary bytes object per
+# growth would cost its allocation and page faults every time; these pages stay the zero page).
+_ZEROS = memoryview(bytes(4 << 20))
 
 
 class PacketReader:
@@ -78,7 +81,8 @@ class PacketReader:
         """``big``, full, doubled (at most to the announced length)."""
         size = min(self._big_size, 2 * len(big))
         try:
-            big += bytes(size - len(big))  # realloc: large blocks are remapped, not copied
+            while len(big) < size:  # in place: realloc remaps large blocks, it does not copy
+                big += _ZEROS[: size - len(big)]
         except BufferError:  # someone still holds a view of it: move to a new buffer
             grown = bytearray(size)
             grown[: len(big)] = big
