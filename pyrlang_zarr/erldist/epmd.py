@@ -74,14 +74,14 @@ async def _read_reply(reader: asyncio.StreamReader) -> bytes:
     nlen = struct.unpack_from(">H", fixed, 8)[0]
     if 12 + nlen + 2 > MAX_REPLY:
         raise ProtocolError(f"EPMD reply announces a {nlen}-byte node name (limit {MAX_REPLY})")
-    name = await reader.readexactly(nlen + 2)
-    elen = struct.unpack_from(">H", name, nlen)[0]
+    named = await reader.readexactly(nlen + 2)  # the name and the extra field's length
+    elen = struct.unpack_from(">H", named, nlen)[0]
     if 14 + nlen + elen > MAX_REPLY:
         raise ProtocolError(
             f"EPMD reply announces {elen} bytes of extra data (replies are limited to "
             f"{MAX_REPLY} bytes)"
         )
-    return head + fixed + name + await reader.readexactly(elen)
+    return head + fixed + named + await reader.readexactly(elen)
 
 
 async def lookup(
