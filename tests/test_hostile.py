@@ -389,6 +389,7 @@ async def test_expression_trees_match_erl_parse_on_a_node(one_node: LocalCluster
         "F(\n X) =:= [1,\n 2 | T] ++ [\n A || {A,\n B} <-\n L, A\n > B],\n x.",
         "A\n =\n {B, C} =\n X, 1 + 2 * 3 - 4 / 2 == 6, m\n:\nf(\n) -- [].",
         "case X of\n [\n ] -> fun\n (A) -> A; (B)\n -> B end end, (fun () -> ok end)().",
+        'X = <<>>, <<"ab", 1, Y>>, "", "a b\nc", {x, <<\n"z">>}.',
     ]
     async with Node(cookie=COOKIE) as node:
         for text in texts:
@@ -402,7 +403,8 @@ async def test_expression_trees_match_erl_parse_on_a_node(one_node: LocalCluster
 def test_unsupported_erlang_is_refused_not_guessed() -> None:
     from pyrlang_zarr.mnesia.expr import parse
 
-    for text in ['X = "s".', "-X.", "A andalso B.", "case X of Y when Y > 1 -> ok end.", "x"]:
+    unsupported = ["X = 'q'.", "1.5.", '"\\n".', "-X.", "A andalso B.", "<<X:8>>.", "x"]
+    for text in [*unsupported, "case X of Y when Y > 1 -> ok end."]:
         with pytest.raises(ValueError, match=r"unsupported|expected"):
             parse(text)
 

@@ -40,11 +40,12 @@ _TOKEN = re.compile(
     r"|(?P<dot>\.(?=[ \t\r\n%]|\Z))"
     r"|(?P<atom>[a-z][A-Za-z0-9_@]*)|(?P<var>[A-Z_][A-Za-z0-9_@]*)"
     r"|(?P<integer>[0-9]+(?![0-9A-Za-z_#]|\.[0-9]))"
+    r'|"(?P<string>[ -!#-\[\]-~\n]*)"'
     r"|(?P<punct>" + "|".join(map(re.escape, _PUNCTUATION)) + ")"
 )
 
-# (kind, value, line): kind is "atom", "var", "integer", "dot", "eof", or the reserved word
-# or punctuation itself.
+# (kind, value, line): kind is "atom", "var", "integer", "string" (ASCII, no escapes), "dot",
+# "eof", or the reserved word or punctuation itself.
 _Token = tuple[str, Any, int]
 
 
@@ -58,13 +59,16 @@ def _scan(text: str) -> list[_Token]:
             raise ValueError(f"unsupported Erlang syntax at line {line}: {text[pos : pos + 20]!r}")
         kind = m.lastgroup
         value = m.group()
+        if kind == "string":
+            value = m.group("string")
         if kind == "atom" and value in _RESERVED:
             kind = value
         elif kind == "punct":
             kind = value
         if kind not in ("space", "comment"):
             assert kind is not None
-            tokens.append((kind, int(value) if kind == "integer" else value, line))
+            token = int(value) if kind == "integer" else value
+            tokens.append((kind, list(token.encode()) if kind == "string" else token, line))
         line += value.count("\n")
         pos = m.end()
     tokens.append(("eof", None, line))
@@ -177,7 +181,7 @@ class _Parser:
 
     def expr_max(self) -> Any:
         kind, value, line = self.tokens[self.i]
-        if kind in ("var", "atom", "integer"):
+        if kind in ("var", "atom", "integer", "string"):
             self.take()
             if kind == "atom":  # true and false as the decoder gives them: bools
                 value = _BOOLS.get(value, Atom(value))
@@ -196,6 +200,16 @@ class _Parser:
             return (_a("tuple"), line, elements)
         if kind == "[":
             return self.list()
+        if kind == "<<":
+            self.take()
+            segments = []
+            if self.peek() != ">>":
+                segments.append(self.bin_element())
+                while self.peek() == ",":
+                    self.take()
+                    segments.append(self.bin_element())
+            self.take(">>")
+            return (_a("bin"), line, segments)
         if kind == "begin":
             self.take()
             body = self.exprs()
@@ -239,6 +253,12 @@ class _Parser:
             self.take("]")
             return (_a("lc"), line, first, qualifiers)
         return (_a("cons"), line, first, self.tail())
+
+    def bin_element(self) -> Any:  # whole values only: no sizes, no types
+        value = self.expr_max()
+        if self.peek() in (":", "/"):
+            raise self.error("binary segments with a size or type are not supported")
+        return (_a("bin_element"), value[1], value, _a("default"), _a("default"))
 
     def tail(self) -> Any:
         kind, _, line = self.take()
