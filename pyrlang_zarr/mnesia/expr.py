@@ -67,8 +67,12 @@ def _scan(text: str) -> list[_Token]:
             kind = value
         if kind not in ("space", "comment"):
             assert kind is not None
-            token = int(value) if kind == "integer" else value
-            tokens.append((kind, list(token.encode()) if kind == "string" else token, line))
+            token: Any = value
+            if kind == "integer":
+                token = int(value)
+            elif kind == "string":  # a list of character codes, as Erlang has it
+                token = list(value.encode())
+            tokens.append((kind, token, line))
         line += value.count("\n")
         pos = m.end()
     tokens.append(("eof", None, line))
