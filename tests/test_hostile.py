@@ -115,7 +115,7 @@ def test_reflected_challenge_is_refused_sans_io() -> None:
 
 
 async def test_reflecting_peer_without_the_cookie_is_refused(fake_epmd: FakeEpmd) -> None:
-    forged = (Atom("forged"), "by a peer that never knew the cookie")
+    forged = (Atom("forged"), b"by a peer that never knew the cookie")
     async with ReflectingPeer(f"refla@{SHORT_HOST}", f"reflb@{SHORT_HOST}", forged) as peer:
         fake_epmd.names.update(refla=peer.a.port, reflb=peer.b.port)
         async with Node(cookie=COOKIE, connect_timeout=5) as node:
