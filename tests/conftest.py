@@ -71,11 +71,15 @@ async def node(cluster: LocalCluster) -> AsyncIterator[Node]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    from tests import faults
+    from tests import attacks, faults
 
     if faults.REPORT:
         terminalreporter.section("faults injected and writes acknowledged / lost")
         for line in faults.table():
+            terminalreporter.write_line(line)
+    if attacks.REPORT:
+        terminalreporter.section("hostile peers: attacks tried and their outcome")
+        for line in attacks.table():
             terminalreporter.write_line(line)
     skipped = terminalreporter.config.stash.get(_SKIPPED, None)
     if skipped:

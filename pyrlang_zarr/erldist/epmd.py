@@ -1,11 +1,14 @@
 """EPMD client: find the distribution port of a node by name (``PORT_PLEASE2_REQ``).
 
-The request/reply codec is pure; :func:`lookup` is the asyncio shell around it.
+The request/reply codec is pure; :func:`lookup` is the asyncio shell around it. The reply is
+read field by field, never "until EOF": a real one is under 300 bytes, and a reply longer than
+:data:`MAX_REPLY` is refused before it is read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 from dataclasses import dataclass
 
@@ -14,6 +17,9 @@ from pyrlang_zarr.errors import NodeUnreachable, ProtocolError
 EPMD_PORT = 4369
 PORT_PLEASE2_REQ = 122
 PORT2_RESP = 119
+#: The longest reply accepted: tag, result, 10 bytes of fields, a node name (EPMD's own limit
+#: is 255 characters, up to 4 UTF-8 bytes each), the extra field's length and the extra field.
+MAX_REPLY = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +59,49 @@ def decode_port2_resp(data: bytes) -> NodeEntry | None:
     return NodeEntry(name.decode("utf-8", "replace"), port, ntype, proto, high, low, bytes(extra))
 
 
-async def lookup(host: str, name: str, *, port: int = EPMD_PORT, timeout: float = 5.0) -> NodeEntry:
+def epmd_port() -> int:
+    """EPMD's port: ``ERL_EPMD_PORT`` if set (as for ``erl`` itself), else 4369."""
+    value = os.environ.get("ERL_EPMD_PORT", "")
+    return int(value) if value.strip() else EPMD_PORT
+
+
+async def _read_reply(reader: asyncio.StreamReader) -> bytes:
+    """One PORT2_RESP, read by its own lengths; at most :data:`MAX_REPLY` bytes."""
+    head = await reader.readexactly(2)
+    if head[0] != PORT2_RESP or head[1] != 0:
+        return head  # not registered, or not a reply at all: decoded (and refused) as it is
+    fixed = await reader.readexactly(10)
+    nlen = struct.unpack_from(">H", fixed, 8)[0]
+    if 12 + nlen + 2 > MAX_REPLY:
+        raise ProtocolError(f"EPMD reply announces a {nlen}-byte node name (limit {MAX_REPLY})")
+    named = await reader.readexactly(nlen + 2)  # the name and the extra field's length
+    elen = struct.unpack_from(">H", named, nlen)[0]
+    if 14 + nlen + elen > MAX_REPLY:
+        raise ProtocolError(
+            f"EPMD reply announces {elen} bytes of extra data (replies are limited to "
+            f"{MAX_REPLY} bytes)"
+        )
+    return head + fixed + named + await reader.readexactly(elen)
+
+
+async def lookup(
+    host: str, name: str, *, port: int | None = None, timeout: float = 5.0
+) -> NodeEntry:
     """Ask EPMD on ``host`` for node ``name``; EPMD closes the socket after its reply."""
+    if port is None:
+        port = epmd_port()
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(host, port, limit=MAX_REPLY)
             try:
                 writer.write(encode_port_please2(name))
-                data = await reader.read()  # until EOF
+                data = await _read_reply(reader)
+            except asyncio.IncompleteReadError as exc:
+                got = len(exc.partial)
+                raise ProtocolError(
+                    f"EPMD on {host}:{port} closed in the middle of its reply "
+                    f"({got} of {exc.expected} bytes of a field)"
+                ) from None
             finally:
                 writer.close()
     except TimeoutError:

@@ -1,8 +1,11 @@
 """Length-prefixed packet reader for a ``BufferedProtocol``, fed bytes, no socket.
 
 Small packets are cut out of one reusable receive buffer. A packet too large for it gets a
-buffer of its own, sized from its header, into which the transport receives directly: a
-multi-MB chunk crosses from the kernel into the bytearray that the term decoder reads, once.
+buffer of its own, into which the transport receives directly: a multi-MB chunk crosses from
+the kernel into the bytearray that the term decoder reads, once. That buffer is not sized from
+the header alone (a peer may announce 2 GiB and send nothing more): it starts at
+:data:`BIG_FIRST` bytes at most and doubles, in place where the allocator can, as the bytes
+arrive, up to the announced length. Memory follows what the peer sent, not what it claimed.
 """
 
 from __future__ import annotations
@@ -10,7 +13,14 @@ from __future__ import annotations
 from pyrlang_zarr.errors import ProtocolError
 
 DEFAULT_BUFFER = 256 * 1024
-MAX_PACKET = 1 << 31
+#: The largest packet a :class:`PacketReader` accepts unless told otherwise (read when the
+#: reader is made: set ``pyrlang_zarr.erldist.framing.MAX_PACKET`` before connecting).
+MAX_PACKET = 1 << 30
+#: What a big packet's own buffer starts at (or the whole packet, if smaller).
+BIG_FIRST = 1 << 20
+# Read, never written: what a growing buffer is extended with (a temporary bytes object per
+# growth would cost its allocation and page faults every time; these pages stay the zero page).
+_ZEROS = memoryview(bytes(4 << 20))
 
 
 class PacketReader:
@@ -25,21 +35,25 @@ class PacketReader:
         header_size: int = 2,
         *,
         buffer_size: int = DEFAULT_BUFFER,
-        max_packet: int = MAX_PACKET,
+        max_packet: int | None = None,
     ) -> None:
         self.header_size = header_size
-        self.max_packet = max_packet
+        self.max_packet = MAX_PACKET if max_packet is None else max_packet
         self._buf = bytearray(buffer_size)
         self._start = 0
         self._end = 0
-        self._big: bytearray | None = None
+        self._big: bytearray | None = None  # the big packet being received, as far as it is
         self._big_filled = 0
+        self._big_size = 0  # its announced length
         self._ready: bytearray | None = None  # a big packet received whole, not yet taken
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Where the next received bytes go (``BufferedProtocol.get_buffer``)."""
-        if self._big is not None:
-            return memoryview(self._big)[self._big_filled :]
+        big = self._big
+        if big is not None:
+            if self._big_filled == len(big):
+                big = self._grow(big)
+            return memoryview(big)[self._big_filled :]
         if self._start == self._end:
             self._start = self._end = 0
         elif self._end == len(self._buf):
@@ -60,16 +74,28 @@ class PacketReader:
             self._end += nbytes
             return
         self._big_filled += nbytes
-        if self._big_filled == len(big):  # whole: what follows goes to the shared buffer
+        if self._big_filled == self._big_size:  # whole: what follows goes to the shared buffer
             self._ready, self._big = big, None
+
+    def _grow(self, big: bytearray) -> bytearray:
+        """``big``, full, doubled (at most to the announced length)."""
+        size = min(self._big_size, 2 * len(big))
+        try:
+            while len(big) < size:  # in place: realloc remaps large blocks, it does not copy
+                big += _ZEROS[: size - len(big)]
+        except BufferError:  # someone still holds a view of it: move to a new buffer
+            grown = bytearray(size)
+            grown[: len(big)] = big
+            self._big = big = grown
+        return big
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Copy ``data`` in (for tests and for plain ``Protocol`` use)."""
         view = memoryview(data)
         while view:
-            buf = self.get_buffer()
-            n = min(len(buf), len(view))
-            buf[:n] = view[:n]
+            with self.get_buffer() as buf:  # released at once, so the buffer can grow in place
+                n = min(len(buf), len(view))
+                buf[:n] = view[:n]
             self.buffer_updated(n)
             view = view[n:]
 
@@ -94,11 +120,11 @@ class PacketReader:
             return memoryview(self._buf)[start + hs : start + hs + length]
         if hs + length <= len(self._buf) and length < len(self._buf) // 4:
             return None  # small: wait for the rest in the shared buffer
-        big = bytearray(length)
         have = avail - hs
+        big = bytearray(min(length, max(BIG_FIRST, 2 * have)))
         big[:have] = self._buf[start + hs : self._end]
         self._start = self._end = 0
-        self._big, self._big_filled = big, have
+        self._big, self._big_filled, self._big_size = big, have, length
         return None
 
     @property

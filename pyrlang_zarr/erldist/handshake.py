@@ -4,6 +4,11 @@ Fed whole handshake packets (the 2-byte length already stripped) and returning t
 to send, it never touches a socket; ``connection.py`` drives it. Rules follow OTP's
 ``dist_util.erl``: send_name ``'N'``, status, challenge ``'N'``, challenge reply, challenge ack,
 and the peer's digest is checked (mutual authentication).
+
+A peer challenge equal to a challenge of ours still waiting for its ack (on any connection of
+this process) is refused: otherwise a peer that does not know the cookie, reached twice at once
+(two names it answers for), could send our challenge from connection A back to us on B, and our
+digest on B would be exactly the ack that A waits for (challenge reflection).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import enum
 import hashlib
 import secrets
 import struct
+import threading
+import weakref
 from dataclasses import dataclass
 
 from pyrlang_zarr.erldist import flags as F
@@ -31,6 +38,18 @@ def new_creation() -> int:
 def frame(packet: bytes) -> bytes:
     """A handshake packet with its 2-byte length prefix."""
     return struct.pack(">H", len(packet)) + packet
+
+
+# Handshakes whose challenge reply is sent and whose ack is awaited, process-wide (every Node,
+# every I/O thread). Weak: a handshake dropped without an end leaves by itself.
+_awaiting_ack: weakref.WeakSet[ClientHandshake] = weakref.WeakSet()
+_awaiting_lock = threading.Lock()
+
+
+def _is_ours(challenge: int) -> bool:
+    """Whether ``challenge`` is one we sent and whose ack has not come yet."""
+    with _awaiting_lock:
+        return any(hs._our_challenge == challenge for hs in _awaiting_ack)
 
 
 class State(enum.Enum):
@@ -89,14 +108,24 @@ class ClientHandshake:
             if self.state is State.AWAIT_CHALLENGE:
                 return self._on_challenge(packet)
             if self.state is State.AWAIT_ACK:
-                return self._on_ack(packet)
+                self._on_ack(packet)
+                return None
         except Exception:
-            self.state = State.FAILED
+            self._end(State.FAILED)
             raise
         raise ProtocolError(f"handshake packet {packet[:16]!r} after the handshake {self.state}")
 
+    def _end(self, state: State) -> None:
+        self.state = state
+        self._forget_challenge()
+
+    def _forget_challenge(self) -> None:
+        with _awaiting_lock:
+            _awaiting_ack.discard(self)
+
     def connection_lost(self) -> Exception:
         """The error that a closed socket means in the current state."""
+        self._forget_challenge()
         if self.state is State.AWAIT_ACK:
             return AuthenticationError(
                 f"{self.peer_name} closed the connection after our challenge reply: it refused "
@@ -146,9 +175,16 @@ class ClientHandshake:
         missing = F.MANDATORY_25 & ~peer_flags
         if missing:
             raise ProtocolError(f"{name} lacks mandatory distribution flags {F.describe(missing)}")
+        if challenge == self._our_challenge or _is_ours(challenge):
+            raise AuthenticationError(
+                f"{name} sent as its challenge one of our own challenges still awaiting its "
+                "ack: a reflection attack by a peer that does not know the cookie"
+            )
         self.peer = Peer(name, peer_flags, creation)
-        self.state = State.AWAIT_ACK
         reply = b"r" + struct.pack(">I", self._our_challenge) + digest(challenge, self._cookie)
+        with _awaiting_lock:
+            _awaiting_ack.add(self)
+        self.state = State.AWAIT_ACK
         return frame(reply)
 
     def _on_ack(self, packet: bytes) -> None:
@@ -159,4 +195,4 @@ class ClientHandshake:
                 f"{self.peer_name} answered our challenge with a wrong digest: it does not "
                 "know our cookie"
             )
-        self.state = State.CONNECTED
+        self._end(State.CONNECTED)

@@ -80,7 +80,11 @@ The two directions are not inverses everywhere: ``str`` comes back as ``bytes``,
 other, so it decodes to an ``Atom``; ``None`` is only a convenient way to send it),
 ``bytearray``/``memoryview`` as ``bytes``, and a ``list`` of small ints stays a ``list``.
 Everything else round-trips exactly.
-Malformed, truncated or hostile input raises ``DecodeError``, never anything else.
+Malformed, truncated or hostile input raises ``DecodeError``, never anything else, and costs
+work and memory in proportion to its size: a compressed term may inflate to 64 MiB
+(``max_inflated=``) and decode to a number of values bounded by its compressed size, and a
+map whose keys collide in Python's hash (Erlang integers ``k * (2**61 - 1)`` apart do) is
+refused rather than built in quadratic time.
 """
 
 # Eager on purpose, unlike the package above: it costs no third-party import, and ``decode`` and

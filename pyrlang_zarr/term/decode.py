@@ -5,13 +5,21 @@ tag byte and keeps its own stack of open containers: no Python recursion (deep n
 ``DecodeError``, not a ``RecursionError``), and every length field is checked against the bytes
 that are left before anything is allocated for it. Anything malformed raises ``DecodeError``
 naming the tag and its offset.
+
+Work is bounded by the input: every value takes at least one byte, a list whose tail is another
+list is continued rather than copied into (``[a | [b | [c]]]`` is linear, not quadratic), maps
+whose keys collide in Python's hash are refused beyond a bound, and a compressed term may
+inflate to :data:`MAX_INFLATED_SIZE` bytes and decode to a number of values bounded by its
+compressed size.
 """
 
 from __future__ import annotations
 
 import math
 import struct
+import sys
 import zlib
+from collections import Counter
 from typing import Any, Final, TypeAlias
 
 from pyrlang_zarr.errors import DecodeError
@@ -22,6 +30,8 @@ from pyrlang_zarr.term.tags import (
     BINARY_EXT,
     BIT_BINARY_EXT,
     COMPRESSED,
+    COMPRESSED_MIN_VALUES,
+    COMPRESSED_VALUES_PER_BYTE,
     EXPORT_EXT,
     FLOAT_EXT,
     FUN_EXT,
@@ -32,6 +42,7 @@ from pyrlang_zarr.term.tags import (
     LOCAL_EXT,
     MAP_EXT,
     MAX_INFLATED_SIZE,
+    MAX_MAP_COLLISIONS,
     MAX_NESTING,
     NEW_FLOAT_EXT,
     NEW_FUN_EXT,
@@ -211,11 +222,34 @@ def _hashable(key: Any) -> Any:
     return key
 
 
+#: Maps up to this size are built without looking at their keys' hashes first.
+_SMALL_MAP: Final = 64
+
+
+def _check_collisions(keys: list[Any], start: int) -> None:
+    """Refuse keys whose equal hashes would make building the dict quadratic."""
+    hashes = list(map(hash, keys))
+    if len(set(hashes)) == len(hashes):
+        return
+    work = sum(n * (n - 1) // 2 for n in Counter(hashes).values() if n > 1)
+    if work > MAX_MAP_COLLISIONS:
+        raise DecodeError(
+            f"MAP_EXT at offset {start}: {len(keys)} keys of which many share a Python hash "
+            f"({work} same-hash comparisons to build it, limit {MAX_MAP_COLLISIONS})"
+        )
+
+
 def _make_map(items: list[Any], start: int, copy_binaries: bool) -> dict[Any, Any]:
     keys = items[0::2]
     try:
         if not copy_binaries:  # a view of a bytearray cannot be hashed
             keys = [_hashable(k) for k in keys]
+        if len(keys) > _SMALL_MAP:
+            try:
+                _check_collisions(keys, start)
+            except TypeError:  # a list (an Erlang string) as a key: make it a ListKey
+                keys = [_hashable(k) for k in keys]
+                _check_collisions(keys, start)
         try:
             result = dict(zip(keys, items[1::2], strict=True))
         except TypeError:  # a list (an Erlang string) as a key: make it a ListKey
@@ -242,18 +276,30 @@ def _too_long(tag: int, tag_pos: int, what: str, count: int, left: int) -> Decod
     )
 
 
+def _too_many_values(tag: int, tag_pos: int, limit: int) -> DecodeError:
+    return DecodeError(
+        f"{_tag_name(tag)} at offset {tag_pos}: the compressed term decodes to more than {limit} "
+        "values, too many for its compressed size"
+    )
+
+
 def _nested_too_deep(tag: int, tag_pos: int) -> DecodeError:
     return DecodeError(
         f"{_tag_name(tag)} at offset {tag_pos} is nested deeper than {MAX_NESTING} levels"
     )
 
 
-def _decode_body(buf: _Buffer, pos: int, end: int, copy_binaries: bool) -> tuple[Any, int]:
-    """Decode the term whose tag is at ``buf[pos]`` (no version byte); return it and its end."""
+def _decode_body(
+    buf: _Buffer, pos: int, end: int, copy_binaries: bool, max_values: int = sys.maxsize
+) -> tuple[Any, int]:
+    """Decode the term whose tag is at ``buf[pos]`` (no version byte); return it and its end.
+
+    At most ``max_values`` elements of lists, tuples, maps and funs are decoded.
+    """
     is_bytes = type(buf) is bytes
     view = None if copy_binaries else memoryview(buf).toreadonly()
     atoms = _atom_cache
-    pids = _pid_cache
+    pids: dict[Any, Pid] = _pid_cache  # looked up by bytes or by a bytes-like slice
     # The innermost open container lives in locals; the ones around it wait on the stack.
     kind = -1
     count = 0
@@ -263,6 +309,7 @@ def _decode_body(buf: _Buffer, pos: int, end: int, copy_binaries: bool) -> tuple
     stack: list[tuple[int, int, list[Any] | None, int, int]] = []
     tag = -1
     tag_pos = pos
+    values = 0  # elements of the containers opened so far
     value: Any
     try:
         while True:
@@ -289,6 +336,9 @@ def _decode_body(buf: _Buffer, pos: int, end: int, copy_binaries: bool) -> tuple
                 else:
                     if n > end - pos:
                         raise _too_long(tag, tag_pos, "elements", n, end - pos)
+                    values += n
+                    if values > max_values:
+                        raise _too_many_values(tag, tag_pos, max_values)
                     if len(stack) >= MAX_NESTING:
                         raise _nested_too_deep(tag, tag_pos)
                     stack.append((kind, count, items, start_of, fun_end))
@@ -315,6 +365,14 @@ def _decode_body(buf: _Buffer, pos: int, end: int, copy_binaries: bool) -> tuple
                 pos += 4
                 if n > end - pos:
                     raise _too_long(tag, tag_pos, "elements", n - 1, end - pos)
+                values += n
+                if values > max_values:
+                    raise _too_many_values(tag, tag_pos, max_values)
+                if kind == _LIST and items is not None and len(items) == count - 1:
+                    # the tail of the open list is a list: continue it (ERTS never sends
+                    # this; merging the finished tail into its head would copy it per level)
+                    count += n - 1
+                    continue
                 if len(stack) >= MAX_NESTING:
                     raise _nested_too_deep(tag, tag_pos)
                 stack.append((kind, count, items, start_of, fun_end))
@@ -325,6 +383,9 @@ def _decode_body(buf: _Buffer, pos: int, end: int, copy_binaries: bool) -> tuple
                 pos = start + _U16(buf, pos)[0]
                 if pos > end:
                     raise _too_long(tag, tag_pos, "bytes", pos - start, end - start)
+                values += pos - start
+                if values > max_values:
+                    raise _too_many_values(tag, tag_pos, max_values)
                 value = list(buf[start:pos])
             elif tag == INTEGER_EXT:
                 value = _I32(buf, pos)[0]
@@ -361,6 +422,9 @@ def _decode_body(buf: _Buffer, pos: int, end: int, copy_binaries: bool) -> tuple
                 else:
                     if n > end - pos:
                         raise _too_long(tag, tag_pos, "keys and values", n, end - pos)
+                    values += n
+                    if values > max_values:
+                        raise _too_many_values(tag, tag_pos, max_values)
                     if len(stack) >= MAX_NESTING:
                         raise _nested_too_deep(tag, tag_pos)
                     stack.append((kind, count, items, start_of, fun_end))
@@ -413,6 +477,9 @@ def _decode_body(buf: _Buffer, pos: int, end: int, copy_binaries: bool) -> tuple
                 else:
                     if n > end - pos:
                         raise _too_long(tag, tag_pos, "elements", n, end - pos)
+                    values += n
+                    if values > max_values:
+                        raise _too_many_values(tag, tag_pos, max_values)
                     if len(stack) >= MAX_NESTING:
                         raise _nested_too_deep(tag, tag_pos)
                     stack.append((kind, count, items, start_of, fun_end))
@@ -487,6 +554,9 @@ def _decode_body(buf: _Buffer, pos: int, end: int, copy_binaries: bool) -> tuple
                 pos += _NEW_FUN_HEADER
                 if n > new_end - pos:
                     raise _too_long(tag, tag_pos, "terms", n, new_end - pos)
+                values += n
+                if values > max_values:
+                    raise _too_many_values(tag, tag_pos, max_values)
                 if len(stack) >= MAX_NESTING:
                     raise _nested_too_deep(tag, tag_pos)
                 stack.append((kind, count, items, start_of, fun_end))
@@ -497,6 +567,9 @@ def _decode_body(buf: _Buffer, pos: int, end: int, copy_binaries: bool) -> tuple
                 pos += 4
                 if n > end - pos:
                     raise _too_long(tag, tag_pos, "terms", n, end - pos)
+                values += n
+                if values > max_values:
+                    raise _too_many_values(tag, tag_pos, max_values)
                 if len(stack) >= MAX_NESTING:
                     raise _nested_too_deep(tag, tag_pos)
                 stack.append((kind, count, items, start_of, fun_end))
@@ -571,17 +644,20 @@ def _decode_body(buf: _Buffer, pos: int, end: int, copy_binaries: bool) -> tuple
         raise DecodeError(f"{_tag_name(tag)} at offset {tag_pos}: invalid UTF-8") from None
 
 
-def _inflate(buf: _Buffer, pos: int, copy_binaries: bool) -> tuple[Any, int]:
+def _inflate(buf: _Buffer, pos: int, copy_binaries: bool, max_inflated: int) -> tuple[Any, int]:
     """Decode a compressed term (tag at ``buf[pos]``): ``80, size:32, zlib stream``.
 
-    The declared size is checked, never trusted: inflation stops one byte past it.
+    The declared size is checked, never trusted: inflation stops one byte past it. The values
+    decoded from it are bounded by the size of the zlib stream.
     """
     end = len(buf)
     if pos + 5 > end:
         raise DecodeError(f"truncated compressed term at offset {pos}")
     size = _U32(buf, pos + 1)[0]
-    if size > MAX_INFLATED_SIZE:
-        raise DecodeError(f"compressed term at offset {pos} claims {size} bytes, too large")
+    if size > max_inflated:
+        raise DecodeError(
+            f"compressed term at offset {pos} claims {size} bytes inflated (limit {max_inflated})"
+        )
     source = memoryview(buf)[pos + 5 :]
     inflater = zlib.decompressobj()
     try:
@@ -594,8 +670,9 @@ def _inflate(buf: _Buffer, pos: int, copy_binaries: bool) -> tuple[Any, int]:
             + ("is truncated or longer" if not inflater.eof else f"holds {len(inflated)}")
         )
     consumed = len(source) - len(inflater.unused_data)
+    max_values = max(COMPRESSED_MIN_VALUES, COMPRESSED_VALUES_PER_BYTE * consumed)
     try:
-        value, stop = _decode_body(inflated, 0, size, copy_binaries)
+        value, stop = _decode_body(inflated, 0, size, copy_binaries, max_values)
     except DecodeError as exc:
         raise DecodeError(f"in compressed term at offset {pos}: {exc}") from None
     if stop != size:
@@ -606,14 +683,19 @@ def _inflate(buf: _Buffer, pos: int, copy_binaries: bool) -> tuple[Any, int]:
 
 
 def decode(
-    data: bytes | bytearray | memoryview, offset: int = 0, *, copy_binaries: bool = True
+    data: bytes | bytearray | memoryview,
+    offset: int = 0,
+    *,
+    copy_binaries: bool = True,
+    max_inflated: int = MAX_INFLATED_SIZE,
 ) -> tuple[Any, int]:
     """Decode the term at ``data[offset]`` (its version byte); return it and where it ends.
 
     A distribution frame holds several terms back to back (control message, then payload);
     the returned offset is where the next one starts. With ``copy_binaries=False`` binaries
     come out as read-only ``memoryview`` slices of ``data`` instead of ``bytes`` copies, which
-    keep ``data`` alive and must not outlive changes to it.
+    keep ``data`` alive and must not outlive changes to it. A compressed term may inflate to
+    ``max_inflated`` bytes at most.
     """
     buf: _Buffer = data if type(data) is bytes else memoryview(data).cast("B")
     end = len(buf)
@@ -625,13 +707,18 @@ def decode(
         )
     pos = offset + 1
     if pos < end and buf[pos] == COMPRESSED:
-        return _inflate(buf, pos, copy_binaries)
+        return _inflate(buf, pos, copy_binaries, max_inflated)
     return _decode_body(buf, pos, end, copy_binaries)
 
 
-def decode_term(data: bytes | bytearray | memoryview, *, copy_binaries: bool = True) -> Any:
+def decode_term(
+    data: bytes | bytearray | memoryview,
+    *,
+    copy_binaries: bool = True,
+    max_inflated: int = MAX_INFLATED_SIZE,
+) -> Any:
     """Decode ``data`` that must hold exactly one term, version byte first."""
-    value, stop = decode(data, 0, copy_binaries=copy_binaries)
+    value, stop = decode(data, 0, copy_binaries=copy_binaries, max_inflated=max_inflated)
     size = len(data) if type(data) is bytes else memoryview(data).nbytes
     if stop != size:
         raise DecodeError(f"{size - stop} bytes left over after the term ending at offset {stop}")

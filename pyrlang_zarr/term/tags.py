@@ -49,8 +49,22 @@ MAX_NESTING: Final = 10_000
 #: Largest atom Erlang accepts, in characters; a longer one makes the peer drop the term.
 MAX_ATOM_CHARS: Final = 255
 
-#: Largest declared size of a compressed term we inflate (the field itself allows 4 GiB).
-MAX_INFLATED_SIZE: Final = 1 << 31
+#: Largest size a compressed term may inflate to (the field itself allows 4 GiB). ERTS never
+#: compresses what it sends over the distribution; compressed terms come from
+#: ``term_to_binary(T, [compressed])`` and are usually small.
+MAX_INFLATED_SIZE: Final = 64 << 20
+
+#: A compressed term may decode to at most this many values (the elements of its lists, tuples
+#: and maps), or :data:`COMPRESSED_VALUES_PER_BYTE` per byte of its compressed form if that is
+#: more. Uncompressed, every value takes at least one byte of the data; inflation must not
+#: multiply the work a few bytes from a peer can cause by a thousand.
+COMPRESSED_MIN_VALUES: Final = 1 << 20
+COMPRESSED_VALUES_PER_BYTE: Final = 8
+
+#: A map whose keys share Python hashes costs quadratic time to build (``hash(n)`` is
+#: ``n mod (2**61 - 1)`` for ints, so Erlang can send keys that all collide): maps whose keys
+#: would cost more than this many same-hash comparisons are refused.
+MAX_MAP_COLLISIONS: Final = 1 << 16
 
 TAG_NAMES: Final[dict[int, str]] = {
     value: name
