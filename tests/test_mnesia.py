@@ -179,6 +179,7 @@ async def test_concurrent_compare_and_set_counter(client: MnesiaClient) -> None:
     async def incr() -> None:
         while True:
             cur = await client.read(key)
+            assert cur is not None
             if await client.compare_and_set(key, cur, str(int(cur) + 1).encode()):
                 return
 

@@ -72,8 +72,8 @@ def net() -> Iterator[NetnsCluster]:
 def test_names_and_addresses(net: NetnsCluster) -> None:
     assert net.nodes == ["node1@host1", "node2@host2", "node3@host3"]
     assert net.hosts == ["host1", "host2", "host3"]
-    subnet = ipaddress.ip_network(net.subnet)
-    assert subnet.subnet_of(ipaddress.ip_network("10.0.0.0/8"))
+    subnet = ipaddress.IPv4Network(net.subnet)
+    assert subnet.subnet_of(ipaddress.IPv4Network("10.0.0.0/8"))
     addresses = [net.addresses[h] for h in net.hosts]
     assert len(set(addresses)) == 3
     assert all(ipaddress.ip_address(a) in subnet for a in addresses)
@@ -168,6 +168,7 @@ def test_kill_and_restart(net: NetnsCluster) -> None:
 
 def test_stop_leaves_nothing_even_when_the_body_raised() -> None:
     require_netns()
+    base: Path | None = None
     with pytest.raises(ZeroDivisionError), NetnsCluster(n=2) as c:
         namespaces, base = c.namespaces, c.base_dir
         assert base is not None
@@ -177,6 +178,7 @@ def test_stop_leaves_nothing_even_when_the_body_raised() -> None:
         pids = [pid for ns_pids in c.pids().values() for pid in ns_pids]
         assert len(pids) >= 5  # nodes, EPMDs, the sleep
         _ = 1 / 0
+    assert base is not None
     assert_gone(c.prefix, namespaces, pids, base)
     c.stop()  # idempotent
     assert_gone(c.prefix, namespaces, pids, base)

@@ -543,7 +543,7 @@ def test_identifiers_are_hashable_and_ordered() -> None:
     assert Reference("n@h", 1, (1, 2)) < Reference("n@h", 1, (1, 3))
     assert Port("n@h", 1, 1) < Port("n@h", 2, 1)
     assert len({a, Pid(Atom("n@h"), 1, 0, 1), b}) == 2
-    assert Reference("n@h", 1, [1, 2]).ids == (1, 2)  # type: ignore[arg-type]
+    assert Reference("n@h", 1, [1, 2]).ids == (1, 2)
     with pytest.raises(AttributeError):
         a.id = 5  # type: ignore[misc]
     assert decode_term(encode({a: 1, REF: 2, PORT: 3})) == {a: 1, REF: 2, PORT: 3}
@@ -645,7 +645,11 @@ def test_copy_binaries_false_over_bytearray_and_memoryview() -> None:
 
 def test_decode_consecutive_terms_at_offsets() -> None:
     control = (6, PID, Atom(""), Atom("rex"))
-    message = (Atom("$gen_call"), (PID, REF), (Atom("call"), Atom("m"), Atom("f"), [], None))
+    message: tuple[Any, ...] = (
+        Atom("$gen_call"),
+        (PID, REF),
+        (Atom("call"), Atom("m"), Atom("f"), [], None),
+    )
     frame = b"p" + encode(control) + encode(message)
     first, end = decode(frame, 1)
     assert first == control
