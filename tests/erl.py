@@ -22,3 +22,41 @@ async def spawn_eval(node: Node, peer: str, expr: str, **bindings: Any) -> Pid:
     pid = await node.rpc(peer, "erlang", "spawn", [Atom("erl_eval"), Atom("exprs"), [exprs, binds]])
     assert isinstance(pid, Pid)
     return pid
+
+
+MFA = tuple[str, str, int]
+
+
+class CallCounts:
+    """How often functions are called on ``peer``, counted by the node itself.
+
+    ``erlang:trace_pattern(MFA, true, [call_count])`` counts calls from every process, with
+    no tracer and nothing shipped; used as ``async with``, the counting stops on exit.
+    """
+
+    def __init__(self, node: Node, peer: str, mfas: list[MFA]) -> None:
+        self.node, self.peer, self.mfas = node, peer, mfas
+
+    def _mfa(self, mfa: MFA) -> tuple[Atom, Atom, int]:
+        return (Atom(mfa[0]), Atom(mfa[1]), mfa[2])
+
+    async def __aenter__(self) -> CallCounts:
+        for mfa in self.mfas:
+            args = [self._mfa(mfa), True, [Atom("call_count")]]
+            matched = await self.node.rpc(self.peer, "erlang", "trace_pattern", args)
+            assert matched == 1, f"{mfa} is not loaded on {self.peer}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for mfa in self.mfas:
+            args = [self._mfa(mfa), False, [Atom("call_count")]]
+            await self.node.rpc(self.peer, "erlang", "trace_pattern", args)
+
+    async def counts(self) -> dict[MFA, int]:
+        out = {}
+        for mfa in self.mfas:
+            info = [self._mfa(mfa), Atom("call_count")]
+            tag, count = await self.node.rpc(self.peer, "erlang", "trace_info", info)
+            assert tag == Atom("call_count") and isinstance(count, int), count
+            out[mfa] = count
+        return out
