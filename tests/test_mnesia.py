@@ -233,6 +233,7 @@ async def test_durable_write(mnode: Node, mcluster: LocalCluster) -> None:
 
 SYNC_COMMITS: list[MFA] = [("mnesia", "sync_transaction", a) for a in (1, 2, 3)]
 ASYNC_COMMITS: list[MFA] = [("mnesia", "transaction", a) for a in (1, 2, 3)]
+SYNC_LOG: MFA = ("mnesia", "sync_log", 0)
 
 
 def every_write(c: MnesiaClient, tag: bytes) -> dict[str, Callable[[], Awaitable[Any]]]:
@@ -284,6 +285,24 @@ async def test_every_write_commits_with_sync_transaction(
         for name, [calls] in seen.items()
     }
     assert kinds == dict.fromkeys(ops, (1, 0))
+
+
+async def test_durable_commit_forces_the_log_on_every_replica(
+    mnode: Node, mcluster: LocalCluster
+) -> None:
+    """``durable=True``: each write commits with ``sync_transaction``, then has
+    ``mnesia:sync_log()`` run on every disc replica before it is acknowledged. (A skipped
+    sync_log loses nothing while the nodes live: only a kill -9 of them all shows it.)"""
+    await ensure_table(mnode, mcluster.nodes, TAB)
+    c = MnesiaClient(mnode, TAB, mcluster.nodes[1], durable=True)
+    ops = every_write(c, b"arr-durable-log")
+    counters = [CallCounts(mnode, n, [SYNC_LOG, *SYNC_COMMITS]) for n in mcluster.nodes]
+    seen = await calls_per_op(ops, counters)
+    done = {
+        name: ([calls[SYNC_LOG] for calls in per_node], sum(per_node[1][m] for m in SYNC_COMMITS))
+        for name, per_node in seen.items()
+    }
+    assert done == dict.fromkeys(ops, ([1, 1, 1], 1))
 
 
 async def test_incompatible_table_is_refused(mnode: Node, mcluster: LocalCluster) -> None:
