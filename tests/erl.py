@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pyrlang_zarr import Atom, Node, Pid
@@ -22,6 +23,31 @@ async def spawn_eval(node: Node, peer: str, expr: str, **bindings: Any) -> Pid:
     pid = await node.rpc(peer, "erlang", "spawn", [Atom("erl_eval"), Atom("exprs"), [exprs, binds]])
     assert isinstance(pid, Pid)
     return pid
+
+
+async def restarts(node: Node, peer: str) -> int:
+    """Transactions Mnesia on ``peer`` has restarted so far (lock conflicts among them)."""
+    count = await node.rpc(peer, "mnesia", "system_info", [Atom("transaction_restarts")])
+    assert isinstance(count, int)
+    return count
+
+
+async def wait_for_lock_conflict(
+    node: Node, peer: str, restarts_before: int, task: asyncio.Future[Any]
+) -> None:
+    """Wait until a transaction coordinated by ``peer`` has met a lock held by another,
+    while ``task`` (the call that runs it) is still waiting for its answer.
+
+    Mnesia makes a transaction younger than the lock holder restart (counted in
+    ``transaction_restarts``) and an older one queue (``lock_queue``); either shows it.
+    """
+    for _ in range(1000):
+        assert not task.done(), "the call did not wait for the lock"
+        queued = await node.rpc(peer, "mnesia", "system_info", [Atom("lock_queue")])
+        if queued or await restarts(node, peer) > restarts_before:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no lock conflict on {peer}")
 
 
 MFA = tuple[str, str, int]
