@@ -1,4 +1,5 @@
-"""Test helper: run Erlang logic on a peer with no code shipped (erl_eval on parsed text)."""
+"""Test helpers that look at a peer from the Erlang side, with no code shipped: run Erlang
+logic there (erl_eval on parsed text), see lock conflicts, count calls of functions."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from pyrlang_zarr.keys import (
     chunk_keys_from_metadata,
 )
 
-ENCODINGS = {
+ENCODINGS: dict[str, dict[str, Any]] = {
     "v3": {"zarr_format": 3},
     "v3-dot": {"zarr_format": 3, "chunk_key_encoding": {"name": "default", "separator": "."}},
     "v3-v2enc": {"zarr_format": 3, "chunk_key_encoding": {"name": "v2", "separator": "."}},

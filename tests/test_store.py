@@ -150,14 +150,14 @@ async def test_listing_is_lossless_and_chunks_are_tuples(
 
 # Ranks 0 to 4, each with an uneven grid (extents differ between dimensions, edge chunks
 # are partial), so that swapping or dropping an index changes which record a chunk lands in.
-RANKS = {
+RANKS: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {
     0: ((), ()),
     1: ((7,), (3,)),
     2: ((5, 3), (2, 2)),
     3: ((5, 4, 3), (2, 3, 2)),  # grid 3 x 2 x 2
     4: ((3, 4, 2, 5), (2, 3, 1, 2)),  # grid 2 x 2 x 2 x 3
 }
-ENCODINGS = {
+ENCODINGS: dict[str, dict[str, Any]] = {
     "v3": {"zarr_format": 3},
     "v3-dot": {"zarr_format": 3, "chunk_key_encoding": {"name": "default", "separator": "."}},
     "v3-v2enc": {"zarr_format": 3, "chunk_key_encoding": {"name": "v2", "separator": "."}},
@@ -174,7 +174,7 @@ async def test_every_rank_lists_and_stores_exactly_like_a_memory_store(
     key's bytes in the record the README names: ``{Id, {I0, .., In}}`` for the chunk zarr
     calls ``(I0, .., In)``, ``{Id, metadata}`` for zarr.json, ``{Id, <<Key>>}`` otherwise."""
     shape, chunks = RANKS[rank]
-    create = {"shape": shape, "chunks": chunks, "dtype": "int32", "fill_value": 0}
+    create: dict[str, Any] = {"shape": shape, "chunks": chunks, "dtype": "int32", "fill_value": 0}
     data = np.arange(1, int(np.prod(shape)) + 1, dtype="int32").reshape(shape)  # no empty chunk
     store = MnesiaStore(**kwargs)
     mem = zarr.storage.MemoryStore()
@@ -197,7 +197,7 @@ async def test_every_rank_lists_and_stores_exactly_like_a_memory_store(
             expected[Atom("metadata") if key == "zarr.json" else key.encode()] = value.to_bytes()
     node = shared_node(store._cookie)
     head = (Atom(TABLE), (store.array_id.encode(), Atom("$1")), Atom("$2"))
-    spec = [(head, [], [[Atom("$1"), Atom("$2")]])]  # [X, Data] of every record of the array
+    spec: list[Any] = [(head, [], [[Atom("$1"), Atom("$2")]])]  # [X, Data] of each record
     raw = await node.rpc(store.node, "mnesia", "dirty_select", [Atom(TABLE), spec])
     assert {x: bytes(d) for x, d in raw} == expected
     again = await zarr.api.asynchronous.open_array(store=MnesiaStore(**kwargs))
