@@ -22,6 +22,7 @@ from pyrlang_zarr.errors import NotFound, TableNotFound, TransactionError
 from pyrlang_zarr.mnesia.client import _CHECKED, Conflict, MnesiaClient
 from pyrlang_zarr.overlay import Snapshot, WriteBuffer
 from pyrlang_zarr.testing.cluster import LocalCluster
+from tests.erl import restarts, spawn_eval, wait_for_lock_conflict
 
 pytestmark = pytest.mark.erlang
 
@@ -182,6 +183,52 @@ async def test_get_slice_never_sees_half_a_set_slice(
     assert len(set().union(*seen)) > 1  # and the reads did overlap the writes
     slice_reads = [c for c in calls if c[0] == 4]  # get_slice reads its 4 chunks at once
     assert len(slice_reads) == 25 and all(consistent for _, consistent in slice_reads)
+
+
+# An Erlang transaction that writes Records and keeps their locks until told to commit.
+WRITE_AND_HOLD = """
+Result = mnesia:transaction(fun() ->
+    [mnesia:write({zarr_storage, K, V}) || {K, V} <- Records],
+    Py ! {locked, self()},
+    receive commit -> ok end
+end),
+Py ! Result.
+"""
+
+
+@pytest.mark.parametrize("reader", ["get_slice", "read_many"])
+async def test_consistent_read_waits_for_a_transaction_holding_its_chunks(
+    cluster3: LocalCluster, reader: str
+) -> None:
+    """A server-side transaction has written new values into both chunks and holds their
+    locks. ``get_slice`` (and ``read_many(consistent=True)`` under it) must wait for it and
+    return both new values; a dirty read would return the old ones at once."""
+    aid = f"hold-{uuid.uuid4().hex[:8]}"
+    arr = await pz.create(
+        array_id=aid, shape=(16,), chunks=(8,), compressors=None, **opts(cluster3)
+    )  # no compressor: a chunk's record is its float64 values as they are
+    await arr.set_slice(np.full(16, 1.0), start=(0,), stop=(16,))
+    keys = [(aid.encode(), (0,)), (aid.encode(), (1,))]
+    new = np.full(8, 2.0).astype("<f8").tobytes()
+    node = shared_node(cluster3.cookie)
+    py = node.process()
+    coordinator = cluster3.nodes[0]
+    await spawn_eval(node, coordinator, WRITE_AND_HOLD, Records=[(k, new) for k in keys], Py=py.pid)
+    locked, holder = await py.receive(10)
+    assert locked == Atom("locked")
+    before = await restarts(node, coordinator)
+    client = await arr.store.client()
+    read: asyncio.Future[Any] = asyncio.ensure_future(
+        arr.get_slice() if reader == "get_slice" else client.read_many(keys, consistent=True)
+    )
+    await wait_for_lock_conflict(node, coordinator, before, read)
+    await py.send(holder, Atom("commit"))
+    assert await py.receive(10) == (Atom("atomic"), Atom("ok"))
+    got = await read
+    if reader == "get_slice":
+        assert np.array_equal(got, np.full(16, 2.0))
+    else:
+        assert [bytes(x) for x in got] == [new, new]
 
 
 async def test_zarr_v2_and_codecs(cluster3: LocalCluster) -> None:

@@ -107,6 +107,44 @@ def test_full_handshake_checks_the_peer_digest() -> None:
     assert hs.peer is not None and hs.peer.name == PEER and hs.peer.creation == 1234
 
 
+# Erlang cookies are latin-1 text (atoms): digits, punctuation, accents, anything printable.
+cookies = st.text(st.characters(min_codepoint=0x21, max_codepoint=0xFF), min_size=1, max_size=40)
+challenges = st.integers(0, 2**32 - 1)
+
+
+def reference_digest(challenge: int, cookie: str) -> bytes:
+    """OTP's ``dist_util:gen_digest/2``: ``erlang:md5([atom_to_list(Cookie) |
+    integer_to_list(Challenge)])``, the cookie's characters as bytes, then the decimal."""
+    return hashlib.md5(bytes(map(ord, cookie)) + b"%d" % challenge).digest()
+
+
+@settings(max_examples=300)
+@given(cookie=cookies, ours=challenges, theirs=challenges)
+@example(cookie="secret", ours=0, theirs=0)
+@example(cookie="0", ours=1, theirs=10)
+@example(cookie="a1b2c3d4", ours=2**32 - 1, theirs=7)
+@example(cookie="Köln-42", ours=42, theirs=4242)
+def test_handshake_digests_for_any_cookie(cookie: str, ours: int, theirs: int) -> None:
+    """Both digests of a full handshake, for cookies of every kind, against OTP's rule."""
+    hs = ClientHandshake("pz@host", PEER, cookie, creation=5, challenge=ours)
+    reply = run_ok_handshake(hs, challenge=theirs)
+    assert reply[1:5] == ours.to_bytes(4, "big")
+    assert reply[5:] == reference_digest(theirs, cookie)  # what the peer checks
+    assert hs.packet_received(b"a" + reference_digest(ours, cookie)) is None
+    assert hs.state is State.CONNECTED
+
+
+@settings(max_examples=100)
+@given(cookie=cookies, other=cookies, ours=challenges)
+def test_a_peer_with_another_cookie_is_refused(cookie: str, other: str, ours: int) -> None:
+    hs = ClientHandshake("pz@host", PEER, cookie, creation=5, challenge=ours)
+    run_ok_handshake(hs)
+    if other == cookie:
+        return
+    with pytest.raises(AuthenticationError):
+        hs.packet_received(b"a" + reference_digest(ours, other))
+
+
 def test_wrong_peer_digest_is_an_authentication_error() -> None:
     hs = ClientHandshake("pz@host", PEER, COOKIE, creation=5, challenge=999)
     run_ok_handshake(hs)

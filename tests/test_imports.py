@@ -24,7 +24,10 @@ NODE = {
     "pyrlang_zarr.erldist.connection",
     "pyrlang_zarr.erldist.io_thread",
     "pyrlang_zarr.erldist.mailbox",
-    "pyrlang_zarr.erldist.shared",
+    "pyrlang_zarr.erldist.node_registry",
+    "pyrlang_zarr.erldist.peers",
+    "pyrlang_zarr.erldist.calls",
+    "pyrlang_zarr.erldist.handoff",
     "pyrlang_zarr.erldist.epmd",
 }
 UPPER = {"pyrlang_zarr.array", "pyrlang_zarr.store", "pyrlang_zarr.mnesia"}

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from hashlib import md5
+from typing import Any
 
 import pytest
 
@@ -16,6 +19,7 @@ from pyrlang_zarr.errors import (
 )
 from pyrlang_zarr.mnesia import Delete, MnesiaClient, Write, ensure_table
 from pyrlang_zarr.testing.cluster import LocalCluster
+from tests.erl import MFA, CallCounts
 
 pytestmark = pytest.mark.erlang
 
@@ -232,6 +236,80 @@ async def test_durable_write(cluster3_node: Node, cluster3: LocalCluster) -> Non
         b"safe",
         b"safe too",
     ]
+
+
+SYNC_COMMITS: list[MFA] = [("mnesia", "sync_transaction", a) for a in (1, 2, 3)]
+ASYNC_COMMITS: list[MFA] = [("mnesia", "transaction", a) for a in (1, 2, 3)]
+SYNC_LOG: MFA = ("mnesia", "sync_log", 0)
+
+
+def every_write(c: MnesiaClient, tag: bytes) -> dict[str, Callable[[], Awaitable[Any]]]:
+    """One call of each write API of ``c``, on records of array ``tag``."""
+
+    def k(i: int) -> tuple[bytes, tuple[int]]:
+        return (tag, (i,))
+
+    return {
+        "write": lambda: c.write(k(0), b"a"),
+        "delete": lambda: c.delete(k(0)),
+        "write_many": lambda: c.write_many([(k(1), b"b"), (k(2), b"c")]),
+        "batch": lambda: c.batch([Write(k(3), b"d"), Delete(k(1))]),
+        "checked_batch": lambda: c.checked_batch([(k(3), md5(b"d").digest())], [Write(k(3), b"e")]),
+        "insert_if_absent": lambda: c.insert_if_absent(k(4), b"f"),
+        "compare_and_set": lambda: c.compare_and_set(k(4), b"f", b"g"),
+    }
+
+
+async def calls_per_op(
+    ops: dict[str, Callable[[], Awaitable[Any]]], counters: list[CallCounts]
+) -> dict[str, list[dict[MFA, int]]]:
+    """For each op, the calls it made of each counted function, node by node."""
+    async with contextlib.AsyncExitStack() as stack:
+        for counter in counters:
+            await stack.enter_async_context(counter)
+        seen = {}
+        for name, op in ops.items():
+            before = [await counter.counts() for counter in counters]
+            await op()
+            after = [await counter.counts() for counter in counters]
+            seen[name] = [
+                {mfa: a[mfa] - b[mfa] for mfa in a} for a, b in zip(after, before, strict=True)
+            ]
+        return seen
+
+
+async def test_every_write_commits_with_sync_transaction(
+    client: MnesiaClient, cluster3_node: Node, cluster3: LocalCluster
+) -> None:
+    """The commit kind itself, counted on the coordinator: each write is one
+    ``mnesia:sync_transaction`` and no ``mnesia:transaction``, which would acknowledge
+    before the other replicas have the write (test_netns_faults shows the difference)."""
+    ops = every_write(client, b"arr-kind")
+    counter = CallCounts(cluster3_node, client.coordinator, [*SYNC_COMMITS, *ASYNC_COMMITS])
+    seen = await calls_per_op(ops, [counter])
+    kinds = {
+        name: (sum(calls[m] for m in SYNC_COMMITS), sum(calls[m] for m in ASYNC_COMMITS))
+        for name, [calls] in seen.items()
+    }
+    assert kinds == dict.fromkeys(ops, (1, 0))
+
+
+async def test_durable_commit_forces_the_log_on_every_replica(
+    cluster3_node: Node, cluster3: LocalCluster
+) -> None:
+    """``durable=True``: each write commits with ``sync_transaction``, then has
+    ``mnesia:sync_log()`` run on every disc replica before it is acknowledged. (A skipped
+    sync_log loses nothing while the nodes live: only a kill -9 of them all shows it.)"""
+    await ensure_table(cluster3_node, cluster3.nodes, TAB)
+    c = MnesiaClient(cluster3_node, TAB, cluster3.nodes[1], durable=True)
+    ops = every_write(c, b"arr-durable-log")
+    counters = [CallCounts(cluster3_node, n, [SYNC_LOG, *SYNC_COMMITS]) for n in cluster3.nodes]
+    seen = await calls_per_op(ops, counters)
+    done = {
+        name: ([calls[SYNC_LOG] for calls in per_node], sum(per_node[1][m] for m in SYNC_COMMITS))
+        for name, per_node in seen.items()
+    }
+    assert done == dict.fromkeys(ops, ([1, 1, 1], 1))
 
 
 async def test_incompatible_table_is_refused(cluster3_node: Node, cluster3: LocalCluster) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import random
 import threading
 from typing import Any
 
@@ -14,6 +15,7 @@ import zarr.core.sync
 from pyrlang_zarr import Atom, Node, Pid
 from pyrlang_zarr.erldist import control as C
 from pyrlang_zarr.erldist import node_registry
+from pyrlang_zarr.erldist.handshake import digest
 from pyrlang_zarr.erldist.node_registry import close_shared_nodes, shared_node
 from pyrlang_zarr.errors import (
     AuthenticationError,
@@ -24,7 +26,7 @@ from pyrlang_zarr.errors import (
     RpcTimeout,
 )
 from pyrlang_zarr.testing.cluster import LocalCluster
-from tests.erl import spawn_eval
+from tests.erl import parse, spawn_eval
 
 pytestmark = pytest.mark.erlang
 
@@ -93,6 +95,37 @@ async def test_wrong_cookie_is_an_authentication_error(cluster: LocalCluster) ->
         # and again: a failed attempt leaves nothing half-open behind
         with pytest.raises(AuthenticationError):
             await n.rpc(cluster.nodes[0], "erlang", "node", [])
+
+
+async def test_digest_rule_agrees_with_erlang_for_many_cookies(
+    node: Node, cluster: LocalCluster
+) -> None:
+    """Our handshake digest against Erlang's own arithmetic (as dist_util:gen_digest/2 does
+    it, on an atom cookie), for cookies with digits, punctuation and latin-1 letters."""
+    rng = random.Random(25)
+    alphabet = [chr(c) for c in range(0x21, 0x100)]
+    pairs = [
+        ("".join(rng.choices(alphabet, k=rng.randint(1, 30))), rng.randrange(2**32))
+        for _ in range(300)
+    ]
+    pairs += [("secret", 0), ("0", 10), ("42", 4242), ("Köln-1", 1)]
+    exprs = await parse(
+        node,
+        cluster.nodes[0],
+        "[erlang:md5([atom_to_list(list_to_atom(C)) | integer_to_list(N)]) || {C, N} <- Ps].",
+    )
+    bindings = [(Atom("Ps"), [(list(map(ord, c)), n) for c, n in pairs])]
+    _, digests, _ = await node.rpc(cluster.nodes[0], "erl_eval", "exprs", [exprs, bindings])
+    assert digests == [digest(n, c) for c, n in pairs]
+
+
+async def test_handshake_with_a_cookie_that_is_not_hex() -> None:
+    """The clusters the tests start use hex cookies; here one with letters, digits and
+    punctuation, set on the Erlang side with -setcookie."""
+    cookie = "Zq-42_cookie.9x"
+    with LocalCluster(n=1, cookie=cookie) as c:
+        async with Node(cookie=cookie, connect_timeout=10) as n:
+            assert await n.rpc(c.nodes[0], "erlang", "get_cookie", []) == Atom(cookie)
 
 
 async def test_rpc_timeout(node: Node, cluster: LocalCluster) -> None:

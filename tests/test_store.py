@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import pickle
 import uuid
 from typing import Any
@@ -148,6 +150,62 @@ async def test_listing_is_lossless_and_chunks_are_tuples(
     expected = np.arange(24, dtype="int32").reshape(4, 6)
     expected[0, 0] = 100
     assert np.array_equal(await again.getitem(slice(None)), expected)
+
+
+# Ranks 0 to 4, each with an uneven grid (extents differ between dimensions, edge chunks
+# are partial), so that swapping or dropping an index changes which record a chunk lands in.
+RANKS: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    0: ((), ()),
+    1: ((7,), (3,)),
+    2: ((5, 3), (2, 2)),
+    3: ((5, 4, 3), (2, 3, 2)),  # grid 3 x 2 x 2
+    4: ((3, 4, 2, 5), (2, 3, 1, 2)),  # grid 2 x 2 x 2 x 3
+}
+ENCODINGS: dict[str, dict[str, Any]] = {
+    "v3": {"zarr_format": 3},
+    "v3-dot": {"zarr_format": 3, "chunk_key_encoding": {"name": "default", "separator": "."}},
+    "v3-v2enc": {"zarr_format": 3, "chunk_key_encoding": {"name": "v2", "separator": "."}},
+    "v2": {"zarr_format": 2},
+}
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("rank", RANKS)
+async def test_every_rank_lists_and_stores_exactly_like_a_memory_store(
+    kwargs: dict[str, Any], rank: int, encoding: str
+) -> None:
+    """The same array written to a MemoryStore and to Mnesia: the same keys listed, and each
+    key's bytes in the record the README names: ``{Id, {I0, .., In}}`` for the chunk zarr
+    calls ``(I0, .., In)``, ``{Id, metadata}`` for zarr.json, ``{Id, <<Key>>}`` otherwise."""
+    shape, chunks = RANKS[rank]
+    create: dict[str, Any] = {"shape": shape, "chunks": chunks, "dtype": "int32", "fill_value": 0}
+    data = np.arange(1, int(np.prod(shape)) + 1, dtype="int32").reshape(shape)  # no empty chunk
+    store = MnesiaStore(**kwargs)
+    mem = zarr.storage.MemoryStore()
+    for target in (store, mem):
+        arr = await zarr.api.asynchronous.create_array(target, **create, **ENCODINGS[encoding])
+        await arr.setitem(Ellipsis, data)
+    listed = sorted([k async for k in store.list()])
+    assert listed == sorted([k async for k in mem.list()])
+    # zarr's own names for the chunks, from the grid: independent of pyrlang_zarr.keys
+    grid = [range(-(-n // c)) for n, c in zip(shape, chunks, strict=True)]
+    chunk_of = {arr.metadata.encode_chunk_key(i): i for i in itertools.product(*grid)}
+    assert len(chunk_of) == math.prod(map(len, grid)) and set(chunk_of) <= set(listed)
+    expected: dict[Any, bytes] = {}
+    for key in listed:
+        value = await mem.get(key, default_buffer_prototype())
+        assert value is not None
+        if key in chunk_of:
+            expected[chunk_of[key]] = value.to_bytes()
+        else:
+            expected[Atom("metadata") if key == "zarr.json" else key.encode()] = value.to_bytes()
+    node = shared_node(store._cookie)
+    head = (Atom(TABLE), (store.array_id.encode(), Atom("$1")), Atom("$2"))
+    spec: list[Any] = [(head, [], [[Atom("$1"), Atom("$2")]])]  # [X, Data] of each record
+    raw = await node.rpc(store.node, "mnesia", "dirty_select", [Atom(TABLE), spec])
+    assert {x: bytes(d) for x, d in raw} == expected
+    again = await zarr.api.asynchronous.open_array(store=MnesiaStore(**kwargs))
+    assert np.array_equal(await again.getitem(Ellipsis), data)
 
 
 async def test_metadata_change_rekeys_chunks(kwargs: dict[str, Any]) -> None:

@@ -113,6 +113,8 @@ mnesia:sync_transaction(fun() ->
     end
 end).
 """
+_INSERT_IF_ABSENT_DURABLE = _durable(_INSERT_IF_ABSENT.strip().removesuffix("."))
+_COMPARE_AND_SET_DURABLE = _durable(_COMPARE_AND_SET.strip().removesuffix("."))
 
 
 # Optimistic concurrency: apply Ops only if every key read still has the version we read
@@ -403,19 +405,23 @@ class MnesiaClient:
 
     async def insert_if_absent(self, key: Any, data: Any) -> bool:
         """Write unless a record with ``key`` exists, atomically; True if written."""
-        result = await self._eval(
-            _INSERT_IF_ABSENT, {"Tab": self._tab, "Key": key, "Value": data}, "insert_if_absent"
-        )
+        text = _INSERT_IF_ABSENT_DURABLE if self.durable else _INSERT_IF_ABSENT
+        bindings = {"Tab": self._tab, "Key": key, "Value": data, "Timeout": self._sync_ms}
+        result = await self._eval(text, bindings, "insert_if_absent", durable=self.durable)
         return bool(self._unwrap(result, "insert_if_absent"))
 
     async def compare_and_set(self, key: Any, expected: bytes | None, new: bytes | None) -> bool:
         """Replace the data with ``new`` (``None``: delete) iff it is ``expected`` (``None``:
         absent), atomically; True if it was."""
-        result = await self._eval(
-            _COMPARE_AND_SET,
-            {"Tab": self._tab, "Key": key, "Expected": _presence(expected), "New": _presence(new)},
-            "compare_and_set",
-        )
+        text = _COMPARE_AND_SET_DURABLE if self.durable else _COMPARE_AND_SET
+        bindings = {
+            "Tab": self._tab,
+            "Key": key,
+            "Expected": _presence(expected),
+            "New": _presence(new),
+            "Timeout": self._sync_ms,
+        }
+        result = await self._eval(text, bindings, "compare_and_set", durable=self.durable)
         return bool(self._unwrap(result, "compare_and_set"))
 
     # -- reads ----------------------------------------------------------------------------
