@@ -23,6 +23,8 @@ from pyrlang_zarr.mnesia import ensure_table
 from pyrlang_zarr.progress import Progress
 from pyrlang_zarr.testing.cluster import LocalCluster
 
+pytestmark = pytest.mark.erlang
+
 ROOT = Path(__file__).resolve().parent.parent
 # a gentle local cluster on a small machine: one scheduler per node
 GENTLE = ["--erl-arg", "+S", "--erl-arg", "1"]

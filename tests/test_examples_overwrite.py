@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pyrlang_zarr.testing.cluster import LocalCluster
+
+pytestmark = pytest.mark.erlang
 
 ROOT = Path(__file__).resolve().parent.parent
 

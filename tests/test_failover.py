@@ -210,4 +210,4 @@ async def test_store_fails_over_for_plain_zarr() -> None:
         await z.setitem(slice(None), np.arange(8, dtype="i4"))
         c.kill(0)
         await z.setitem(slice(0, 2), np.array([9, 9], dtype="i4"))
-        assert (await z.getitem(slice(None))).tolist() == [9, 9, 2, 3, 4, 5, 6, 7]
+        assert np.asarray(await z.getitem(slice(None))).tolist() == [9, 9, 2, 3, 4, 5, 6, 7]

@@ -378,6 +378,7 @@ def one_node() -> Iterator[LocalCluster]:
         yield c
 
 
+@pytest.mark.erlang
 async def test_expression_trees_match_erl_parse_on_a_node(one_node: LocalCluster) -> None:
     from pyrlang_zarr.mnesia import client
     from pyrlang_zarr.mnesia.expr import parse_exprs
@@ -416,6 +417,7 @@ async def mnesia_node(one_node: LocalCluster) -> AsyncIterator[Node]:
         yield node
 
 
+@pytest.mark.erlang
 async def test_rogue_parse_tree_never_runs_on_a_healthy_node(
     one_node: LocalCluster, mnesia_node: Node, fake_epmd: FakeEpmd
 ) -> None:
@@ -472,6 +474,7 @@ async def test_rogue_parse_tree_never_runs_on_a_healthy_node(
     )
 
 
+@pytest.mark.erlang
 async def test_refusing_replica_fails_over(
     one_node: LocalCluster, mnesia_node: Node, fake_epmd: FakeEpmd
 ) -> None:

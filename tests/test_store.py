@@ -199,7 +199,7 @@ async def test_every_rank_lists_and_stores_exactly_like_a_memory_store(
             expected[chunk_of[key]] = value.to_bytes()
         else:
             expected[Atom("metadata") if key == "zarr.json" else key.encode()] = value.to_bytes()
-    node = shared_node(store._cookie)
+    node = shared_node(store.settings.cookie)
     head = (Atom(TABLE), (store.array_id.encode(), Atom("$1")), Atom("$2"))
     spec: list[Any] = [(head, [], [[Atom("$1"), Atom("$2")]])]  # [X, Data] of each record
     raw = await node.rpc(store.node, "mnesia", "dirty_select", [Atom(TABLE), spec])

@@ -19,6 +19,8 @@ from pyrlang_zarr.progress import Progress, slice_parts
 from pyrlang_zarr.sync import _Box
 from pyrlang_zarr.testing.cluster import LocalCluster
 
+pytestmark = pytest.mark.erlang
+
 
 def opts(c: LocalCluster) -> dict[str, Any]:
     return {"node": c.nodes[0], "cookie": c.cookie, "nodes": c.nodes}

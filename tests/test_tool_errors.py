@@ -13,6 +13,8 @@ import pyrlang_zarr as pz
 from pyrlang_zarr.errors import MnesiaNotRunning, TransactionError
 from pyrlang_zarr.testing.cluster import LocalCluster
 
+pytestmark = pytest.mark.erlang
+
 
 def test_the_library_logs_to_a_null_handler() -> None:
     handlers = logging.getLogger("pyrlang_zarr").handlers

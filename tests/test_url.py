@@ -94,6 +94,7 @@ def so(c: LocalCluster, **kw: Any) -> dict[str, Any]:
     return {"cookie": c.cookie, **kw}
 
 
+@pytest.mark.erlang
 def test_zarr_reads_and_writes_urls(cluster: LocalCluster) -> None:
     aid = new_id()
     arr = pzs.create(
@@ -147,6 +148,7 @@ def test_zarr_reads_and_writes_urls(cluster: LocalCluster) -> None:
     assert np.array_equal(again[:2, :2], data[:2, :2])
 
 
+@pytest.mark.erlang
 def test_byte_ranges_are_cut_on_the_server(
     cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -194,6 +196,7 @@ def test_byte_ranges_are_cut_on_the_server(
     assert shard not in whole  # the 16 KiB shard never travelled whole
 
 
+@pytest.mark.erlang
 def test_xarray_and_dask(cluster: LocalCluster) -> None:
     aid = new_id()
     url = f"mnesia://{cluster.nodes[0]}/zarr_storage/{aid}"
@@ -212,6 +215,7 @@ def test_xarray_and_dask(cluster: LocalCluster) -> None:
     assert np.allclose(field.mean(axis=0).compute(), temps.mean(axis=0))
 
 
+@pytest.mark.erlang
 def test_entry_point_registers_the_protocol_with_nothing_imported(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
