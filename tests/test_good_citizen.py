@@ -113,7 +113,6 @@ def _private_hosts_missing() -> str | None:
 
 
 @pytest.mark.erlang
-@pytest.mark.slow
 def test_long_names_with_a_dotted_host_name(tmp_path: Path) -> None:
     """No dotted name resolves to this machine by default (``localhost.localdomain`` does
     not, here), and the machine's ``/etc/hosts`` is not ours to edit: the scenario runs in a
