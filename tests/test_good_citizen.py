@@ -227,7 +227,7 @@ async def test_node_without_epmd_on_a_fixed_port(monkeypatch: pytest.MonkeyPatch
                 await n.rpc(peer, "erlang", "node", [])  # the usual way finds no EPMD
         async with Node(cookie=c.cookie, dist_port=port) as n:
             assert await n.rpc(peer, "erlang", "node", []) == Atom(peer)
-        monkeypatch.setenv("ERL_DIST_PORT", str(port))  # as Elixir releases set it
+        monkeypatch.setenv("ERL_DIST_PORT", str(port))  # as EPMD-less deployments set it
         async with Node(cookie=c.cookie) as n:
             assert n.dist_port == port
             assert await n.rpc(peer, "erlang", "node", []) == Atom(peer)
@@ -367,6 +367,29 @@ async def test_one_deadline_covers_the_epmd_stage_and_a_timed_out_attempt_is_hel
             with pytest.raises(NodeUnreachable, match="timed out looking up"):
                 await n.rpc("silent@127.0.0.1", "erlang", "node", [])
             assert len(accepted) == 2
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_silent_peer_times_out_in_the_handshake_stage() -> None:
+    """A scripted peer on loopback (reached without EPMD) that accepts and says nothing."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Node(cookie="x", dist_port=port, connect_timeout=0.5) as n:
+            with pytest.raises(HandshakeTimeout, match="did not finish the handshake"):
+                await n.connect("silent@127.0.0.1")
+            with pytest.raises(HandshakeTimeout, match="not tried again"):
+                await n.connect("silent@127.0.0.1")
+            assert len(accepted) == 1
     finally:
         for writer in accepted:
             writer.close()

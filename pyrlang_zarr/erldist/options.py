@@ -2,8 +2,8 @@
 
 ``ERL_EPMD_PORT`` names the port EPMD listens on (default 4369), as it does for ``erl`` and
 ``epmd``. ``ERL_DIST_PORT`` names the port every node's distribution listens on, with no
-EPMD at all: what OTP's ``erl -erl_epmd_port Port -start_epmd false`` does, and the variable
-Elixir releases and container images set for it.
+EPMD at all: what OTP's ``erl -erl_epmd_port Port -start_epmd false`` does; EPMD-less
+deployments (container images, edeliver's and epmdless's EPMD modules) name it so.
 """
 
 from __future__ import annotations
