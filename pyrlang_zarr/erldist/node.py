@@ -145,9 +145,9 @@ class Node:
         self.connect_timeout = connect_timeout
         self.tick_time = tick_time
         self.liveness_timeout = liveness_timeout
-        self.epmd_port = (
-            env_port("ERL_EPMD_PORT") or DEFAULT_EPMD_PORT if epmd_port is None else epmd_port
-        )
+        if epmd_port is None:
+            epmd_port = env_port("ERL_EPMD_PORT") or DEFAULT_EPMD_PORT
+        self.epmd_port = epmd_port
         self.dist_port = env_port("ERL_DIST_PORT") if dist_port is None else dist_port
         self._cookie = resolve_cookie(cookie)
         self._requested_name = name
