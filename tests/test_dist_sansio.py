@@ -504,10 +504,8 @@ def test_malformed_control_is_an_event_and_the_session_goes_on() -> None:
         (framed(b"p" + encode(())), "bad control message"),
         (framed(b"p" + encode((Atom("link"), A, B))), "bad control message"),
         (framed(b"p\x83\xff\x00"), "cannot read"),
-        (
-            framed(b"p" + encode((C.SEND, Atom(""), B)) + b"\x83\x6d\x00\x00\x00\x09ab"),
-            "cannot read",
-        ),
+        # a message part that cannot be decoded, after a control message that is no tuple
+        (framed(b"p" + encode([C.SEND, Atom(""), B]) + b"\x83\xff"), "bad control message"),
     ],
 )
 def test_broken_packets_end_the_session(packet: bytes, complaint: str) -> None:
@@ -519,6 +517,45 @@ def test_broken_packets_end_the_session(packet: bytes, complaint: str) -> None:
     session.receive_data(pass_through((C.LINK, A, B)), now=2.0)
     with pytest.raises(ProtocolError, match=complaint):  # and stays ended
         session.next_event()
+
+
+def _map_of_equal_keys() -> bytes:
+    """``#{1 => a, 1.0 => b}``: legal Erlang (1 and 1.0 are different keys there), a dict of
+    one key in Python, so it cannot be decoded as given."""
+    return (
+        b"t\x00\x00\x00\x02"
+        + b"a\x01"
+        + encode(Atom("a"))[1:]
+        + b"F"
+        + struct.pack(">d", 1.0)
+        + encode(Atom("b"))[1:]
+    )
+
+
+def test_undecodable_message_part_is_an_event_and_the_session_goes_on() -> None:
+    """Item 11: the frame is intact, so only that message is lost; a reply's reference is
+    still read, so its call can fail alone."""
+    session = new_session()
+    connect(session)
+    reply = b"\x83h\x02" + encode(REF)[1:] + _map_of_equal_keys()  # {Ref, #{1 => a, 1.0 => b}}
+    truncated = b"\x83\x6d\x00\x00\x00\x09ab"  # a binary claiming 9 bytes, 2 there
+    map_key = b"\x83h\x02a\x07t\x00\x00\x00\x01t\x00\x00\x00\x00a\x01"  # {7, #{#{} => 1}}
+    session.receive_data(
+        framed(b"p" + encode((C.SEND, Atom(""), B)) + reply)
+        + framed(b"p" + encode((C.SEND, Atom(""), B)) + truncated)
+        + framed(b"p" + encode((C.REG_SEND, A, Atom(""), Atom("inbox"))) + map_key)
+        + pass_through((C.LINK, A, B)),
+        now=1.0,
+    )
+    first, second, third, fourth = events(session)
+    assert isinstance(first, C.Undecodable)
+    assert (first.op, first.to, first.tag) == (C.SEND, B, REF)
+    assert "keys that Python treats as equal" in str(first.error)
+    assert isinstance(second, C.Undecodable) and (second.to, second.tag) == (B, None)
+    assert isinstance(third, C.Undecodable)
+    assert (third.op, third.to, third.tag) == (C.REG_SEND, Atom("inbox"), 7)
+    assert "map used as a map key" in str(third.error)
+    assert fourth == C.Link(A, B)
 
 
 @settings(max_examples=300)

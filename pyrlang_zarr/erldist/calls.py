@@ -139,6 +139,27 @@ class Calls:
                 return
         self._handoff.succeed(call, result)
 
+    def on_undecodable(self, event: C.Undecodable) -> bool:
+        """A message to our pid that could not be decoded: if its tag names a call waiting
+        here, that call alone fails with :class:`DecodeError` (the connection goes on).
+        Returns whether it did."""
+        ref = event.tag
+        if type(ref) is not Reference:
+            return False
+        call = self._pending.pop(ref, None)
+        if call is None:
+            return False
+        refs = self._by_peer.get(call.peer)
+        if refs is not None:
+            refs.discard(ref)
+        error = DecodeError(
+            f"the reply to {call.what} cannot be decoded: {event.error}. It is a term Python "
+            "cannot represent as given (or a malformed one); only this call failed, the "
+            "connection and the calls on it go on"
+        )
+        self._handoff.fail(call, error)
+        return True
+
     def fail_peer(self, peer: str, error: BaseException, *, lost: bool) -> None:
         """Every call waiting on ``peer`` fails with ``error``; a ``lost`` connection's calls
         with a :class:`NodeDown` that says their outcome is unknown."""

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from pyrlang_zarr.errors import ProtocolError
+from pyrlang_zarr.errors import DecodeError, ProtocolError
 from pyrlang_zarr.term import Atom, Pid, Reference
 
 LINK = 1
@@ -166,6 +166,20 @@ class MonitorPExit:
 
 
 @dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A well-framed packet whose control message decoded but whose message part did not
+    (a legal Erlang term Python cannot represent, such as ``#{1 => a, 1.0 => b}``, or a
+    malformed one). Only that message is lost: the connection goes on. ``to`` is where it
+    was going (a pid, or a registered name), ``tag`` the first element of the message if it
+    is a tuple whose first element could be read (a reply's reference), else ``None``."""
+
+    op: int
+    to: Pid | Atom | None
+    tag: Any
+    error: DecodeError
+
+
+@dataclass(frozen=True, slots=True)
 class Unhandled:
     """A control message this node does not act on (spawn, alias, group leader, unknown)."""
 
@@ -185,6 +199,7 @@ ControlMessage: TypeAlias = (
     | MonitorP
     | DemonitorP
     | MonitorPExit
+    | Undecodable
     | Unhandled
 )
 
@@ -361,4 +376,17 @@ def send_target(term: Any) -> Any:
     part is decoded, to decide whether its binaries may stay views."""
     if type(term) is tuple and len(term) > 2 and term[0] in SENDS_TO_PID:
         return term[2]
+    return None
+
+
+def destination(term: Any) -> Pid | Atom | None:
+    """Where a message-carrying control tuple sends its message (a pid, or a registered
+    name for ``REG_SEND``), if it can be told; for messages that cannot be decoded."""
+    to = send_target(term)
+    if type(to) is Pid:
+        return to
+    if type(term) is tuple and len(term) > 3 and term[0] in (REG_SEND, REG_SEND_TT):
+        name = term[3]
+        if type(name) is Atom:
+            return name
     return None

@@ -71,18 +71,22 @@ class Identity:
                 host = socket.gethostname().split(".")[0]
             self.name = f"pz-{suffix}@{host}"
         elif is_long_host(split_node_name(self.name)[1]) != long:
-            form = "long" if long else "short"
+            ours, theirs = ("short", "long") if long else ("long", "short")
+            peer = f"the peer's host {peer_host!r}" if peer_host else "the peer"
             raise NodeUnreachable(
-                f"this node is {self.name!r}, but the peer uses {form} names; Erlang does not "
-                "mix the two forms: use one Node per form (pass name=...)"
+                f"this node is {self.name!r}, a {ours} name, but {peer} makes a {theirs} name; "
+                "Erlang does not mix the two forms: use one Node per form (pass name=...)"
             )
         return self.name
 
     def atom(self) -> Atom:
-        """Our name as an atom; decided (short form) if no connection decided it yet."""
+        """Our name as an atom; decided (short form) if no connection decided it yet. A name
+        already decided is kept whatever its form: pids and refs of a node with a long name
+        carry the long name."""
         atom = self._atom
         if atom is None or atom != self.name:
-            atom = self._atom = Atom(self.ensure_name(False))
+            name = self.name if self.name is not None else self.ensure_name(False)
+            atom = self._atom = Atom(name)
         return atom
 
     def make_ref(self) -> Reference:

@@ -38,6 +38,8 @@ class IoThread:
             if tasks:
                 self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            # the resolver's worker thread (getaddrinfo) ends with us, not some time later
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
             self.loop.close()
 
     @property

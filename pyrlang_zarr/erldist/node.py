@@ -6,6 +6,12 @@ connection per peer, made on first use and made again after the peer restarts
 (``peers.py``); remote calls go through each peer's ``rex`` (``calls.py``); our processes
 take part in links and monitors (``processes.py``). The protocol itself is sans-IO
 (``session.py``, ``control.py``); this module wires the parts and routes received events.
+What the node answers as an Erlang node (``net_kernel``, ``rex``) is in ``services.py``.
+
+Nothing the IO thread holds refers to the :class:`Node` itself (its parts get the settings
+object and weak callbacks), so a node dropped without :meth:`Node.close` is collected; its
+finalizer then warns (``ResourceWarning``, as an unclosed socket does) and stops its thread,
+connections and sockets.
 """
 
 from __future__ import annotations
@@ -14,7 +20,10 @@ import asyncio
 import enum
 import logging
 import os
-from collections.abc import Sequence
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pyrlang_zarr.erldist import control as C
@@ -24,8 +33,17 @@ from pyrlang_zarr.erldist.cookie import resolve_cookie
 from pyrlang_zarr.erldist.handoff import Handoff, Pending, expire
 from pyrlang_zarr.erldist.identity import Identity, is_long_host, split_node_name
 from pyrlang_zarr.erldist.io_thread import IoThread
+from pyrlang_zarr.erldist.options import (
+    DEFAULT_EPMD_PORT,
+    Settings,
+    check_port,
+    check_timeout,
+    env_port,
+)
 from pyrlang_zarr.erldist.peers import Peers
 from pyrlang_zarr.erldist.processes import Process, Processes
+from pyrlang_zarr.erldist.services import NAMES as SERVICE_NAMES
+from pyrlang_zarr.erldist.services import Services
 from pyrlang_zarr.errors import NodeDown, NodeUnreachable, RpcTimeout
 from pyrlang_zarr.term import Atom, Pid, Reference, encode_parts
 
@@ -43,6 +61,51 @@ class _Default(enum.Enum):
 _DEFAULT = _Default.TIMEOUT
 
 
+@dataclass(eq=False)
+class _Runtime:
+    """What the finalizer of a dropped node needs, without the node itself."""
+
+    owner_pid: int
+    io: IoThread | None = None
+    peers: Peers | None = None
+    identity: Identity | None = None
+    closed: bool = False
+
+
+def _release(rt: _Runtime) -> None:
+    """Finalizer of a node dropped without ``close()``: warn, then stop its connections and
+    its IO thread (joined, so its sockets, event loop and threads are gone on return)."""
+    io, peers = rt.io, rt.peers
+    if rt.closed or io is None or peers is None or rt.owner_pid != os.getpid() or not io.alive:
+        return
+    rt.closed = True
+    name = rt.identity.name if rt.identity is not None else None
+    warnings.warn(
+        f"Node {name or '(unnamed)'} was dropped without close(); its connections and "
+        "thread are closed now. Use 'async with Node(...)' or 'await node.close()'",
+        ResourceWarning,
+        stacklevel=2,
+    )
+    error = NodeDown(f"node {name} was dropped without close()")
+    try:
+        io.loop.call_soon_threadsafe(peers.close, error)
+    except RuntimeError:  # its loop closed meanwhile
+        return
+    io.stop()
+
+
+def _weakly(node: Node, method: Callable[..., None]) -> Callable[..., None]:
+    """``method`` of ``node`` for the IO thread to call, holding ``node`` only weakly."""
+    ref = weakref.ref(node)
+
+    def call(*args: Any) -> None:
+        target = ref()
+        if target is not None:
+            method(target, *args)
+
+    return call
+
+
 class Node:
     """A hidden Erlang node in this Python process.
 
@@ -54,6 +117,13 @@ class Node:
     it is probed whenever it is silent, and taken for down after ``liveness_timeout``
     seconds of silence: a peer cut off without a reset (a pulled cable, a partition) fails
     its calls in seconds rather than after a whole tick time.
+
+    ``connect_timeout`` bounds a whole connection attempt (EPMD look-up, TCP connect and
+    handshake); an attempt that ran out of time is not repeated for another
+    ``connect_timeout``, calls meanwhile failing at once with its error. ``epmd_port`` is
+    where EPMD listens on the peers' hosts (default ``$ERL_EPMD_PORT``, else 4369). With
+    ``dist_port`` (default ``$ERL_DIST_PORT``) no EPMD is asked at all: every peer listens
+    on that port, as with ``erl -erl_epmd_port Port -start_epmd false``.
     """
 
     def __init__(
@@ -65,44 +135,102 @@ class Node:
         connect_timeout: float = 10.0,
         tick_time: float = 60.0,
         liveness_timeout: float = 10.0,
+        epmd_port: int | None = None,
+        dist_port: int | None = None,
     ) -> None:
         if name is not None:
             split_node_name(name)
-        for label, value in (
-            ("connect_timeout", connect_timeout),
-            ("tick_time", tick_time),
-            ("liveness_timeout", liveness_timeout),
-        ):
-            if not value > 0:
-                raise ValueError(f"{label} must be a positive number of seconds, got {value!r}")
-        if rpc_timeout is not None and not rpc_timeout > 0:
-            raise ValueError(f"rpc_timeout must be positive or None, got {rpc_timeout!r}")
-        self._cookie = resolve_cookie(cookie)
-        self._requested_name = name
+        self._settings = Settings()
         self.rpc_timeout = rpc_timeout
         self.connect_timeout = connect_timeout
         self.tick_time = tick_time
         self.liveness_timeout = liveness_timeout
+        if epmd_port is None:
+            epmd_port = env_port("ERL_EPMD_PORT") or DEFAULT_EPMD_PORT
+        self.epmd_port = epmd_port
+        self.dist_port = env_port("ERL_DIST_PORT") if dist_port is None else dist_port
+        self._cookie = resolve_cookie(cookie)
+        self._requested_name = name
+        self._rt = _Runtime(os.getpid())
+        finalizer = weakref.finalize(self, _release, self._rt)
+        finalizer.atexit = False  # at exit the daemon thread just ends with the process
         self._reset()
 
+    # -- settings: checked when set, read by the parts at each use ----------------------
+    @property
+    def rpc_timeout(self) -> float | None:
+        return self._settings.rpc_timeout
+
+    @rpc_timeout.setter
+    def rpc_timeout(self, value: float | None) -> None:
+        self._settings.rpc_timeout = check_timeout("rpc_timeout", value, allow_none=True)
+
+    @property
+    def connect_timeout(self) -> float:
+        return self._settings.connect_timeout
+
+    @connect_timeout.setter
+    def connect_timeout(self, value: float) -> None:
+        self._settings.connect_timeout = _positive("connect_timeout", value)
+
+    @property
+    def tick_time(self) -> float:
+        return self._settings.tick_time
+
+    @tick_time.setter
+    def tick_time(self, value: float) -> None:
+        self._settings.tick_time = _positive("tick_time", value)
+
+    @property
+    def liveness_timeout(self) -> float:
+        return self._settings.liveness_timeout
+
+    @liveness_timeout.setter
+    def liveness_timeout(self, value: float) -> None:
+        self._settings.liveness_timeout = _positive("liveness_timeout", value)
+
+    @property
+    def epmd_port(self) -> int:
+        return self._settings.epmd_port
+
+    @epmd_port.setter
+    def epmd_port(self, value: int) -> None:
+        self._settings.epmd_port = check_port("epmd_port", value)
+
+    @property
+    def dist_port(self) -> int | None:
+        return self._settings.dist_port
+
+    @dist_port.setter
+    def dist_port(self, value: int | None) -> None:
+        self._settings.dist_port = None if value is None else check_port("dist_port", value)
+
     def _reset(self) -> None:
-        """Fresh runtime state: at first use, and in a child process after ``fork``."""
+        """Fresh runtime state: at first use, and in a child process after ``fork``.
+
+        The parts the IO thread reaches (peers, calls, connections, the hand-off) get the
+        settings object and weak callbacks, never the node: a dropped node is collected."""
         self._owner_pid = os.getpid()
         self._io: IoThread | None = None
         self._closed = False
+        settings = self._settings
         identity = self._identity = Identity(self._requested_name)
-        handoff = self._handoff = Handoff(self._flush_peers, lambda: identity.name)
-        self._peers = Peers(
+        handoff = self._handoff = Handoff(lambda: peers.flush(), lambda: identity.name)
+        peers = self._peers = Peers(
             identity,
             self._cookie,
-            self,
+            settings,
             handoff,
-            on_message=self._on_message,
-            on_down=self._on_down,
-            views_for=self._is_reply_to,
+            on_message=_weakly(self, Node._on_message),
+            on_down=_weakly(self, Node._on_down),
+            views_for=lambda pid: calls.is_reply_to(pid),
         )
-        self._calls = Calls(identity, handoff, self._peers, self)
-        self._processes = Processes(self, identity, self._signal)
+        calls = self._calls = Calls(identity, handoff, peers, settings)
+        self._processes = Processes(self, identity, self._signal, reserved=SERVICE_NAMES)
+        self._services = Services(identity, self._processes.deliver_named)
+        rt = self._rt
+        rt.owner_pid, rt.io, rt.peers, rt.identity = self._owner_pid, None, peers, identity
+        rt.closed = False
 
     def __repr__(self) -> str:  # never the cookie
         return f"<Node {self.name or '(unnamed)'} peers={sorted(self._peers)}>"
@@ -130,7 +258,7 @@ class Node:
             raise RuntimeError("this Node is closed")
         io = self._io
         if io is None or not io.alive:
-            io = self._io = IoThread(f"pyrlang_zarr-node-{id(self):x}")
+            io = self._io = self._rt.io = IoThread(f"pyrlang_zarr-node-{id(self):x}")
             io.loop.call_soon_threadsafe(self._calls.watch_liveness)
         return io
 
@@ -160,8 +288,9 @@ class Node:
         """Close every connection; calls in flight fail with :class:`NodeDown`."""
         io = self._io
         if self._owner_pid != os.getpid() or io is None or not io.alive:
-            self._closed = True
+            self._closed = self._rt.closed = True
             return
+        self._rt.closed = True  # closed here, not by the finalizer
         await io.run(self._close_connections())
         self._closed = True
         await asyncio.get_running_loop().run_in_executor(None, io.stop)
@@ -180,12 +309,6 @@ class Node:
     def connected_nodes(self) -> list[str]:
         return self._peers.connected
 
-    def _flush_peers(self) -> None:
-        self._peers.flush()
-
-    def _is_reply_to(self, pid: Pid) -> bool:
-        return self._calls.is_reply_to(pid)
-
     def _on_down(self, peer: str, error: BaseException, was_connected: bool) -> None:
         """``peer``'s connection is lost (or never came): its calls fail, and links and
         monitors across it fire with ``noconnection``."""
@@ -202,9 +325,27 @@ class Node:
             else:
                 self._processes.deliver(event.to, event.message)
         elif type(event) is C.RegSend:
-            self._processes.deliver_named(event.name, event.message)
+            if self._services.handles(event.name):
+                self._services.on_message(conn, event)
+            else:
+                self._processes.deliver_named(event.name, event.message)
+        elif type(event) is C.Undecodable:
+            self._on_undecodable(conn, event)
         else:
             self._processes.on_signal(conn, event)
+
+    def _on_undecodable(self, conn: DistConnection, event: C.Undecodable) -> None:
+        """A message whose term cannot be decoded: a reply fails its call alone; any other
+        is dropped, with a warning. The connection goes on either way."""
+        if event.to is not None and event.to == self._calls.pid:
+            if self._calls.on_undecodable(event):
+                return
+        log.warning(
+            "dropped a message from %s to %s that cannot be decoded: %s",
+            conn.peer_name,
+            event.to,
+            event.error,
+        )
 
     # -- sending --------------------------------------------------------------------------
     async def send(
@@ -275,6 +416,10 @@ class Node:
         peer = str(peer)
         split_node_name(peer)
         request = rpc_request(module, function, args)
+        if isinstance(timeout, _Default):
+            limit = self.rpc_timeout
+        else:  # checked here: a bad timeout must not surface after the call was applied
+            limit = check_timeout("timeout", timeout, allow_none=True)
         io = self._runtime()
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
@@ -283,7 +428,6 @@ class Node:
             self._calls.start(peer, request, call)
         else:
             self._handoff.to_io(io, self._calls.start, peer, request, call)
-        limit = self.rpc_timeout if isinstance(timeout, _Default) else timeout
         timer = None if limit is None else loop.call_later(limit, expire, call, limit)
         try:
             result = await fut
@@ -300,3 +444,9 @@ class Node:
         """A new process of ours; with ``name``, registered so ``{name, node}`` reaches it."""
         self._runtime()
         return self._processes.spawn(name)
+
+
+def _positive(label: str, value: Any) -> float:
+    checked = check_timeout(label, value, allow_none=False)
+    assert checked is not None
+    return checked

@@ -5,6 +5,16 @@ connecting queue behind the attempt and leave in order once it succeeds, or fail
 error. A peer that owes us replies and falls silent is probed, then dropped after
 ``liveness_timeout``: a peer cut off without a reset (a pulled cable, a partition) fails its
 calls in seconds rather than after a whole tick time (``calls.py`` watches for that).
+
+A connection attempt has one deadline, ``connect_timeout``, for all its stages (EPMD look-up,
+TCP connect, handshake). An attempt that ran out of time is not made again for another
+``connect_timeout``: calls to that peer meanwhile fail at once with its error (as a gRPC
+channel fails fast while it backs off), so a frozen or black-holed peer costs a caller one
+timeout, not one per call it makes in a row (a client discovering replicas, then calling).
+Fast failures (refused, not registered) are never held: trying again is cheap.
+
+The port comes from EPMD on the peer's host (at ``epmd_port``, ``$ERL_EPMD_PORT``), or, with
+``dist_port`` set, is that port with no EPMD at all (``erl -erl_epmd_port``).
 Everything here runs on the IO loop.
 """
 
@@ -34,6 +44,8 @@ class Timeouts(Protocol):
 
     connect_timeout: float
     tick_time: float
+    epmd_port: int
+    dist_port: int | None
 
 
 #: ``(peer, error, was_connected)``: the peer is gone, or never came
@@ -48,6 +60,7 @@ class _Peer:
     conn: DistConnection | None = None
     connecting: asyncio.Task[None] | None = None
     queue: list[tuple[list[bytes | memoryview], Pending | None]] = field(default_factory=list)
+    timed_out: bool = False  # the attempt ran out of time (it is then held, see Peers)
 
 
 class Peers:
@@ -74,6 +87,9 @@ class Peers:
         self._on_down = on_down
         self._views_for = views_for
         self._peers: dict[str, _Peer] = {}
+        #: peers whose last attempt timed out: (not before, error, when it failed)
+        self._held: dict[str, tuple[float, Exception, float]] = {}
+        self.attempts = 0  # connection attempts made (tests count them)
         self.closed = False
 
     def __iter__(self) -> Iterator[str]:
@@ -95,12 +111,29 @@ class Peers:
         if peer is None:
             _, host = split_node_name(name)
             self._identity.ensure_name(is_long_host(host), host)  # pids and refs carry it
+            self._check_held(name)
             peer = self._peers[name] = _Peer(name)
             task = asyncio.get_running_loop().create_task(self._connect(peer))
             # its error reaches the calls queued on it; mark it seen so no one logs it at GC
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
             peer.connecting = task
         return peer
+
+    def _check_held(self, name: str) -> None:
+        """Raise the error of ``name``'s last attempt if it timed out less than a
+        ``connect_timeout`` ago."""
+        held = self._held.get(name)
+        if held is None:
+            return
+        until, error, failed_at = held
+        now = asyncio.get_running_loop().time()
+        if now >= until:
+            del self._held[name]
+            return
+        raise type(error)(
+            f"{error} ({now - failed_at:.1f} s ago; not tried again for another "
+            f"{until - now:.1f} s)"
+        )
 
     async def connect(self, name: str) -> DistConnection:
         """``name``'s connection, once made."""
@@ -113,10 +146,13 @@ class Peers:
 
     async def _connect(self, peer: _Peer) -> None:
         try:
-            conn = await self._open(peer.name)
+            conn = await self._open(peer)
         except BaseException as exc:
             self._peers.pop(peer.name, None)
             error = exc if isinstance(exc, Exception) else NodeDown(f"{peer.name} closed")
+            if peer.timed_out and not self.closed:
+                now = asyncio.get_running_loop().time()
+                self._held[peer.name] = (now + self._settings.connect_timeout, error, now)
             for _parts, call in peer.queue:
                 if call is not None:
                     self._handoff.fail(call, error)
@@ -127,23 +163,31 @@ class Peers:
         for parts, call in queue:
             self.submit(peer.name, parts, call)
 
-    async def _open(self, name: str) -> DistConnection:
+    async def _open(self, peer: _Peer) -> DistConnection:
+        name = peer.name
         alive, host = split_node_name(name)
         settings = self._settings
         limit = settings.connect_timeout
         loop = asyncio.get_running_loop()
+        self.attempts += 1
         stage = "looking up the node in EPMD"
         transport: asyncio.BaseTransport | None = None
         try:
-            async with asyncio.timeout(limit):
-                entry = await epmd.lookup(host, alive, timeout=limit)
-                if not entry.lowest_version <= 6 <= entry.highest_version:
-                    raise ProtocolError(
-                        f"{name} speaks distribution versions {entry.lowest_version}.."
-                        f"{entry.highest_version}; we speak 6 (OTP 23 and later)"
+            async with asyncio.timeout(limit):  # one deadline for every stage
+                port = settings.dist_port
+                if port is None:
+                    # the look-up's own timeout is a backstop: the deadline above governs
+                    entry = await epmd.lookup(
+                        host, alive, port=settings.epmd_port, timeout=limit + 1.0
                     )
-                stage = "connecting"
-                sock = await _tcp_connect(host, entry.port)
+                    if not entry.lowest_version <= 6 <= entry.highest_version:
+                        raise ProtocolError(
+                            f"{name} speaks distribution versions {entry.lowest_version}.."
+                            f"{entry.highest_version}; we speak 6 (OTP 23 and later)"
+                        )
+                    port = entry.port
+                stage = "connecting" + ("" if settings.dist_port is None else f" to port {port}")
+                sock = await _tcp_connect(host, port)
                 our = self._identity.ensure_name(is_long_host(host), host)
                 hs = ClientHandshake(our, name, self._cookie, creation=self._identity.creation)
                 session = Session(
@@ -159,12 +203,13 @@ class Peers:
                 await conn.ready
         except TimeoutError:
             _abort(transport)
+            peer.timed_out = True
             if stage == "in the handshake":
                 raise HandshakeTimeout(
                     f"{name} accepted the connection but did not finish the handshake within "
                     f"{limit} s"
                 ) from None
-            raise NodeUnreachable(f"timed out {stage} for {name}") from None
+            raise NodeUnreachable(f"timed out {stage} for {name} (within {limit} s)") from None
         except BaseException:
             _abort(transport)
             raise

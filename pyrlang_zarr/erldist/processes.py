@@ -8,6 +8,7 @@ and monitor notices become messages in the mailbox, never a crash.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -62,6 +63,7 @@ class Process:
         self.links: set[Pid] = set()
         self.monitored_by: dict[Reference, Pid] = {}  # monitors others hold on us
         self.monitoring: dict[Reference, Pid] = {}  # monitors we hold on others
+        self.unlinking: dict[Pid, int] = {}  # unlinks sent, waiting for their UNLINK_ID_ACK
         self.closed = False
         self._table = table
 
@@ -78,11 +80,16 @@ class Process:
 
     async def link(self, pid: Pid) -> None:
         self.links.add(pid)
+        self.unlinking.pop(pid, None)
         await self._table.signal(pid.node, (C.LINK, self.pid, pid))
 
     async def unlink(self, pid: Pid) -> None:
+        """Remove the link to ``pid`` with ``UNLINK_ID`` (the form OTP 26+ expects; OTP
+        23-25 know it too): until the peer's ``UNLINK_ID_ACK`` comes, an exit signal of the
+        old link from ``pid`` is dropped, as Erlang drops it."""
         self.links.discard(pid)
-        await self._table.signal(pid.node, (C.UNLINK, self.pid, pid))
+        unlink_id = self.unlinking[pid] = self._table.next_unlink_id()
+        await self._table.signal(pid.node, (C.UNLINK_ID, unlink_id, self.pid, pid))
 
     async def monitor(self, pid: Pid) -> Reference:
         ref = self.node.make_ref()
@@ -119,14 +126,31 @@ class Process:
 class Processes:
     """The node's processes by pid and by registered name, and what signals do to them."""
 
-    def __init__(self, node: Node, identity: Identity, signal: SignalSender) -> None:
+    def __init__(
+        self,
+        node: Node,
+        identity: Identity,
+        signal: SignalSender,
+        *,
+        reserved: frozenset[str] = frozenset(),
+    ) -> None:
         self._node = node
         self._identity = identity
         self.signal = signal
+        self._reserved = reserved  # names the node answers to itself (services.py)
         self._by_pid: dict[Pid, Process] = {}
         self._by_name: dict[str, Process] = {}
+        self._unlink_ids = itertools.count(1)
+
+    def next_unlink_id(self) -> int:
+        return next(self._unlink_ids)
 
     def spawn(self, name: str | None = None) -> Process:
+        if name is not None and name in self._reserved:
+            raise ValueError(
+                f"{name!r} is a name this node answers to itself "
+                f"({', '.join(sorted(self._reserved))}); choose another"
+            )
         if name is not None and name in self._by_name:
             raise ValueError(f"a process is already registered as {name!r}")
         proc = Process(self._node, self._identity.make_pid(), self)
@@ -152,10 +176,13 @@ class Processes:
         if proc is not None:
             proc.mailbox.put(message)
 
-    def deliver_named(self, name: str, message: Any) -> None:
+    def deliver_named(self, name: str, message: Any) -> bool:
+        """Deliver to our process registered as ``name``; False if there is none."""
         proc = self._by_name.get(name)
-        if proc is not None:
-            proc.mailbox.put(message)
+        if proc is None:
+            return False
+        proc.mailbox.put(message)
+        return True
 
     def _target(self, target: Pid | Atom) -> Process | None:
         if type(target) is Pid:
@@ -178,14 +205,25 @@ class Processes:
                     proc.links.discard(sender)
                 if isinstance(event, C.UnlinkId):
                     conn.send((C.UNLINK_ID_ACK, event.id, to, sender), has_message=False)
-            case C.Exit(sender, to, reason) | C.Exit2(sender, to, reason):
+            case C.UnlinkIdAck(unlink_id, sender, to):
+                proc = self._by_pid.get(to)
+                if proc is not None and proc.unlinking.get(sender) == unlink_id:
+                    del proc.unlinking[sender]
+            case C.Exit(sender, to, reason):
+                proc = self._by_pid.get(to)
+                if proc is not None and sender not in proc.unlinking:  # else: unlinked already
+                    proc.links.discard(sender)
+                    proc.mailbox.put((_EXIT, sender, reason))
+            case C.Exit2(sender, to, reason):  # exit/2: no link involved
                 proc = self._by_pid.get(to)
                 if proc is not None:
                     proc.links.discard(sender)
                     proc.mailbox.put((_EXIT, sender, reason))
             case C.MonitorP(sender, target, ref):
                 proc = self._target(target)
-                if proc is None:
+                if proc is None and type(target) is Atom and str(target) in self._reserved:
+                    pass  # a built-in server: it lives as long as the connection
+                elif proc is None:
                     conn.send((C.MONITOR_P_EXIT, target, sender, ref, _NOPROC), has_message=False)
                 else:
                     proc.monitored_by[ref] = sender
@@ -214,3 +252,5 @@ class Processes:
             for ref, pid in list(proc.monitored_by.items()):
                 if pid.node == peer:
                     del proc.monitored_by[ref]
+            for pid in [p for p in proc.unlinking if p.node == peer]:
+                del proc.unlinking[pid]

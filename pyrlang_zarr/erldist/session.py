@@ -18,14 +18,24 @@ from typing import Any, TypeAlias
 from pyrlang_zarr.erldist import control as C
 from pyrlang_zarr.erldist.framing import PacketReader
 from pyrlang_zarr.erldist.handshake import ClientHandshake, Peer, State
-from pyrlang_zarr.errors import AuthenticationError, NodeDown, NodeUnreachable, ProtocolError
+from pyrlang_zarr.errors import (
+    AuthenticationError,
+    DecodeError,
+    NodeDown,
+    NodeUnreachable,
+    ProtocolError,
+)
 from pyrlang_zarr.term import Pid, decode
+from pyrlang_zarr.term.tags import LARGE_TUPLE_EXT, SMALL_TUPLE_EXT, VERSION
 
 PASS_THROUGH = 112
 TICK = b"\x00\x00\x00\x00"
 #: the longest silence we allow ourselves: we cannot know the peer's net_ticktime.
 TICK_INTERVAL = 1.0
 _HEADER = struct.Struct(">IB")
+#: bytes enough for any reference (the tag of a reply), read on its own from a message that
+#: cannot be decoded whole
+_LEAD_LIMIT = 2048
 
 
 class SessionEvent:
@@ -165,7 +175,10 @@ class Session:
             if type(packet) is bytearray and self.views_for is not None:
                 to = C.send_target(control)
                 views = type(to) is Pid and self.views_for(to)
-            message, offset = decode(packet, offset, copy_binaries=not views)
+            try:
+                message, offset = decode(packet, offset, copy_binaries=not views)
+            except DecodeError as exc:  # the frame is intact: only this message is lost
+                return self._undecodable(control, packet, offset, exc)
         try:
             return C.parse_control(control, message, views)
         except C.MalformedControl as exc:
@@ -173,6 +186,15 @@ class Session:
                 error = f"{self.peer_name} sent a bad control message {control!r}"
                 raise ProtocolError(error) from None
             return Malformed(exc)
+
+    def _undecodable(
+        self, control: Any, packet: memoryview | bytearray, start: int, error: DecodeError
+    ) -> C.Undecodable:
+        if type(control) is not tuple or not control or type(control[0]) is not int:
+            raise ProtocolError(f"{self.peer_name} sent a bad control message {control!r}")
+        return C.Undecodable(
+            control[0], C.destination(control), _leading_element(packet, start), error
+        )
 
     # -- sending --------------------------------------------------------------------------
     def header(self, size: int) -> bytes:
@@ -198,3 +220,26 @@ class Session:
             raise NodeDown(f"{self.peer_name} sent nothing for {silent:.0f} s (no ticks)")
         sent, self._sent_since_tick = self._sent_since_tick, False
         return b"" if sent else TICK
+
+
+def _leading_element(packet: memoryview | bytearray, start: int) -> Any:
+    """The first element of the tuple whose version byte is at ``packet[start]``, decoded on
+    its own (a reply's tag, when the reply as a whole cannot be decoded); ``None`` if the
+    term is not a tuple or that element cannot be read alone."""
+    end = len(packet)
+    if start + 3 > end or packet[start] != VERSION:
+        return None
+    tag = packet[start + 1]
+    if tag == SMALL_TUPLE_EXT:
+        arity, first = packet[start + 2], start + 3
+    elif tag == LARGE_TUPLE_EXT and start + 6 <= end:
+        arity, first = int.from_bytes(packet[start + 2 : start + 6], "big"), start + 6
+    else:
+        return None
+    if arity == 0 or first >= end:
+        return None
+    try:
+        value, _ = decode(bytes((VERSION,)) + bytes(packet[first : first + _LEAD_LIMIT]))
+    except DecodeError:
+        return None
+    return value

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pyrlang_zarr.erldist import Node
+from pyrlang_zarr.erldist.options import check_timeout
 from pyrlang_zarr.errors import (
     HandshakeTimeout,
     MnesiaNotRunning,
@@ -187,6 +188,8 @@ class MnesiaClient:
     ) -> None:
         if not isinstance(table, str) or not table:
             raise ValueError(f"table must be a non-empty str, got {table!r}")
+        # checked here, before any call: a bad timeout must not surface after a write landed
+        timeout = check_timeout("timeout", timeout, allow_none=True)
         self.node = node
         self.table = table
         self.coordinator = coordinator

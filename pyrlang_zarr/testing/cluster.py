@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -317,6 +317,18 @@ class ErlCluster:
     def _repr_detail(self) -> str:
         raise NotImplementedError
 
+    def _dist_args(self, sname: str) -> list[str]:
+        """How a node is named and reaches its peers: ``-sname`` by default."""
+        return ["-sname", sname]
+
+    def _helper_dist_args(self, short: str) -> list[str]:
+        """The same for the throwaway hidden node of :meth:`erl_eval`."""
+        return ["-sname", short, "-hidden"]
+
+    def _extra_env(self) -> dict[str, str]:
+        """Environment variables every ``erl`` of the cluster gets on top of ours."""
+        return {}
+
     def _check_name(self, node: ErlNode, reported: str) -> None:
         """Called with the node name Erlang reports once ``node`` is ready."""
         if reported != node.name:
@@ -352,8 +364,7 @@ class ErlCluster:
         argv = [
             *wrapper,
             self._erl,
-            "-sname",
-            sname,
+            *self._dist_args(sname),
             "-setcookie",
             self.cookie,
             "-noinput",
@@ -370,7 +381,11 @@ class ErlCluster:
             "-eval",
             _NODE_EVAL,
         ]
-        env = {**os.environ, "ERL_CRASH_DUMP": str(node_dir / "erl_crash.dump")}
+        env = {
+            **os.environ,
+            **self._extra_env(),
+            "ERL_CRASH_DUMP": str(node_dir / "erl_crash.dump"),
+        }
         return ErlNode(
             name=name,
             short_name=short,
@@ -390,9 +405,7 @@ class ErlCluster:
         argv = [
             *wrapper,
             self._erl,
-            "-sname",
-            f"pzeval-{secrets.token_hex(4)}",
-            "-hidden",
+            *self._helper_dist_args(f"pzeval-{secrets.token_hex(4)}"),
             "-setcookie",
             self.cookie,
             "-noinput",
@@ -403,6 +416,7 @@ class ErlCluster:
         ]
         env = {
             **os.environ,
+            **self._extra_env(),
             "PZ_EVAL_EXPR": text.encode().hex(),
             "PZ_EVAL_TARGET": target,
             "PZ_EVAL_TIMEOUT_MS": str(int(timeout * 1000)),
@@ -454,6 +468,11 @@ class LocalCluster(ErlCluster):
     ``ram_only`` keeps the Mnesia schema in RAM (``-mnesia schema_location ram``): no disc
     tables, nothing to create first. ``ticktime`` sets ``-kernel net_ticktime``;
     ``extra_args`` are appended to every node's ``erl`` command line.
+
+    ``long_host`` starts the nodes with long names, ``-name prefix-i@long_host`` (an IP
+    address such as ``127.0.0.1``, or a dotted host name that resolves here). ``env`` adds
+    environment variables to every ``erl`` (say ``ERL_EPMD_PORT``). ``dist_port`` runs the
+    (single) node without EPMD, listening on that port: ``-start_epmd false -erl_epmd_port``.
     """
 
     def __init__(
@@ -465,12 +484,21 @@ class LocalCluster(ErlCluster):
         ram_only: bool = False,
         extra_args: Sequence[str] = (),
         ticktime: int | None = None,
+        *,
+        long_host: str | None = None,
+        env: Mapping[str, str] | None = None,
+        dist_port: int | None = None,
     ) -> None:
         if n < 1:
             raise ValueError(f"a cluster needs at least one node, got n={n}")
+        if dist_port is not None and n != 1:
+            raise ValueError("with dist_port every node listens on that port: n must be 1")
         super().__init__(n, cookie, prefix, ram_only, extra_args, ticktime)
         # Erlang's short-name host part; checked against the real node names at start.
-        self.host = socket.gethostname().split(".")[0]
+        self.host = long_host or socket.gethostname().split(".")[0]
+        self.long_host = long_host
+        self.env = dict(env or {})
+        self.dist_port = dist_port
         self._given_dir = Path(base_dir) if base_dir is not None else None
 
     def stop(self) -> None:
@@ -505,10 +533,34 @@ class LocalCluster(ErlCluster):
     def _repr_detail(self) -> str:
         return f"host={self.host}"
 
+    def _no_epmd_args(self) -> list[str]:
+        if self.dist_port is None:
+            return []
+        return ["-start_epmd", "false", "-erl_epmd_port", str(self.dist_port)]
+
+    def _dist_args(self, sname: str) -> list[str]:
+        flag = "-sname" if self.long_host is None else "-name"
+        return [flag, f"{sname}@{self.long_host}" if self.long_host else sname]
+
+    def _erl_node(self, name: str, sname: str, wrapper: Sequence[str] = ()) -> ErlNode:
+        node = super()._erl_node(name, sname, wrapper)
+        node.argv[-2:-2] = self._no_epmd_args()  # with the other flags, before -eval
+        return node
+
+    def _helper_dist_args(self, short: str) -> list[str]:
+        # with a fixed port the helper must not listen on it too: it only connects
+        listen = ["-dist_listen", "false"] if self.dist_port is not None else []
+        return [*self._dist_args(short), "-hidden", *self._no_epmd_args(), *listen]
+
+    def _extra_env(self) -> dict[str, str]:
+        return dict(self.env)
+
     def _check_name(self, node: ErlNode, reported: str) -> None:
         """Adopt the host part Erlang really uses if our guess was wrong."""
         if reported == node.name:
             return
+        if self.long_host is not None:  # a long name is given in full: nothing to guess
+            raise RuntimeError(f"node started as {reported!r}, expected {node.name!r}")
         short, _, host = reported.partition("@")
         if short != node.short_name or not host:
             raise RuntimeError(f"node started as {reported!r}, expected {node.name!r}")
