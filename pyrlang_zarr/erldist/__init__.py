@@ -13,14 +13,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pyrlang_zarr.erldist.node import Node, Process
     from pyrlang_zarr.erldist.node_registry import close_shared_nodes, shared_node
+    from pyrlang_zarr.erldist.tls import TlsConfig, TlsError
 
-__all__ = ["Node", "Process", "close_shared_nodes", "shared_node"]
+__all__ = ["Node", "Process", "TlsConfig", "TlsError", "close_shared_nodes", "shared_node"]
 
 _LAZY = {
     "Node": "pyrlang_zarr.erldist.node",
     "Process": "pyrlang_zarr.erldist.node",
     "close_shared_nodes": "pyrlang_zarr.erldist.node_registry",
     "shared_node": "pyrlang_zarr.erldist.node_registry",
+    "TlsConfig": "pyrlang_zarr.erldist.tls",
+    "TlsError": "pyrlang_zarr.erldist.tls",
 }
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Any
 
 from pyrlang_zarr.erldist.control import ControlMessage
 from pyrlang_zarr.erldist.handshake import Peer
 from pyrlang_zarr.erldist.session import Connected, Malformed, Outgoing, Session, SessionEvent
+from pyrlang_zarr.erldist.tls import describe_ssl_error
 from pyrlang_zarr.errors import NodeDown, ProtocolError, PyrlangZarrError
 from pyrlang_zarr.term import encode_parts
 
@@ -109,6 +111,10 @@ class DistConnection(asyncio.BufferedProtocol):
         if self._ticker is not None:
             self._ticker.cancel()
         if not self.ready.done():
+            if self._error is None and isinstance(exc, ssl.SSLError):
+                # TLS 1.3: the node checks our certificate after our side of the TLS
+                # handshake is done, and its refusal arrives as the first read fails
+                self._error = describe_ssl_error(self.peer_name, exc, stage="after TLS")
             self.ready.set_exception(self._error or self.session.connection_lost())
             return
         error = self._error or NodeDown(

@@ -127,6 +127,13 @@ class PacketReader:
         self._big, self._big_filled, self._big_size = big, have, length
         return None
 
+    def peek(self, n: int) -> bytes:
+        """Up to ``n`` of the bytes received but not yet cut into packets (before a big
+        packet's own buffer takes them)."""
+        if self._big is not None or self._ready is not None:
+            return b""
+        return bytes(self._buf[self._start : min(self._end, self._start + n)])
+
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as packets."""

@@ -1,7 +1,9 @@
 """The client side of the distribution handshake (version 6, OTP 23+), as a state machine.
 
-Fed whole handshake packets (the 2-byte length already stripped) and returning the packets
-to send, it never touches a socket; ``connection.py`` drives it. Rules follow OTP's
+Fed whole handshake packets (the length already stripped) and returning the packets to send,
+it never touches a socket; ``connection.py`` drives it. Handshake packets carry a 2-byte
+length over TCP, and a 4-byte one over TLS (``inet_tls_dist`` runs its socket with
+``{packet, 4}`` from the start). Rules follow OTP's
 ``dist_util.erl``: send_name ``'N'``, status, challenge ``'N'``, challenge reply, challenge ack,
 and the peer's digest is checked (mutual authentication).
 
@@ -35,8 +37,10 @@ def new_creation() -> int:
     return secrets.randbelow(0xFFFFFFFF - 4) + 4
 
 
-def frame(packet: bytes) -> bytes:
-    """A handshake packet with its 2-byte length prefix."""
+def frame(packet: bytes, length_bytes: int = 2) -> bytes:
+    """A handshake packet with its length prefix (2 bytes; 4 over TLS)."""
+    if length_bytes == 4:
+        return struct.pack(">I", len(packet)) + packet
     return struct.pack(">H", len(packet)) + packet
 
 
@@ -81,7 +85,11 @@ class ClientHandshake:
         creation: int,
         flags: int = F.OUR_FLAGS,
         challenge: int | None = None,
+        length_bytes: int = 2,
     ) -> None:
+        if length_bytes not in (2, 4):
+            raise ValueError(f"handshake packets have 2- or 4-byte lengths, not {length_bytes}")
+        self.length_bytes = length_bytes
         self.our_name = our_name
         self.peer_name = peer_name
         self._cookie = cookie
@@ -97,7 +105,8 @@ class ClientHandshake:
     def start(self) -> bytes:
         """The framed send_name packet."""
         name = self.our_name.encode("utf-8")
-        return frame(b"N" + struct.pack(">QIH", self.flags, self.creation, len(name)) + name)
+        packet = b"N" + struct.pack(">QIH", self.flags, self.creation, len(name)) + name
+        return frame(packet, self.length_bytes)
 
     def packet_received(self, packet: bytes | bytearray | memoryview) -> bytes | None:
         """Handle one packet; return the framed reply to send, if any."""
@@ -149,7 +158,7 @@ class ClientHandshake:
             # The peer still holds a connection under our name (an earlier run of ours that it
             # has not noticed is gone); "true" tells it to drop that one and go on with us.
             self.state = State.AWAIT_CHALLENGE
-            return frame(b"strue")
+            return frame(b"strue", self.length_bytes)
         if status == b"not_allowed":
             raise NodeUnreachable(
                 f"{self.peer_name} does not allow our connection (not_allowed): it needs "
@@ -185,7 +194,7 @@ class ClientHandshake:
         with _awaiting_lock:
             _awaiting_ack.add(self)
         self.state = State.AWAIT_ACK
-        return frame(reply)
+        return frame(reply, self.length_bytes)
 
     def _on_ack(self, packet: bytes) -> None:
         if packet[:1] != b"a" or len(packet) != 17:

@@ -20,6 +20,7 @@ import asyncio
 import enum
 import logging
 import os
+import ssl
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -44,6 +45,7 @@ from pyrlang_zarr.erldist.peers import Peers
 from pyrlang_zarr.erldist.processes import Process, Processes
 from pyrlang_zarr.erldist.services import NAMES as SERVICE_NAMES
 from pyrlang_zarr.erldist.services import Services
+from pyrlang_zarr.erldist.tls import TlsConfig, resolve_tls
 from pyrlang_zarr.errors import NodeDown, NodeUnreachable, RpcTimeout
 from pyrlang_zarr.term import Atom, Pid, Reference, encode_parts
 
@@ -124,6 +126,14 @@ class Node:
     where EPMD listens on the peers' hosts (default ``$ERL_EPMD_PORT``, else 4369). With
     ``dist_port`` (default ``$ERL_DIST_PORT``) no EPMD is asked at all: every peer listens
     on that port, as with ``erl -erl_epmd_port Port -start_epmd false``.
+
+    ``tls`` joins clusters running TLS distribution (``-proto_dist inet_tls``): a
+    :class:`~pyrlang_zarr.erldist.tls.TlsConfig` (certificate, key and CA files), the
+    path of the cluster's ``ssl_dist_optfile``, or an ``ssl.SSLContext``. ``None`` (the
+    default) reads ``$PYRLANG_ZARR_SSL_DIST_OPTFILE`` if it is set, else speaks plain TCP;
+    ``False`` always speaks plain TCP. EPMD stays plain, as in OTP. The node's certificate
+    must chain to the CA and name the host part of the node name, as OTP's own client checks
+    (see ``tls.py``); the cookie is checked inside TLS as ever.
     """
 
     def __init__(
@@ -137,9 +147,12 @@ class Node:
         liveness_timeout: float = 10.0,
         epmd_port: int | None = None,
         dist_port: int | None = None,
+        tls: TlsConfig | ssl.SSLContext | str | os.PathLike[str] | bool | None = None,
     ) -> None:
         if name is not None:
             split_node_name(name)
+        # read now: a missing or bad certificate fails here, before anything is sent
+        self._tls = resolve_tls(tls)
         self._settings = Settings()
         self.rpc_timeout = rpc_timeout
         self.connect_timeout = connect_timeout
@@ -224,6 +237,7 @@ class Node:
             on_message=_weakly(self, Node._on_message),
             on_down=_weakly(self, Node._on_down),
             views_for=lambda pid: calls.is_reply_to(pid),
+            tls=self._tls,
         )
         calls = self._calls = Calls(identity, handoff, peers, settings)
         self._processes = Processes(self, identity, self._signal, reserved=SERVICE_NAMES)
@@ -233,7 +247,13 @@ class Node:
         rt.closed = False
 
     def __repr__(self) -> str:  # never the cookie
-        return f"<Node {self.name or '(unnamed)'} peers={sorted(self._peers)}>"
+        tls = "" if self._tls is None else " tls"
+        return f"<Node {self.name or '(unnamed)'}{tls} peers={sorted(self._peers)}>"
+
+    @property
+    def tls(self) -> TlsConfig | ssl.SSLContext | None:
+        """What the node's connections speak TLS with (``None``: plain TCP)."""
+        return self._tls
 
     # -- identity -------------------------------------------------------------------------
     @property

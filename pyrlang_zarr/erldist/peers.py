@@ -14,7 +14,10 @@ timeout, not one per call it makes in a row (a client discovering replicas, then
 Fast failures (refused, not registered) are never held: trying again is cheap.
 
 The port comes from EPMD on the peer's host (at ``epmd_port``, ``$ERL_EPMD_PORT``), or, with
-``dist_port`` set, is that port with no EPMD at all (``erl -erl_epmd_port``).
+``dist_port`` set, is that port with no EPMD at all (``erl -erl_epmd_port``). With TLS
+(``inet_tls_dist``, see ``tls.py``) EPMD stays plain; the TCP connection to the port is
+wrapped in TLS (the node's certificate checked, ours shown) before the distribution
+handshake, which then runs inside TLS with its cookie check as ever.
 Everything here runs on the IO loop.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -33,6 +37,8 @@ from pyrlang_zarr.erldist.handoff import Handoff, Pending
 from pyrlang_zarr.erldist.handshake import ClientHandshake
 from pyrlang_zarr.erldist.identity import Identity, is_long_host, split_node_name
 from pyrlang_zarr.erldist.session import Session
+from pyrlang_zarr.erldist.tls import TlsConfig, context_of, describe_ssl_error
+from pyrlang_zarr.erldist.tls import server_name as tls_server_name
 from pyrlang_zarr.errors import HandshakeTimeout, NodeDown, NodeUnreachable, ProtocolError
 from pyrlang_zarr.term import Pid
 
@@ -78,9 +84,12 @@ class Peers:
         on_message: MessageHandler,
         on_down: DownHandler,
         views_for: Callable[[Pid], bool],
+        tls: TlsConfig | ssl.SSLContext | None = None,
     ) -> None:
         self._identity = identity
         self._cookie = cookie
+        self._tls = tls
+        self._ssl_context = None if tls is None else context_of(tls)
         self._settings = settings
         self._handoff = handoff
         self._on_message = on_message
@@ -189,17 +198,33 @@ class Peers:
                 stage = "connecting" + ("" if settings.dist_port is None else f" to port {port}")
                 sock = await _tcp_connect(host, port)
                 our = self._identity.ensure_name(is_long_host(host), host)
-                hs = ClientHandshake(our, name, self._cookie, creation=self._identity.creation)
+                tls = self._tls
+                hs = ClientHandshake(
+                    our,
+                    name,
+                    self._cookie,
+                    creation=self._identity.creation,
+                    length_bytes=2 if tls is None else 4,  # inet_tls_dist: {packet, 4}
+                )
                 session = Session(
                     hs, tick_time=settings.tick_time, views_for=self._views_for, now=loop.time()
                 )
+                stage = "in the handshake" if tls is None else "in the TLS handshake"
+                try:
+                    transport, conn = await loop.create_connection(
+                        lambda: DistConnection(
+                            session, self._on_message, self._lost, on_received=self._handoff.flush
+                        ),
+                        sock=sock,
+                        ssl=self._ssl_context,
+                        server_hostname=None if tls is None else tls_server_name(tls, host),
+                        ssl_handshake_timeout=None if tls is None else limit + 1.0,
+                    )
+                except (ssl.SSLError, ConnectionError) as exc:
+                    if tls is None:
+                        raise
+                    raise describe_ssl_error(name, exc, stage="in the TLS handshake") from None
                 stage = "in the handshake"
-                transport, conn = await loop.create_connection(
-                    lambda: DistConnection(
-                        session, self._on_message, self._lost, on_received=self._handoff.flush
-                    ),
-                    sock=sock,
-                )
                 await conn.ready
         except TimeoutError:
             _abort(transport)
@@ -208,6 +233,12 @@ class Peers:
                 raise HandshakeTimeout(
                     f"{name} accepted the connection but did not finish the handshake within "
                     f"{limit} s"
+                ) from None
+            if stage == "in the TLS handshake":
+                raise HandshakeTimeout(
+                    f"{name} accepted the connection but did not finish the TLS handshake "
+                    f"within {limit} s (a node without TLS distribution waits in silence: is "
+                    "it started with -proto_dist inet_tls?)"
                 ) from None
             raise NodeUnreachable(f"timed out {stage} for {name} (within {limit} s)") from None
         except BaseException:

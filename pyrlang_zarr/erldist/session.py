@@ -18,6 +18,7 @@ from typing import Any, TypeAlias
 from pyrlang_zarr.erldist import control as C
 from pyrlang_zarr.erldist.framing import PacketReader
 from pyrlang_zarr.erldist.handshake import ClientHandshake, Peer, State
+from pyrlang_zarr.erldist.tls import TLS_RECORD_STARTS, plain_refused
 from pyrlang_zarr.errors import (
     AuthenticationError,
     DecodeError,
@@ -95,10 +96,11 @@ class Session:
         self.tick_time = tick_time
         self.views_for = views_for
         self.last_recv = now  # the clock value when bytes last arrived
-        self._reader = PacketReader(2)
+        self._reader = PacketReader(handshake.length_bytes)
         self._connected = False
         self._sent_since_tick = False
         self._error: Exception | None = None
+        self._first_bytes_seen = False
 
     def __repr__(self) -> str:
         return f"<Session {self.handshake!r}>"
@@ -135,6 +137,8 @@ class Session:
         if self._error is not None:
             raise self._error
         try:
+            if not self._first_bytes_seen:
+                self._check_first_bytes()
             while (packet := self._reader.next_packet()) is not None:
                 if self._connected:
                     return self._packet(packet)
@@ -142,7 +146,7 @@ class Session:
                 if event is not None:
                     return event
             return None
-        except (ProtocolError, AuthenticationError, NodeUnreachable) as exc:
+        except (ProtocolError, AuthenticationError, NodeUnreachable) as exc:  # TlsError too
             self._error = exc
             raise
         except Exception as exc:  # DecodeError, or worse: the peer's bytes, not our bug
@@ -151,7 +155,19 @@ class Session:
 
     def connection_lost(self) -> Exception:
         """What a closed socket means before the handshake finished."""
+        if not self._first_bytes_seen and self._reader.peek(2)[:1] in (b"\x15", b"\x16"):
+            return plain_refused(self.peer_name)  # a TLS record cut short
         return self.handshake.connection_lost()
+
+    def _check_first_bytes(self) -> None:
+        """A TLS node answers a plain handshake with a TLS record (an alert): say that it
+        wants TLS, rather than wait for a 5 kB status packet that never comes."""
+        head = self._reader.peek(2)
+        if len(head) < 2:
+            return
+        self._first_bytes_seen = True
+        if head in TLS_RECORD_STARTS:
+            raise plain_refused(self.peer_name)
 
     def _handshake_packet(self, packet: memoryview | bytearray) -> Event | None:
         hs = self.handshake
