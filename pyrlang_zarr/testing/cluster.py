@@ -4,6 +4,13 @@ The nodes are plain ``erl`` processes that never run any of our protocol code, s
 check the library against an Erlang side it did not set up itself. Readiness is read from
 each node's log and checks from the Erlang side go through a throwaway ``erl`` node
 (:meth:`LocalCluster.erl_eval`), so a bug in the library cannot hide a bug in the cluster.
+
+The cookie is never on a command line (``/proc/PID/cmdline`` is readable by every local
+user): each ``erl`` gets a ``HOME`` of its own under the cluster's directory, holding an
+owner-only ``.erlang.cookie``, which ``erl`` reads as it always does. With ``tls=True`` the
+nodes (and the helper) run TLS distribution, ``-proto_dist inet_tls -ssl_dist_optfile F``,
+with a CA and certificates made for the cluster in ``base_dir/tls``
+(:mod:`pyrlang_zarr.testing.certs`, needs ``cryptography``).
 """
 
 from __future__ import annotations
@@ -23,7 +30,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
+
+if TYPE_CHECKING:
+    from pyrlang_zarr.erldist.tls import TlsConfig
+    from pyrlang_zarr.testing.certs import CA
 
 __all__ = ["ErlNode", "LocalCluster"]
 
@@ -168,9 +179,15 @@ class ErlCluster:
         ram_only: bool,
         extra_args: Sequence[str],
         ticktime: int | None,
+        tls: bool = False,
     ) -> None:
         if isinstance(extra_args, str):
             raise TypeError("extra_args must be a sequence of arguments, not one string")
+        self.tls = bool(tls)
+        self.ca: CA | None = None  # with tls: the cluster's CA (issue more certificates)
+        self.client_tls: TlsConfig | None = None  # with tls: a client certificate's settings
+        self.client_optfile: Path | None = None  # with tls: the same as an optfile
+        self._optfiles: dict[str, Path] = {}
         self.n = n
         self.cookie = cookie if cookie is not None else secrets.token_hex(16)
         self.prefix = prefix if prefix is not None else "pz" + secrets.token_hex(3)
@@ -195,6 +212,8 @@ class ErlCluster:
         self._nodes = []
         try:
             self._open(self._nodes)
+            if self.tls:
+                self._make_pki()
             self._nodes.extend(self._make_node(i) for i in range(self.n))
             for node in self._nodes:
                 node.launch()
@@ -351,6 +370,48 @@ class ErlCluster:
     def _ticktime_args(self) -> list[str]:
         return [] if self.ticktime is None else ["-kernel", "net_ticktime", str(self.ticktime)]
 
+    def _home(self, directory: Path) -> Path:
+        """``directory``, made a home holding the cluster's cookie as ``.erlang.cookie``
+        (owner-only, as erl requires): how every erl of the cluster gets the cookie, never
+        on its command line."""
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / ".erlang.cookie"
+        if path.exists():
+            path.chmod(0o600)
+            path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.cookie)
+        return directory
+
+    def _make_pki(self) -> None:
+        """A CA and certificates for TLS distribution under ``base_dir/tls``: one per node
+        (naming its host), one for the erl_eval helper, one for Python clients."""
+        from pyrlang_zarr.erldist.tls import TlsConfig
+        from pyrlang_zarr.testing.certs import CA, write_optfile
+
+        assert self.base_dir is not None
+        tls_dir = self.base_dir / "tls"
+        ca = self.ca = CA(tls_dir)
+        hosts = sorted({h for i in range(self.n) for h in self._hosts_of(i)})
+        server = ca.issue("nodes", hosts=hosts)
+        self._optfiles["node"] = write_optfile(tls_dir / "node.optfile", server, ca.cafile)
+        client = ca.issue("client")
+        self.client_optfile = write_optfile(
+            tls_dir / "client.optfile", client, ca.cafile, server=False
+        )
+        self.client_tls = TlsConfig(str(client.certfile), str(client.keyfile), str(ca.cafile))
+
+    def _hosts_of(self, i: int) -> list[str]:
+        """Names node ``i``'s certificate must give (OTP's client checks the host part of
+        the node name; Python's does too)."""
+        return ["localhost", "127.0.0.1"]
+
+    def _tls_args(self) -> list[str]:
+        if not self.tls:
+            return []
+        return ["-proto_dist", "inet_tls", "-ssl_dist_optfile", str(self._optfiles["node"])]
+
     def _erl_node(self, name: str, sname: str, wrapper: Sequence[str] = ()) -> ErlNode:
         """Node ``name`` with its own dir under ``base_dir``, started as ``erl -sname sname``.
 
@@ -365,8 +426,7 @@ class ErlCluster:
             *wrapper,
             self._erl,
             *self._dist_args(sname),
-            "-setcookie",
-            self.cookie,
+            *self._tls_args(),
             "-noinput",
             "-connect_all",
             "true",
@@ -384,6 +444,7 @@ class ErlCluster:
         env = {
             **os.environ,
             **self._extra_env(),
+            "HOME": str(self._home(node_dir / "home")),
             "ERL_CRASH_DUMP": str(node_dir / "erl_crash.dump"),
         }
         return ErlNode(
@@ -406,17 +467,21 @@ class ErlCluster:
             *wrapper,
             self._erl,
             *self._helper_dist_args(f"pzeval-{secrets.token_hex(4)}"),
-            "-setcookie",
-            self.cookie,
+            *self._tls_args(),
             "-noinput",
             *SMALL_MACHINE_FLAGS,
             *self._ticktime_args(),
             "-eval",
             _HELPER_EVAL,
         ]
+        assert self.base_dir is not None
+        home = self.base_dir / "helper-home"
+        if not (home / ".erlang.cookie").exists():
+            self._home(home)
         env = {
             **os.environ,
             **self._extra_env(),
+            "HOME": str(home),
             "PZ_EVAL_EXPR": text.encode().hex(),
             "PZ_EVAL_TARGET": target,
             "PZ_EVAL_TIMEOUT_MS": str(int(timeout * 1000)),
@@ -473,6 +538,11 @@ class LocalCluster(ErlCluster):
     address such as ``127.0.0.1``, or a dotted host name that resolves here). ``env`` adds
     environment variables to every ``erl`` (say ``ERL_EPMD_PORT``). ``dist_port`` runs the
     (single) node without EPMD, listening on that port: ``-start_epmd false -erl_epmd_port``.
+
+    ``tls=True`` runs TLS distribution (``-proto_dist inet_tls -ssl_dist_optfile``, peers
+    verified both ways, a client without a certificate refused) with certificates made in
+    ``base_dir/tls``: ``ca`` issues more, ``client_tls`` (a ``TlsConfig``) and
+    ``client_optfile`` are a client certificate's settings for ``Node(tls=...)``.
     """
 
     def __init__(
@@ -488,12 +558,13 @@ class LocalCluster(ErlCluster):
         long_host: str | None = None,
         env: Mapping[str, str] | None = None,
         dist_port: int | None = None,
+        tls: bool = False,
     ) -> None:
         if n < 1:
             raise ValueError(f"a cluster needs at least one node, got n={n}")
         if dist_port is not None and n != 1:
             raise ValueError("with dist_port every node listens on that port: n must be 1")
-        super().__init__(n, cookie, prefix, ram_only, extra_args, ticktime)
+        super().__init__(n, cookie, prefix, ram_only, extra_args, ticktime, tls)
         # Erlang's short-name host part; checked against the real node names at start.
         self.host = long_host or socket.gethostname().split(".")[0]
         self.long_host = long_host
@@ -531,7 +602,12 @@ class LocalCluster(ErlCluster):
         return _epmd_names(self._epmd)
 
     def _repr_detail(self) -> str:
-        return f"host={self.host}"
+        return f"host={self.host}" + (" tls" if self.tls else "")
+
+    def _hosts_of(self, i: int) -> list[str]:
+        full = socket.gethostname()
+        names = [self.host, full, full.split(".")[0], *super()._hosts_of(i)]
+        return names if self.long_host is None else [self.long_host, *names]
 
     def _no_epmd_args(self) -> list[str]:
         if self.dist_port is None:

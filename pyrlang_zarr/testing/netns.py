@@ -180,7 +180,8 @@ class NetnsCluster(ErlCluster):
     the :meth:`erl_eval` helpers); ``extra_args`` are appended to every node's ``erl``
     command line (e.g. ``["-kernel", "net_setuptime", "2"]``). Usable as ``with`` or
     ``async with``; everything is removed on exit, on garbage collection and at interpreter
-    exit, and a node whose Python parent dies stops when its stdin closes.
+    exit, and a node whose Python parent dies stops when its stdin closes. ``tls=True``
+    runs TLS distribution as :class:`~pyrlang_zarr.testing.cluster.LocalCluster` does.
     """
 
     def __init__(
@@ -192,10 +193,11 @@ class NetnsCluster(ErlCluster):
         *,
         ram_only: bool = False,
         extra_args: Sequence[str] = (),
+        tls: bool = False,
     ) -> None:
         if not 1 <= n <= _MAX_HOSTS:
             raise ValueError(f"n must be between 1 and {_MAX_HOSTS}, got n={n}")
-        super().__init__(n, cookie, prefix, ram_only, extra_args, ticktime)
+        super().__init__(n, cookie, prefix, ram_only, extra_args, ticktime, tls)
         if prefix is not None and not _PREFIX_RE.match(prefix):
             raise ValueError(
                 f"bad prefix {prefix!r}: up to 31 letters, digits, '_' or '.', not starting "
@@ -397,6 +399,9 @@ class NetnsCluster(ErlCluster):
 
     def _repr_detail(self) -> str:
         return self.subnet
+
+    def _hosts_of(self, i: int) -> list[str]:
+        return [self.hosts[i], self.addresses[self.hosts[i]], *super()._hosts_of(i)]
 
 
 def _run(argv: Sequence[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
