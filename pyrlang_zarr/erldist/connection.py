@@ -114,7 +114,9 @@ class DistConnection(asyncio.BufferedProtocol):
             if self._error is None and isinstance(exc, ssl.SSLError):
                 # TLS 1.3: the node checks our certificate after our side of the TLS
                 # handshake is done, and its refusal arrives as the first read fails
-                self._error = describe_ssl_error(self.peer_name, exc, stage="after TLS")
+                self._error = describe_ssl_error(
+                    self.peer_name, exc, stage="after the TLS handshake"
+                )
             self.ready.set_exception(self._error or self.session.connection_lost())
             return
         error = self._error or NodeDown(

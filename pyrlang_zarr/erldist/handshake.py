@@ -141,9 +141,13 @@ class ClientHandshake:
                 "our digest, so the cookie is wrong for that node"
             )
         if self.state is State.AWAIT_STATUS:
+            tls = ""
+            if self.length_bytes == 4:  # inside TLS: a TLS 1.3 refusal may come as this
+                tls = "; or it refused our TLS certificate after the TLS handshake"
             return NodeUnreachable(
                 f"{self.peer_name} closed the connection before accepting our name "
-                f"{self.our_name!r} (short vs long node names must match the cluster's form)"
+                f"{self.our_name!r} (short vs long node names must match the cluster's "
+                f"form{tls})"
             )
         return NodeUnreachable(f"{self.peer_name} closed the connection during the handshake")
 

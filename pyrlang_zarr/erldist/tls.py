@@ -234,9 +234,10 @@ def describe_ssl_error(peer: str, exc: BaseException, *, stage: str) -> TlsError
                 "distribution; connect without tls"
             )
         return TlsError(f"TLS with {peer} failed {stage}: {exc.reason or exc}")
+    why = str(exc) or type(exc).__name__
     return TlsError(
-        f"{peer} closed the connection {stage} ({exc or 'no reason given'}): it refused our "
-        "TLS connection, or does not run TLS distribution"
+        f"{peer} closed the connection {stage} ({why}): it refused our TLS connection, or "
+        "does not run TLS distribution"
     )
 
 
