@@ -1,23 +1,34 @@
 """Plain zarr (its synchronous API) on a MnesiaStore: groups, attributes, any codec.
 
-python examples/plain_zarr.py                       # starts a local Erlang node
+python examples/plain_zarr.py [--tls]               # starts a local Erlang node
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
 import pyrlang_zarr as pz
+from pyrlang_zarr.erldist.tls import OPTFILE_ENV
 from pyrlang_zarr.testing.cluster import LocalCluster
 
 
 def main() -> None:
-    with LocalCluster(n=1) as cluster:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tls", action="store_true", help="TLS distribution (certificates made)")
+    args = parser.parse_args()
+    with LocalCluster(n=1, tls=args.tls) as cluster:
         node, cookie = cluster.nodes[0], cluster.cookie
+        # the stores' node finds the TLS settings here (as erl finds them in ERL_FLAGS)
+        if cluster.client_optfile is not None:
+            os.environ[OPTFILE_ENV] = str(cluster.client_optfile)
+        else:
+            os.environ.pop(OPTFILE_ENV, None)
         # nodes=[...]: the store sets Mnesia and the table up on them when it opens
         store = pz.MnesiaStore(array_id="survey", node=node, cookie=cookie, nodes=[node])
         root = zarr.open_group(store, mode="w")

@@ -1,8 +1,12 @@
 """A replicated array on a 3-node cluster: written through one node, read through another,
 and still readable when the node it was written through is gone.
 
-    python examples/replicated.py                       # starts 3 local Erlang nodes
+    python examples/replicated.py [--tls]               # starts 3 local Erlang nodes
     python examples/replicated.py --nodes a@h b@h c@h [--overwrite]
+        [--cookie-file FILE] [--tls-optfile FILE]     # an existing cluster (TLS: its optfile)
+
+The cookie comes from ``--cookie-file``, ``ERLANG_COOKIE`` or ``~/.erlang.cookie``, never
+from the command line.
 
 An existing ``shared_array`` is left alone unless ``--overwrite`` is given.
 """
@@ -12,13 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 
 import numpy as np
 from zarr.errors import ContainsArrayError
 
 import pyrlang_zarr as pz
+from pyrlang_zarr.erldist.tls import OPTFILE_ENV
 from pyrlang_zarr.testing.cluster import LocalCluster
+from pyrlang_zarr.url import read_cookie_file
 
 
 async def replicated(
@@ -54,7 +61,19 @@ async def replicated(
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", nargs=3, help="three Erlang nodes of an existing cluster")
-    parser.add_argument("--cookie", help="default: ERLANG_COOKIE or ~/.erlang.cookie")
+    parser.add_argument(
+        "--cookie-file",
+        metavar="FILE",
+        help="file holding the cookie, mode 400 (default: ERLANG_COOKIE or ~/.erlang.cookie)",
+    )
+    parser.add_argument(
+        "--tls-optfile",
+        metavar="FILE",
+        help="the cluster runs TLS distribution: its ssl_dist_optfile (or a client's)",
+    )
+    parser.add_argument(
+        "--tls", action="store_true", help="start the local nodes with TLS distribution"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing shared_array")
     return parser
 
@@ -63,11 +82,20 @@ def main() -> None:
     args = make_parser().parse_args()
     with contextlib.ExitStack() as stack:
         cluster = None
+        cookie: str | None
         if args.nodes is None:
-            cluster = stack.enter_context(LocalCluster(n=3))
+            cluster = stack.enter_context(LocalCluster(n=3, tls=args.tls))
             nodes, cookie = cluster.nodes, cluster.cookie
+            optfile = cluster.client_optfile
         else:
-            nodes, cookie = args.nodes, args.cookie
+            nodes = args.nodes
+            cookie = read_cookie_file(args.cookie_file) if args.cookie_file else None
+            optfile = args.tls_optfile
+        # the library finds TLS settings here, as its nodes' erl find theirs in ERL_FLAGS
+        if optfile is not None:
+            os.environ[OPTFILE_ENV] = str(optfile)
+        else:
+            os.environ.pop(OPTFILE_ENV, None)
         try:
             asyncio.run(replicated(nodes, cookie, cluster, args.overwrite))
         except ContainsArrayError:

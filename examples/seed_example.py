@@ -2,12 +2,13 @@
 
 Creates ``experiment_001`` (1000x1000 float64, 100x100 chunks) in Mnesia, writes a block,
 reads it back. Against an existing cluster pass ``--node`` (the cookie comes from
-``--cookie``, ``ERLANG_COOKIE`` or ``~/.erlang.cookie``); without it the example starts a
-local Erlang node of its own and stops it afterwards. An existing ``experiment_001`` is left
-alone unless ``--overwrite`` is given.
+``--cookie-file``, ``ERLANG_COOKIE`` or ``~/.erlang.cookie``, never from the command line;
+``--tls-optfile`` for a cluster running TLS distribution); without it the example starts a
+local Erlang node of its own (``--tls``: with TLS distribution) and stops it afterwards. An
+existing ``experiment_001`` is left alone unless ``--overwrite`` is given.
 
-    python examples/seed_example.py
-    python examples/seed_example.py --node node1@host [--overwrite]
+    python examples/seed_example.py [--tls]
+    python examples/seed_example.py --node node1@host [--cookie-file F] [--tls-optfile F]
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 
 import numpy as np
 from zarr.errors import ContainsArrayError
 
 import pyrlang_zarr as pz
+from pyrlang_zarr.erldist.tls import OPTFILE_ENV
 from pyrlang_zarr.testing.cluster import LocalCluster
+from pyrlang_zarr.url import read_cookie_file
 
 
 async def seed_example(node: str, cookie: str | None, overwrite: bool = False) -> None:
@@ -52,21 +56,46 @@ async def seed_example(node: str, cookie: str | None, overwrite: bool = False) -
     )
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--node", help="an Erlang node of an existing cluster (name@host)")
-    parser.add_argument("--cookie", help="its cookie (default: ERLANG_COOKIE or ~/.erlang.cookie)")
+    parser.add_argument(
+        "--cookie-file",
+        metavar="FILE",
+        help="file holding its cookie, mode 400 (default: ERLANG_COOKIE or ~/.erlang.cookie)",
+    )
+    parser.add_argument(
+        "--tls-optfile",
+        metavar="FILE",
+        help="the cluster runs TLS distribution: its ssl_dist_optfile (or a client's)",
+    )
+    parser.add_argument(
+        "--tls", action="store_true", help="start the local node with TLS distribution"
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing experiment_001"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = make_parser().parse_args()
     with contextlib.ExitStack() as stack:
+        cookie: str | None
         if args.node is None:
-            cluster = stack.enter_context(LocalCluster(n=1))
-            print(f"started a local Erlang node: {cluster.nodes[0]}")
+            cluster = stack.enter_context(LocalCluster(n=1, tls=args.tls))
+            print(f"started a local Erlang node: {cluster.nodes[0]}" + (" (TLS)" * args.tls))
             node, cookie = cluster.nodes[0], cluster.cookie
+            optfile = cluster.client_optfile
         else:
-            node, cookie = args.node, args.cookie
+            node = args.node
+            cookie = read_cookie_file(args.cookie_file) if args.cookie_file else None
+            optfile = args.tls_optfile
+        # the library finds TLS settings here, as its nodes' erl find theirs in ERL_FLAGS
+        if optfile is not None:
+            os.environ[OPTFILE_ENV] = str(optfile)
+        else:
+            os.environ.pop(OPTFILE_ENV, None)
         try:
             asyncio.run(seed_example(node, cookie, args.overwrite))
         except ContainsArrayError:
