@@ -12,6 +12,8 @@
 URLs are ``mnesia://NODE/TABLE/ARRAY_ID`` (see :mod:`pyrlang_zarr.url`). The cookie comes from
 ``--cookie-file``, else ``ERLANG_COOKIE``/``RELEASE_COOKIE``, else the local cluster's when
 NODE is one of its nodes, else ``~/.erlang.cookie``; never from the command line itself.
+For a cluster running TLS distribution, ``--tls-optfile FILE`` (its ``ssl_dist_optfile``,
+or a client's) in every command that connects, or ``$PYRLANG_ZARR_SSL_DIST_OPTFILE``.
 """
 
 from __future__ import annotations
@@ -42,11 +44,18 @@ def _version() -> str:
 
 
 # -- the demo --------------------------------------------------------------------------------
-async def demo(n: int) -> int:
+async def demo(n: int, tls: bool = False) -> int:
+    from pyrlang_zarr.erldist.tls import OPTFILE_ENV
     from pyrlang_zarr.testing.cluster import LocalCluster
 
-    with LocalCluster(n=n) as cluster:
-        print(f"started {n} Erlang nodes: {', '.join(cluster.nodes)}")
+    with LocalCluster(n=n, tls=tls) as cluster:
+        how = " (TLS distribution)" if tls else ""
+        print(f"started {n} Erlang nodes{how}: {', '.join(cluster.nodes)}")
+        # the library's nodes find the cluster's TLS settings (or none) in the environment
+        if cluster.client_optfile is not None:
+            os.environ[OPTFILE_ENV] = str(cluster.client_optfile)
+        else:
+            os.environ.pop(OPTFILE_ENV, None)
         t0 = time.perf_counter()
         arr = await pz.create(
             array_id="experiment_001",
@@ -98,6 +107,18 @@ def _cookie(args: argparse.Namespace, node: str | None) -> str | None:
     if node is not None:
         return devcluster.cookie_for(node, _cluster_dir(args))
     return None
+
+
+def _use_tls_optfile(path: str | None) -> None:
+    """``--tls-optfile``: read now (a bad file is an error before anything connects), then
+    left where every node of this process finds it (admin, doctor, stores all make theirs
+    with ``tls=None``)."""
+    if not path:
+        return
+    from pyrlang_zarr.erldist.tls import OPTFILE_ENV, read_optfile
+
+    read_optfile(path).context()
+    os.environ[OPTFILE_ENV] = str(Path(path).expanduser().absolute())
 
 
 def _mnesia_node(spec: str) -> str | None:
@@ -318,6 +339,12 @@ def _parser() -> argparse.ArgumentParser:
 
     cookie = argparse.ArgumentParser(add_help=False)
     cookie.add_argument("--cookie-file", metavar="FILE", help="file holding the cookie (mode 400)")
+    cookie.add_argument(
+        "--tls-optfile",
+        metavar="FILE",
+        help="the cluster runs TLS distribution (-proto_dist inet_tls): its ssl_dist_optfile, "
+        "or a client's (default: $PYRLANG_ZARR_SSL_DIST_OPTFILE)",
+    )
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument(
         "--dir",
@@ -328,6 +355,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the main job on a local cluster it starts")
     p.add_argument("--nodes", type=int, default=3, help="how many Erlang nodes (default 3)")
+    p.add_argument(
+        "--tls", action="store_true", help="the nodes run TLS distribution (needs cryptography)"
+    )
     p.set_defaults(func=None)
 
     p = sub.add_parser("cluster", help="local Erlang nodes that keep running: up, status, down")
@@ -405,12 +435,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         if args.nodes < 1:
             parser.error("--nodes must be at least 1")
-        return asyncio.run(demo(args.nodes))
+        return asyncio.run(demo(args.nodes, args.tls))
     if getattr(args, "jobs", 1) < 1:
         parser.error("--jobs must be at least 1")
     from pyrlang_zarr.devcluster import ClusterError
 
     try:
+        _use_tls_optfile(getattr(args, "tls_optfile", None))
         code: int = asyncio.run(args.func(args))
         return code
     except KeyboardInterrupt:

@@ -317,7 +317,7 @@ async def up(
 
 
 async def _setup(state: ClusterState) -> TableInfo:
-    async with pz.Node(cookie=state.cookie()) as node:
+    async with pz.Node(cookie=state.cookie(), tls=False) as node:  # its nodes speak plain TCP
         return await ensure_table(node, state.names, state.table, ram_copies=state.ram_copies)
 
 
@@ -342,7 +342,9 @@ async def status(directory: Path | None = None) -> tuple[ClusterState, list[Node
     if state is None:
         raise ClusterError(f"no cluster recorded in {base}: `pyrlang-zarr cluster up` starts one")
     out = []
-    async with pz.Node(cookie=state.cookie(), connect_timeout=5.0, rpc_timeout=5.0) as node:
+    async with pz.Node(
+        cookie=state.cookie(), connect_timeout=5.0, rpc_timeout=5.0, tls=False
+    ) as node:
         for x in state.nodes:
             alive = _alive(x.pid, x.name.partition("@")[0])
             if not alive:
