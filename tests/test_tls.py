@@ -17,6 +17,8 @@ import os
 import pickle
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -505,3 +507,45 @@ async def test_tls_client_to_a_plain_node_says_what_to_check(
     async with Node(cookie=cluster.cookie, tls=tls, connect_timeout=2) as node:
         with pytest.raises((HandshakeTimeout, TlsError), match=r"inet_tls|TLS"):
             await node.rpc(cluster.nodes[0], "erlang", "node", [])
+
+
+# -- the command line and the examples ---------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_python(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("ERLANG_COOKIE", OPTFILE_ENV)}
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**base, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.erlang
+def test_cli_takes_tls_optfile(tls_cluster: LocalCluster, tmp_path: Path) -> None:
+    cookie = tmp_path / "cookie"
+    cookie.write_text(tls_cluster.cookie)
+    cookie.chmod(0o400)
+    node, optfile = tls_cluster.nodes[0], str(tls_cluster.client_optfile)
+    ping = ["-m", "pyrlang_zarr", "ping", node, "--cookie-file", str(cookie)]
+    done = run_python(*ping, "--tls-optfile", optfile)
+    assert "cookie accepted; connected as" in done.stdout, done.stdout + done.stderr
+    plain = run_python(*ping)
+    assert plain.returncode == 1 and "wants TLS distribution" in plain.stdout
+    missing = run_python(*ping, "--tls-optfile", str(tmp_path / "none.optfile"))
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+@pytest.mark.erlang
+@pytest.mark.slow
+def test_demo_and_example_over_tls() -> None:
+    demo = run_python("-m", "pyrlang_zarr", "demo", "--tls", "--nodes", "2")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "(TLS distribution)" in demo.stdout and demo.stdout.strip().endswith("done")
+    seed = run_python("examples/seed_example.py", "--tls")
+    assert seed.returncode == 0 and "sum = 49995000" in seed.stdout, seed.stderr

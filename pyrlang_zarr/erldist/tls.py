@@ -245,8 +245,9 @@ def plain_refused(peer: str) -> TlsError:
     """A TLS node answered our plain distribution handshake with a TLS record."""
     return TlsError(
         f"{peer} wants TLS distribution (it answered our plain handshake with a TLS record: "
-        "the cluster runs -proto_dist inet_tls): pass tls=TlsConfig(certfile, keyfile, cafile) "
-        f"or the cluster's ssl_dist_optfile (or set ${OPTFILE_ENV})"
+        "the cluster runs -proto_dist inet_tls): give tls=TlsConfig(certfile, keyfile, "
+        "cafile) or the cluster's ssl_dist_optfile (command line: --tls-optfile FILE; or set "
+        f"${OPTFILE_ENV})"
     )
 
 
