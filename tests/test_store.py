@@ -16,11 +16,13 @@ from zarr.testing.store import StoreTests
 from pyrlang_zarr import Atom, ExportFun, MnesiaStore
 from pyrlang_zarr.erldist.shared import shared_node
 from pyrlang_zarr.keys import (
+    CHUNK,
     METADATA,
-    ROOT_METADATA_KEY,
-    V2_ARRAY_METADATA_KEY,
+    METADATA_NAMES,
     KeyLayout,
-    chunk_keys_from_metadata,
+    Root,
+    metadata_plan,
+    other_metadata_name,
 )
 from pyrlang_zarr.mnesia import ensure_table
 from pyrlang_zarr.settings import StoreSettings
@@ -35,20 +37,33 @@ def table(cluster: LocalCluster) -> str:
     return TABLE
 
 
-async def raw_layout(store: MnesiaStore) -> KeyLayout:
-    """The key layout computed from the raw metadata records, not by the store."""
+async def raw_read(store: MnesiaStore, x: Any) -> bytes | None:
     node = shared_node(store.settings.cookie)
     aid = store.array_id.encode()
-    chunks = None
-    for key, x in ((ROOT_METADATA_KEY, METADATA), (V2_ARRAY_METADATA_KEY, b".zarray")):
-        recs = await node.rpc(store.node, "mnesia", "dirty_read", [Atom(TABLE), (aid, x)])
-        if recs and chunks is None:
-            chunks = chunk_keys_from_metadata(key, recs[0][2])
-    return KeyLayout(chunks)
+    recs = await node.rpc(store.node, "mnesia", "dirty_read", [Atom(TABLE), (aid, x)])
+    return bytes(recs[0][2]) if recs else None
+
+
+async def raw_root(store: MnesiaStore) -> Root:
+    """The records the key mapping depends on, read raw, not by the store."""
+    return Root(await raw_read(store, METADATA), await raw_read(store, b".zarray"))
+
+
+async def raw_layout(store: MnesiaStore) -> KeyLayout:
+    """The key layout computed from the raw metadata records, not by the store."""
+    return KeyLayout(await raw_root(store))
 
 
 async def raw_key(store: MnesiaStore, key: str) -> Any:
-    return (store.array_id.encode(), (await raw_layout(store)).to_mnesia(key))
+    """The record holding ``key`` (the first present candidate; else the one a write uses)."""
+    aid = store.array_id.encode()
+    root = await raw_root(store)
+    if key in METADATA_NAMES:
+        return (aid, root.serves(key))
+    for x in root.candidates(key):
+        if await raw_read(store, x) is not None:
+            return (aid, x)
+    return (aid, root.primary(key))
 
 
 class TestMnesiaStore(StoreTests[MnesiaStore, cpu.Buffer]):
@@ -57,12 +72,28 @@ class TestMnesiaStore(StoreTests[MnesiaStore, cpu.Buffer]):
 
     async def set(self, store: MnesiaStore, key: str, value: Buffer) -> None:
         node = shared_node(store.settings.cookie)
-        record = (Atom(TABLE), await raw_key(store, key), value.to_bytes())
+        aid = store.array_id.encode()
         write = ExportFun("mnesia", "write", 1)
-        assert await node.rpc(store.node, "mnesia", "transaction", [write, [record]]) == (
-            Atom("atomic"),
-            Atom("ok"),
-        )
+        delete = ExportFun("mnesia", "delete", 1)
+        if key in METADATA_NAMES:  # as the store places a metadata document
+            root = await raw_root(store)
+            other = await raw_read(store, other_metadata_name(key).encode())
+            ops = metadata_plan(key, value.to_bytes(), root.m, other)
+        else:
+            ops = [("write", (await raw_root(store)).primary(key), value.to_bytes())]
+        for op, x, data in ops:
+            fun, arg = (
+                (write, (Atom(TABLE), (aid, x), data))
+                if op == "write"
+                else (
+                    delete,
+                    (Atom(TABLE), (aid, x)),
+                )
+            )
+            assert await node.rpc(store.node, "mnesia", "transaction", [fun, [arg]]) == (
+                Atom("atomic"),
+                Atom("ok"),
+            )
 
     async def get(self, store: MnesiaStore, key: str) -> Buffer:
         node = shared_node(store.settings.cookie)
@@ -148,8 +179,10 @@ async def test_listing_is_lossless_and_chunks_are_tuples(
     assert np.array_equal(await again.getitem(slice(None)), expected)
 
 
-async def test_metadata_change_rekeys_chunks(kwargs: dict[str, Any]) -> None:
-    """Replacing the root metadata with another chunk key encoding keeps listing exact."""
+async def test_metadata_change_renames_chunks_and_moves_no_record(kwargs: dict[str, Any]) -> None:
+    """Chunk records follow the root metadata: with another separator they are spelt the new
+    way; without metadata they cannot be named. No record is moved or re-keyed (an ExZarr
+    reader keeps its chunks), and none is deleted."""
     store = MnesiaStore(**kwargs)
     arr = await zarr.api.asynchronous.create_array(store, shape=(4,), chunks=(2,), dtype="u1")
     await arr.setitem(slice(None), np.arange(4, dtype="u1"))
@@ -159,11 +192,17 @@ async def test_metadata_change_rekeys_chunks(kwargs: dict[str, Any]) -> None:
     dotted = doc.replace(b'"separator": "/"', b'"separator": "."')
     assert dotted != doc
     await store.set("zarr.json", cpu.Buffer.from_bytes(dotted))
-    assert sorted([k async for k in store.list()]) == before  # same names, now as paths
+    assert sorted([k async for k in store.list()]) == ["c.0", "c.1", "zarr.json"]
+    assert await raw_key(store, "c.1") == (store.array_id.encode(), (CHUNK, (1,)))
+    again = await zarr.api.asynchronous.open_array(store=MnesiaStore(**kwargs))
+    assert np.array_equal(await again.getitem(slice(None)), np.arange(4, dtype="u1"))
     await store.delete("zarr.json")
-    assert sorted([k async for k in store.list()]) == ["c/0", "c/1"]
+    assert sorted([k async for k in store.list()]) == []
     fresh = MnesiaStore(**kwargs)
-    assert sorted([k async for k in fresh.list()]) == ["c/0", "c/1"]
+    assert sorted([k async for k in fresh.list()]) == []
+    assert await raw_read(store, (CHUNK, (1,))) is not None  # kept, only unnamed
+    await fresh.set("zarr.json", cpu.Buffer.from_bytes(doc))  # the metadata comes back
+    assert sorted([k async for k in store.list()]) == before
 
 
 async def test_sync_api_and_pickle(kwargs: dict[str, Any]) -> None:
@@ -237,7 +276,7 @@ async def test_public_seam(kwargs: dict[str, Any]) -> None:
     assert await store.record_key("c/1") == await raw_key(store, "c/1")
     assert await store.record_keys(["zarr.json", "c/0", "x/y"]) == [
         (store.array_id.encode(), METADATA),
-        (store.array_id.encode(), (0,)),
+        (store.array_id.encode(), (CHUNK, (0,))),
         (store.array_id.encode(), b"x/y"),
     ]
     store.check_writable()
@@ -263,14 +302,14 @@ async def test_concurrent_metadata_and_other_writes_keep_the_layout(kwargs: dict
             "filters": None,
         }
     ).encode()
-    await store.layout()  # loaded before: the big write below starts with the old layout
+    await store.root()  # read before: the big write below starts with the old layout
     big = cpu.Buffer.from_bytes(bytes(16 * 1024 * 1024))  # its commit ends after .zarray's
     await asyncio.gather(
         store.set(".zattrs", big), store.set(".zarray", cpu.Buffer.from_bytes(zarray))
     )
     await store.set("1", cpu.Buffer.from_bytes(b"chunk"))
-    assert (await raw_key(store, "1"))[1] == (1,)
-    assert (await store.layout()).to_mnesia("1") == (1,)
+    assert (await raw_key(store, "1"))[1] == (CHUNK, (1,))
+    assert (await store.layout()).to_mnesia("1") == (CHUNK, (1,))
 
 
 def _v3_doc(separator: str = "/") -> bytes:
@@ -296,7 +335,7 @@ async def test_path_record_becomes_a_chunk_record_when_metadata_arrives(
     store = MnesiaStore(**kwargs)
     await store.set("c/0", cpu.Buffer.from_bytes(b"early"))  # no metadata yet: a path record
     await store.set("zarr.json", cpu.Buffer.from_bytes(_v3_doc()))
-    assert (await raw_key(store, "c/0"))[1] == (0,)  # moved to the chunk key
+    assert (await raw_key(store, "c/0"))[1] == (CHUNK, (0,))  # moved to the chunk record
     got = await store.get("c/0", default_buffer_prototype())
     assert got is not None and got.to_bytes() == b"early"
     await store.set("c/0", cpu.Buffer.from_bytes(b"again"))
