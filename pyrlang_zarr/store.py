@@ -363,6 +363,24 @@ class MnesiaStore(Store):
             await client.guarded([], [DeleteSelect(self._delete_spec("", None))])
         self._hint = Root(None)
 
+    async def create_root(self, document: bytes, *, overwrite: bool = False) -> bool:
+        """Put an array's metadata ``document`` at ``{Id, metadata}`` in one transaction:
+        with ``overwrite``, after deleting every record of the array (as :meth:`clear`);
+        without, only if there is no root node yet (False otherwise, nothing written)."""
+        self._check_writable()
+        client = await self.client()
+        meta = (self._aid, METADATA)
+        ops: Mapped = [Write(meta, document)]
+        if overwrite:
+            ops.insert(0, DeleteSelect(self._delete_spec("", None)))
+            absent: list[Any] = []
+        else:
+            absent = [meta] + [(self._aid, k) for k in (b"zarr.json", b".zarray", b".zgroup")]
+        async with self._limit():
+            done = await client.guarded([], ops, absent=absent)
+        self._hint = None
+        return done
+
     async def _commit(self, items: Sequence[tuple[str, Any]]) -> None:
         """Write (data) or delete (``None``) zarr keys: the metadata keys each in their own
         transaction, then all other keys together in one."""
