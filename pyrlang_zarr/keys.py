@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyrlang_zarr.term import Atom
@@ -207,20 +207,21 @@ class Root:
 
     m: bytes | None
     za: bytes | None = None
+    #: The zarr key ``{Id, metadata}`` is served as (``None``: no such record).
+    m_name: str | None = field(init=False, compare=False, repr=False)
+    #: How the root array spells chunk keys; ``None``: there is no root array.
+    layout: ChunkKeys | None = field(init=False, compare=False, repr=False)
 
-    @property
-    def m_name(self) -> str | None:
-        """The zarr key ``{Id, metadata}`` is served as (``None``: no such record)."""
-        return None if self.m is None else metadata_name_of(self.m)
-
-    @property
-    def layout(self) -> ChunkKeys | None:
-        """How the root array spells chunk keys; ``None``: there is no root array."""
+    def __post_init__(self) -> None:
+        m_name = None if self.m is None else metadata_name_of(self.m)
         if self.m is not None:
-            return chunk_keys_from_metadata(metadata_name_of(self.m), self.m)
-        if self.za is not None:
-            return chunk_keys_from_metadata(V2_ARRAY_METADATA_KEY, self.za)
-        return None
+            layout = chunk_keys_from_metadata(m_name or "", self.m)
+        elif self.za is not None:
+            layout = chunk_keys_from_metadata(V2_ARRAY_METADATA_KEY, self.za)
+        else:
+            layout = None
+        object.__setattr__(self, "m_name", m_name)
+        object.__setattr__(self, "layout", layout)
 
     def guards(self) -> list[tuple[Any, bytes | None]]:
         """``(X, version)`` of the records the layout was derived from: a transaction that
