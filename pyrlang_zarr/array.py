@@ -278,12 +278,14 @@ async def create(
         durable=durable,
     )
     if exzarr:
+        order = zarr_options.pop("order", "C")
         name = exzarr_format.check(
             shape_t,
             chunks_t,
             np_dtype,
             compressor=compressor,
             fill_value=fill_value,
+            order=order,
             zarr_format=2 if zarr_format is None else zarr_format,
             options=list(zarr_options),
         )

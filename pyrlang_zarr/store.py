@@ -530,7 +530,13 @@ class MnesiaStore(Store):
                 (Atom("=:="), (Atom("element"), i + 1, _V1), v) for i, v in enumerate(lead)
             ]
         clauses.append(((tab, (self._aid, (CHUNK, _V1)), _ANY), chunk_guards, whole_key))
-        clauses.append(((tab, (self._aid, _V1), _ANY), chunk_guards, whole_key))
+        # the earlier form {Id, Idx}: a tuple of integers, so never {chunk, _}
+        earlier = (
+            Atom("orelse"),
+            (Atom("=:="), (Atom("size"), _V1), 0),
+            (Atom("is_integer"), (Atom("element"), 1, _V1)),
+        )
+        clauses.append(((tab, (self._aid, _V1), _ANY), [*chunk_guards, earlier], whole_key))
         return clauses
 
     # -- listing --------------------------------------------------------------------------
