@@ -25,17 +25,23 @@ plus zarr's ``read_only``: that is all it pickles (dask, multiprocessing) and co
 connects lazily, through one hidden node per process and cookie, from whatever event loop
 calls it.
 
-**Consolidated metadata is not supported** (``supports_consolidated_metadata`` is False, so
-``zarr.consolidate_metadata`` raises ``TypeError`` and xarray opens without it): it is a
-copy of every node's metadata that nothing on the cluster keeps current. ExZarr, other
-processes and Erlang code write metadata without updating a copy, and a reader would then
-silently see the old array. Reading the metadata directly costs one round trip per node
-(listing is one ``dirty_select``), so the copy would buy little.
+**Consolidated metadata is supported, and never served stale.** It is a copy of every
+node's metadata in a group's own document (``consolidated_metadata`` in a v3 ``zarr.json``,
+a v2 ``.zmetadata``), which nothing on the cluster keeps current: ExZarr, other processes and
+Erlang code write metadata without updating it. So before the store serves such a copy, it
+reads the metadata documents of every node under the group (one ``dirty_select`` that returns
+only those documents) and compares: if any node was added, removed or changed since the
+copy was made, the copy is left out (a v3 group is served without it, a ``.zmetadata`` as
+missing) and a warning is logged. zarr then reads the nodes' own metadata, and
+``use_consolidated=True`` fails loudly instead of giving an old answer. Run
+``zarr.consolidate_metadata`` again to bring the copy up to date.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -71,6 +77,8 @@ from pyrlang_zarr.settings import DEFAULT_TABLE, StoreSettings
 from pyrlang_zarr.term import Atom
 
 __all__ = ["DEFAULT_TABLE", "MnesiaStore", "StoreSettings"]
+
+log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 16
 #: How often a transaction is mapped again after the metadata changed under it.
@@ -278,6 +286,8 @@ class MnesiaStore(Store):
         want = _Want.of(byte_range)
         async with self._limit():
             data = await self._lookup(key, want)
+        if data is not None and want.kind == "whole" and key.endswith((".zmetadata", "zarr.json")):
+            data = await self._checked_consolidated(key, bytes(data))
         return None if data is None else prototype.buffer.from_bytes(data)
 
     async def get_partial_values(
@@ -611,8 +621,89 @@ class MnesiaStore(Store):
 
     @property
     def supports_consolidated_metadata(self) -> bool:
-        """False: see the module's documentation for why."""
-        return False
+        """True: a consolidated copy is checked against the nodes before it is served (see
+        the module's documentation)."""
+        return True
+
+    async def _checked_consolidated(self, key: str, data: bytes) -> bytes | None:
+        """``data`` of metadata key ``key``, less a consolidated copy that no longer matches
+        the metadata of the nodes it describes (``None`` for a ``.zmetadata`` that does
+        not)."""
+        directory, _, name = key.rpartition("/")
+        if name == "zarr.json":
+            if b'"consolidated_metadata"' not in data:
+                return data
+            try:
+                doc = json.loads(data)
+                copy = doc["consolidated_metadata"]
+                entries = None if copy is None else copy["metadata"]
+            except (ValueError, KeyError, TypeError):
+                return data
+            if entries is None:
+                return data
+            actual = await self._node_documents(directory, ("zarr.json",))
+            current = {path.rpartition("/")[0]: doc for path, doc in actual.items()}
+            if _same_nodes(entries, current):
+                return data
+            log.warning(
+                "consolidated metadata of %r in %s is out of date: left out; run "
+                "zarr.consolidate_metadata again",
+                key,
+                self,
+            )
+            doc["consolidated_metadata"] = None
+            return json.dumps(doc, indent=2).encode()
+        if name == ".zmetadata":
+            try:
+                entries = json.loads(data)["metadata"]
+            except (ValueError, KeyError, TypeError):
+                return data
+            actual = await self._node_documents(directory, (".zgroup", ".zarray", ".zattrs"))
+            if isinstance(entries, dict) and _same_nodes(entries, actual):
+                return data
+            log.warning(
+                "consolidated metadata %r in %s is out of date: left out; run "
+                "zarr.consolidate_metadata again",
+                key,
+                self,
+            )
+            return None
+        return data
+
+    async def _node_documents(self, directory: str, names: tuple[str, ...]) -> dict[str, Any]:
+        """The metadata documents ``names`` of every node strictly under ``directory``, keyed
+        by their path relative to it (for v2 names, the group's own documents too): one
+        ``dirty_select`` that ships nothing else (no chunk of a nested array)."""
+        client = await self.client()
+        tab = client.table_atom
+        head = f"{directory}/".encode() if directory else b""
+        spec: list[Any] = []
+        for name in names:
+            tail = name.encode()
+            size = (_BYTE_SIZE, _V1)
+            guards = [
+                (Atom("is_binary"), _V1),
+                (Atom(">="), size, len(head) + len(tail)),
+                (Atom("=:="), (Atom("binary_part"), _V1, 0, len(head)), head),
+                (
+                    Atom("=:="),
+                    (Atom("binary_part"), _V1, (Atom("-"), size, len(tail)), len(tail)),
+                    tail,
+                ),
+            ]
+            spec.append(((tab, (self._aid, _V1), _V2), guards, [((_V1, _V2),)]))
+        found = await client.select(spec, "consolidated metadata check")
+        out: dict[str, Any] = {}
+        for path, data in found:
+            rel = bytes(path)[len(head) :].decode("utf-8", "surrogateescape")
+            base = rel.rpartition("/")[2]
+            if base not in names or (rel == base and "zarr.json" in names):
+                continue  # "xzarr.json", or the group's own zarr.json
+            try:
+                out[rel] = json.loads(bytes(data))
+            except ValueError:
+                out[rel] = None
+        return out
 
     async def __aenter__(self) -> Self:
         await self._ensure_open()
@@ -620,6 +711,21 @@ class MnesiaStore(Store):
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+
+def _same_nodes(copy: dict[str, Any], actual: dict[str, Any]) -> bool:
+    """Whether a consolidated copy describes exactly the nodes' own documents (a group's
+    ``consolidated_metadata`` aside: consolidation fills it in for child groups)."""
+    if not isinstance(copy, dict) or set(copy) != set(actual):
+        return False
+    for path, doc in actual.items():
+        entry = copy[path]
+        if isinstance(doc, dict) and isinstance(entry, dict):
+            doc = {k: v for k, v in doc.items() if k != "consolidated_metadata"}
+            entry = {k: v for k, v in entry.items() if k != "consolidated_metadata"}
+        if doc != entry:
+            return False
+    return True
 
 
 def _own(data: Any) -> bytes | None:
