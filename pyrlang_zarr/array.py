@@ -60,10 +60,25 @@ MAX_RETRIES = 20
 class MnesiaArray:
     """A zarr array stored in Mnesia, with ExZarr's slice API (numpy in, numpy out)."""
 
-    def __init__(self, store: MnesiaStore, array: AsyncArray[Any], root: Root) -> None:
+    def __init__(
+        self, store: MnesiaStore, array: AsyncArray[Any], root: Root | None = None
+    ) -> None:
         self.store = store
         self.zarr = array
-        self.root = root  # the root metadata records the array was opened with
+        # the root metadata records the array was opened with (None: read on first use)
+        self._root = root
+
+    @property
+    def root(self) -> Root | None:
+        """The root metadata records (:class:`~pyrlang_zarr.keys.Root`) the array's chunks are
+        mapped with: each commit checks they are unchanged."""
+        return self._root
+
+    async def _known_root(self) -> Root:
+        if self._root is None:
+            await self._follow(await self.store.root())
+        assert self._root is not None
+        return self._root
 
     def __repr__(self) -> str:
         return (
@@ -154,9 +169,10 @@ class MnesiaArray:
             return
         client = await self.store.client()
         selection = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
-        root_keys = {self.store.mnesia_key(x) for x, _ in self.root.guards()}
         for _attempt in range(MAX_RETRIES):
-            buffer = WriteBuffer(self.store, client, self.root)
+            root = await self._known_root()
+            root_keys = {self.store.mnesia_key(x) for x, _ in root.guards()}
+            buffer = WriteBuffer(self.store, client, root)
             await self._on(buffer).setitem(selection, values)
             try:
                 await buffer.commit()  # checks the reads and the root metadata, then writes
@@ -182,11 +198,12 @@ class MnesiaArray:
             else []
         )
         client = await self.store.client()
-        reads: list[Any] = [Snapshot.read(self.store, client, keys, self.root), self.store.root()]
+        known = await self._known_root()
+        reads: list[Any] = [Snapshot.read(self.store, client, keys, known), self.store.root()]
         if self.store.settings.majority:
             reads.append(self._warn_if_minority(client))
         snapshot, root, *_ = await asyncio.gather(*reads)
-        if root != self.root:  # read alongside the chunks: they were mapped with the old one
+        if root != known:  # read alongside the chunks: they were mapped with the old one
             await self._follow(root)
         result = await self._on(snapshot).getitem(selection)
         return np.asarray(result)
@@ -195,7 +212,7 @@ class MnesiaArray:
         """Take ``root`` as the array's if it still describes the same array (another client
         changed only its attributes, say); raise if the array was re-created or changed."""
         if _describes(root, self.zarr.metadata):
-            self.root = root
+            self._root = root
             return
         if root.m is None and root.za is None:
             raise NotFound(
