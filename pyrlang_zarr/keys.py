@@ -32,6 +32,7 @@ array (``delete_dir("")``, ``clear()``) removes chunk records of every rank.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -265,6 +266,13 @@ class Root:
         if len(x) == 2 and x[0] == CHUNK:
             return layout.names(x[1])
         return layout.names(x)
+
+
+@functools.lru_cache(maxsize=256)
+def root_of(m: bytes | None, za: bytes | None = None) -> Root:
+    """:class:`Root` of the records as read, its JSON parsed once for each distinct text
+    (a store reads the metadata with every chunk key it reads)."""
+    return Root(m, za)
 
 
 class KeyLayout:

@@ -69,6 +69,7 @@ from pyrlang_zarr.keys import (
     other_metadata_name,
     plausible_indices,
     root_after,
+    root_of,
     version,
 )
 from pyrlang_zarr.mnesia import Delete, MnesiaClient, Write, ensure_table
@@ -215,7 +216,7 @@ class MnesiaStore(Store):
         """The records the key mapping depends on, read now (one round trip)."""
         client = await self.client()
         m, za = await client.read_many([(self._aid, METADATA), (self._aid, _V2_PATH)])
-        root = Root(_own(m), _own(za))
+        root = root_of(_own(m), _own(za))
         self._hint = root
         return root
 
@@ -255,7 +256,7 @@ class MnesiaStore(Store):
         client = await self.client()
         if key in METADATA_NAMES:
             m, path = await client.read_many([(self._aid, METADATA), (self._aid, key.encode())])
-            holder = m if m is not None and Root(_own(m)).m_name == key else path
+            holder = m if m is not None and root_of(_own(m)).m_name == key else path
             return None if holder is None else want.cut(bytes(holder))
         indices = plausible_indices(key)
         if not indices:  # never a chunk key: the path record, whatever the metadata
@@ -271,7 +272,7 @@ class MnesiaStore(Store):
             *(client.select_call(want.spec(client, (self._aid, x))) for x in forms),
         ]
         m, za, *values = await client.dirty_calls(calls, "read")
-        root = Root(_data(m), _data(za))
+        root = root_of(_data(m), _data(za))
         self._hint = root
         found_by_form = dict(zip(forms, values, strict=True))
         for x in root.candidates(key):

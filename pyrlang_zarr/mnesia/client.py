@@ -155,7 +155,7 @@ fun() ->
                (_) -> true
             end,
     Apply = fun({write, K, D}) -> mnesia:write({Tab, K, D});
-               ({delete, K}) -> mnesia:delete({Tab, K});
+               ({delete, K}) -> mnesia:read(Tab, K, read) =:= [] orelse mnesia:delete({Tab, K});
                ({move, From, To, Shadows}) ->
                    case mnesia:read(Tab, From, write) of
                        [] -> ok;
@@ -181,12 +181,16 @@ fun() ->
 end
 """
 # The common case of the above, kept small (its syntax tree travels with every call): guards
-# {Key, [] | [Md5]} read-locked, then Ops: {Key, Data} writes, [Key] deletes.
+# {Key, [] | [Md5]} read-locked, then Ops: {Key, Data} writes, [Key] deletes. In both, a delete
+# first looks under a read lock (local) and deletes only a record that is there: a chunk write
+# deletes its other record forms, which are almost never there, and a delete of an absent key
+# would take write locks on every replica and travel with the commit.
 _GUARDED_WRITES_BODY = """
 fun() ->
     case [K || {K, V} <- G, [erlang:md5(D) || {_, _, D} <- mnesia:read(Tab, K, read)] =/= V] of
-        [] -> [case O of [K] -> mnesia:delete({Tab, K}); {K, D} -> mnesia:write({Tab, K, D}) end
-               || O <- Ops];
+        [] -> [case O of {K, D} -> mnesia:write({Tab, K, D});
+                         [K] -> mnesia:read(Tab, K, read) =:= [] orelse mnesia:delete({Tab, K})
+               end || O <- Ops];
         S -> mnesia:abort({conflict, S})
     end
 end
