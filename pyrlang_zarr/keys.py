@@ -86,6 +86,12 @@ class ChunkKeys:
     ndim: int
     separator: str  # "/" or "."
     prefix: str  # "c" for v3's default encoding, "" for the v2 encoding
+    _template: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        body = self.separator.join(["%d"] * self.ndim)
+        head = self.prefix + self.separator if self.prefix and self.ndim else self.prefix
+        object.__setattr__(self, "_template", head + body)  # "c/%d/%d", "%d.%d", ...
 
     def format(self, index: tuple[int, ...]) -> str:
         if not index:
@@ -107,9 +113,12 @@ class ChunkKeys:
 
     def names(self, index: Any) -> str | None:
         """The key of chunk ``index`` if it is an index of this rank, else ``None``."""
-        if type(index) is tuple and len(index) == self.ndim and _all_ints(index):
-            return self.format(index)
-        return None
+        if type(index) is not tuple or len(index) != self.ndim:
+            return None
+        for i in index:
+            if type(i) is not int or i < 0:
+                return None
+        return self._template % index if index else (self.prefix or "0")
 
     def could_start_with(self, prefix: str) -> bool:
         """Whether some chunk key starts with ``prefix``."""
@@ -138,10 +147,6 @@ class ChunkKeys:
             return None
         lead = _indices(prefix[: -len(self.separator)].split(self.separator))
         return lead if lead is not None and len(lead) < self.ndim else None
-
-
-def _all_ints(index: tuple[Any, ...]) -> bool:
-    return all(type(i) is int and i >= 0 for i in index)
 
 
 def _indices(parts: list[str]) -> tuple[int, ...] | None:

@@ -91,6 +91,13 @@ _V1 = Atom("$1")
 _V2 = Atom("$2")
 _BYTE_SIZE = Atom("byte_size")
 _ZARRAY = Atom("zarray")
+# match spec guard on $1 for the earlier chunk form {Id, Idx}: a tuple of integers, so never
+# {chunk, _} (the full check, every element an integer, is made where the key is used)
+_EARLIER = (
+    Atom("orelse"),
+    (Atom("=:="), (Atom("size"), _V1), 0),
+    (Atom("is_integer"), (Atom("element"), 1, _V1)),
+)
 
 Mapped = list[Write | Delete | Move | DeleteSelect]
 
@@ -541,13 +548,7 @@ class MnesiaStore(Store):
                 (Atom("=:="), (Atom("element"), i + 1, _V1), v) for i, v in enumerate(lead)
             ]
         clauses.append(((tab, (self._aid, (CHUNK, _V1)), _ANY), chunk_guards, whole_key))
-        # the earlier form {Id, Idx}: a tuple of integers, so never {chunk, _}
-        earlier = (
-            Atom("orelse"),
-            (Atom("=:="), (Atom("size"), _V1), 0),
-            (Atom("is_integer"), (Atom("element"), 1, _V1)),
-        )
-        clauses.append(((tab, (self._aid, _V1), _ANY), [*chunk_guards, earlier], whole_key))
+        clauses.append(((tab, (self._aid, _V1), _ANY), [*chunk_guards, _EARLIER], whole_key))
         return clauses
 
     # -- listing --------------------------------------------------------------------------
@@ -573,34 +574,42 @@ class MnesiaStore(Store):
                 (Atom("=:="), (Atom("binary_part"), _V1, 0, len(p)), p),
             ]
         spec.append(((tab, (self._aid, _V1), _V2), path_guards, body(_V1)))
-        if _chunks_may_match(prefix):
-            tuple_guard = [(Atom("is_tuple"), _V1)]
-            spec.append(((tab, (self._aid, (CHUNK, _V1)), _V2), tuple_guard, body(((CHUNK, _V1),))))
-            spec.append(((tab, (self._aid, _V1), _V2), tuple_guard, body(_V1)))
+        if _chunks_may_match(prefix):  # chunk records (either form) give their index only
+            tuple_guard: list[Any] = [(Atom("is_tuple"), _V1)]
+            spec.append(((tab, (self._aid, (CHUNK, _V1)), _V2), tuple_guard, body(_V1)))
+            spec.append(((tab, (self._aid, _V1), _V2), [*tuple_guard, _EARLIER], body(_V1)))
         async with self._limit():
             found = await client.select(spec, "list")
         m = za = None
-        rest = []
+        named: list[tuple[Any, int]] = []
         for item in found:
-            if type(item) is tuple and len(item) == 2 and item[0] == METADATA:
-                m = bytes(item[1])
-            elif type(item) is tuple and len(item) == 2 and item[0] == _ZARRAY:
-                za = bytes(item[1])
+            if type(item) is tuple and len(item) == 2 and type(item[0]) is Atom:
+                if item[0] == METADATA:
+                    m = bytes(item[1])
+                else:
+                    za = bytes(item[1])
+            elif sizes:
+                named.append(item)
             else:
-                rest.append(item)
-        root = Root(m, za)
+                named.append((item, 0))
+        root = root_of(m, za)
         self._hint = root
         out: dict[str, int] = {}
         if m is not None:
             out[root.m_name or ""] = len(m)
         if za is not None:
             out.setdefault(V2_ARRAY_METADATA_KEY, len(za))
-        for item in rest:
-            x, size = item if sizes else (item, 0)
-            name = root.name(x)
-            if name is not None:
-                out.setdefault(name, size)
-        return [(k, v if sizes else 0) for k, v in out.items() if k.startswith(prefix)]
+        layout = root.layout
+        for x, size in named:
+            if type(x) is tuple:
+                name = None if layout is None else layout.names(x)
+            else:
+                name = bytes(x).decode("utf-8", "surrogateescape")
+            if name is not None and name not in out:
+                out[name] = size
+        if prefix:
+            return [(k, v) for k, v in out.items() if k.startswith(prefix)]
+        return list(out.items())
 
     async def list(self) -> AsyncIterator[str]:
         for key, _ in await self._scan(""):
