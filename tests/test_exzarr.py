@@ -221,6 +221,7 @@ async def test_exzarr_v3_array_reads_in_python(cluster: LocalCluster, table: str
     assert np.array_equal(await arr.get_slice(), data)
     store = MnesiaStore(aid, **opts(cluster))
     assert np.array_equal(zarr.open_array(store, mode="r")[:], data)
+    assert np.array_equal(xr.DataArray(zarr.open_array(store, mode="r")).values, data)
     keys = sorted([k async for k in store.list()])
     assert keys == ["c/0/0", "c/0/1", "c/1/0", "c/1/1", "zarr.json"]
 

@@ -377,3 +377,18 @@ async def test_overwriting_an_array_does_not_read_its_chunks(
     )
     assert max(read) <= 2  # the metadata documents only, never the 10 chunks being deleted
     assert sorted([k async for k in store.list()]) == ["zarr.json"]
+
+
+async def test_durable_store_writes_through_the_checked_transactions(
+    kwargs: dict[str, Any],
+) -> None:
+    """Chunk writes (guarded), metadata writes, set_if_not_exists and delete_dir, durable."""
+    store = MnesiaStore(**kwargs, durable=True)
+    z = await zarr.api.asynchronous.create_array(store, shape=(6,), chunks=(2,), dtype="u1")
+    await z.setitem(slice(None), np.arange(6, dtype="u1") + 1)
+    await store.set_if_not_exists("c/0", cpu.Buffer.from_bytes(b"not written"))
+    await store.set_if_not_exists("x/y", cpu.Buffer.from_bytes(b"written"))
+    again = await zarr.api.asynchronous.open_array(store=MnesiaStore(**kwargs))
+    assert (await again.getitem(slice(None))).tolist() == [1, 2, 3, 4, 5, 6]
+    await store.delete_dir("c")
+    assert sorted([k async for k in store.list()]) == ["x/y", "zarr.json"]
