@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -42,7 +42,7 @@ def members(store: MnesiaStore, **kw: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_consolidated_metadata_is_used_and_never_stale(
-    cluster: LocalCluster, table: str, zarr_format: int, caplog: pytest.LogCaptureFixture
+    cluster: LocalCluster, table: str, zarr_format: Literal[2, 3], caplog: pytest.LogCaptureFixture
 ) -> None:
     mine, theirs = stores(cluster)
     root = zarr.group(store=mine, zarr_format=zarr_format, attributes={"r": 1})

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import numcodecs
+import numcodecs  # type: ignore[import-untyped]
 import numpy as np
 import pytest
 import xarray as xr
@@ -402,7 +402,7 @@ async def test_records_the_store_cannot_name_are_never_touched(
     await store.set("zarr.json", cpu.Buffer.from_bytes(doc.replace(b'"/"', b'"."')))
 
     async def left() -> set[Any]:
-        spec = [((Atom(TAB), (aid.encode(), Atom("$1")), Atom("_")), [], [Atom("$1")])]
+        spec: list[Any] = [((Atom(TAB), (aid.encode(), Atom("$1")), Atom("_")), [], [Atom("$1")])]
         return set(await node.rpc(cluster.nodes[0], "mnesia", "dirty_select", [Atom(TAB), spec]))
 
     assert await left() == set(junk) | {Atom("metadata")}
@@ -415,7 +415,12 @@ async def test_records_the_store_cannot_name_are_never_touched(
 
 async def test_exzarr_create_refuses_what_exzarr_cannot_share(cluster: LocalCluster) -> None:
     never = f"pz_never_{uuid.uuid4().hex[:6]}"
-    base = {"cookie": cluster.cookie, "nodes": cluster.nodes, "table_name": never, "exzarr": True}
+    base: dict[str, Any] = {
+        "cookie": cluster.cookie,
+        "nodes": cluster.nodes,
+        "table_name": never,
+        "exzarr": True,
+    }
     cases: list[tuple[type[Exception], str, dict[str, Any]]] = [
         (ValueError, "no dtype", {"dtype": "complex128"}),
         (ValueError, "no dtype", {"dtype": "bool"}),
@@ -443,7 +448,7 @@ async def test_exzarr_create_refuses_what_exzarr_cannot_share(cluster: LocalClus
 
 async def test_create_checks_everything_before_setting_up_a_table(cluster: LocalCluster) -> None:
     never = f"pz_never_{uuid.uuid4().hex[:6]}"
-    base = {"cookie": cluster.cookie, "nodes": cluster.nodes, "table_name": never}
+    base: dict[str, Any] = {"cookie": cluster.cookie, "nodes": cluster.nodes, "table_name": never}
     with pytest.raises(ValueError, match="Object"):
         await pz.create(array_id="x", shape=(4,), chunks=(2,), dtype="O", **base)
     with pytest.raises(TypeError, match="abc"):

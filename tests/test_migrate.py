@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numcodecs  # type: ignore[import-untyped]
 import numpy as np
 import pytest
 import zarr
@@ -50,7 +51,7 @@ async def write_raw(cluster: LocalCluster, records: list[tuple[Any, Any]]) -> No
 
 
 async def raw(cluster: LocalCluster, aid: str) -> dict[Any, bytes]:
-    spec = [
+    spec: list[Any] = [
         ((Atom(TABLE), (aid.encode(), Atom("$1")), Atom("$2")), [], [((Atom("$1"), Atom("$2")),)])
     ]
     node = shared_node(cluster.cookie)
@@ -101,7 +102,7 @@ async def test_migration_of_a_table_holding_both_forms(cluster: LocalCluster, ta
     await earlier_array(cluster, mixed, np.arange(6, dtype="u1"), (2,))
     # mixed: chunk 1 also in ExZarr's form, newer (the store reads it), chunk 2 only there
     newer = np.array([7, 7], "u1").tobytes()
-    zstd = __import__("numcodecs").Zstd(level=0)
+    zstd = numcodecs.Zstd(level=0)
     await write_raw(
         cluster,
         [

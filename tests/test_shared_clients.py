@@ -48,7 +48,7 @@ def two_stores(cluster: LocalCluster, aid: str) -> tuple[MnesiaStore, MnesiaStor
 
 
 async def raw_keys(cluster: LocalCluster, aid: str) -> set[Any]:
-    spec = [((Atom(TABLE), (aid.encode(), Atom("$1")), Atom("_")), [], [Atom("$1")])]
+    spec: list[Any] = [((Atom(TABLE), (aid.encode(), Atom("$1")), Atom("_")), [], [Atom("$1")])]
     node = shared_node(cluster.cookie)
     return set(await node.rpc(cluster.nodes[0], "mnesia", "dirty_select", [Atom(TABLE), spec]))
 
@@ -141,7 +141,7 @@ async def test_arrays_of_two_clients_follow_each_other(cluster: LocalCluster, ta
     """pz arrays: an attributes-only change is followed; a re-creation is an error, not a
     write with the old layout and codecs."""
     aid = f"arr-{uuid.uuid4().hex[:8]}"
-    base = {"cookie": cluster.cookie, "table_name": TABLE}
+    base: dict[str, Any] = {"cookie": cluster.cookie, "table_name": TABLE}
     a = await pz.create(aid, shape=(4,), chunks=(2,), dtype="f8", node=cluster.nodes[0], **base)
     b = await pz.open(aid, node=cluster.nodes[1], **base)
     await a.set_slice(np.arange(4.0))
