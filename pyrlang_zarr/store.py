@@ -93,6 +93,7 @@ _BYTE_SIZE = Atom("byte_size")
 _ZARRAY = Atom("zarray")
 # match spec guard on $1 for the earlier chunk form {Id, Idx}: a tuple of integers, so never
 # {chunk, _} (the full check, every element an integer, is made where the key is used)
+_EARLIER_TAG = Atom("earlier")
 _EARLIER = (
     Atom("orelse"),
     (Atom("=:="), (Atom("size"), _V1), 0),
@@ -425,6 +426,9 @@ class MnesiaStore(Store):
                     await client.batch(ops)
             return
 
+        if all(data is not None for _, data in rest) and await self._write_if_unchanged(rest):
+            return
+
         def build(root: Root) -> tuple[Mapped, list[Any]]:
             ops: Mapped = []
             for key, data in rest:
@@ -436,6 +440,30 @@ class MnesiaStore(Store):
             return ops, []
 
         await self._guarded(build)
+
+    async def _write_if_unchanged(self, items: Sequence[tuple[str, Any]]) -> bool:
+        """The common write: keys mapped with the array's metadata, written in a transaction
+        that checks it is unchanged, built of OTP's functions alone (no ``erl_eval``:
+        :meth:`~pyrlang_zarr.mnesia.client.MnesiaClient.write_if`). A chunk's other record
+        forms are left as they are: the chunk record takes precedence over them on every
+        read, and a delete or a migration removes them. False when there is no metadata
+        record to check (the general path then does it)."""
+        client = await self.client()
+        root = self._hint if self._hint is not None else await self.root()
+        for _ in range(MAX_REMAPS):
+            if root.m is None:
+                return False
+            writes = [((self._aid, root.candidates(k)[0]), d) for k, d in items]
+            try:
+                async with self._limit():
+                    await client.write_if((self._aid, METADATA), root.m, writes)
+                return True
+            except Conflict:
+                root = await self.root()
+        raise TransactionError(
+            f"transaction_error: the metadata of {self.array_id!r} kept changing while a write "
+            f"was mapped ({MAX_REMAPS} attempts); nothing was written"
+        )
 
     async def _guarded(self, build: Callable[[Root], tuple[Mapped, list[Any]]]) -> bool:
         """Map with the root metadata as last seen and commit in one transaction that checks
@@ -577,21 +605,30 @@ class MnesiaStore(Store):
         if _chunks_may_match(prefix):  # chunk records (either form) give their index only
             tuple_guard: list[Any] = [(Atom("is_tuple"), _V1)]
             spec.append(((tab, (self._aid, (CHUNK, _V1)), _V2), tuple_guard, body(_V1)))
-            spec.append(((tab, (self._aid, _V1), _V2), [*tuple_guard, _EARLIER], body(_V1)))
+            # an earlier-form record is tagged when sizes are wanted: a chunk record of the
+            # same index (which reads serve) gives the size
+            earlier = [((_V1, (_BYTE_SIZE, _V2), _EARLIER_TAG),)] if sizes else [_V1]
+            spec.append(((tab, (self._aid, _V1), _V2), [*tuple_guard, _EARLIER], earlier))
         async with self._limit():
             found = await client.select(spec, "list")
         m = za = None
         named: list[tuple[Any, int]] = []
+        shadowed: list[tuple[Any, int]] = []
         for item in found:
             if type(item) is tuple and len(item) == 2 and type(item[0]) is Atom:
                 if item[0] == METADATA:
                     m = bytes(item[1])
                 else:
                     za = bytes(item[1])
-            elif sizes:
-                named.append(item)
-            else:
+            elif not sizes:
                 named.append((item, 0))
+            elif len(item) == 3 or type(item[0]) is not tuple:
+                shadowed.append(item[:2])
+            else:
+                named.append(item)
+        # first come, first named: with sizes, a chunk record's before the earlier form's
+        # or the path record's of the same key (reads serve it)
+        named += sorted(shadowed, key=lambda item: type(item[0]) is not tuple)
         root = root_of(m, za)
         self._hint = root
         out: dict[str, int] = {}

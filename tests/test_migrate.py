@@ -102,7 +102,7 @@ async def test_migration_of_a_table_holding_both_forms(cluster: LocalCluster, ta
     await earlier_array(cluster, mixed, np.arange(6, dtype="u1"), (2,))
     # mixed: chunk 1 also in ExZarr's form, newer (the store reads it), chunk 2 only there
     newer = np.array([7, 7], "u1").tobytes()
-    zstd = numcodecs.Zstd(level=0)
+    zstd = numcodecs.Zstd(level=0, checksum=True)  # 4 bytes longer than the earlier frames
     await write_raw(
         cluster,
         [
@@ -125,8 +125,11 @@ async def test_migration_of_a_table_holding_both_forms(cluster: LocalCluster, ta
         assert np.array_equal(await (await pz.open(v2, **opts(cluster))).get_slice(), d2)
         got = zarr.open_array(MnesiaStore(mixed, **opts(cluster)), mode="r")[:]
         assert np.array_equal(got, expected_mixed)
-        keys = sorted([k async for k in MnesiaStore(mixed, **opts(cluster)).list()])
+        store = MnesiaStore(mixed, **opts(cluster))
+        keys = sorted([k async for k in store.list()])
         assert keys == ["c/0", "c/1", "c/2", "zarr.json"]  # each once
+        size = len(zstd.encode(newer))  # of the record reads serve, not the earlier one
+        assert await store.getsize("c/1") == await store.getsize_prefix("c/1") == size
         v2_keys = sorted([k async for k in MnesiaStore(v2, **opts(cluster)).list()])
         assert v2_keys == [".zarray", ".zattrs", "0.0", "0.1", "1.0", "1.1"]
 

@@ -59,6 +59,12 @@ _DIRTY_SELECT = ExportFun("mnesia", "dirty_select", 2)
 _ZIPWITH = ExportFun("lists", "zipwith", 3)
 _FOREACH = ExportFun("lists", "foreach", 2)
 _MAP = ExportFun("lists", "map", 2)
+_FOLDL = ExportFun("lists", "foldl", 3)
+_SELECT = ExportFun("mnesia", "select", 3)
+_APPEND = ExportFun("lists", "append", 1)
+_CONST = Atom("const")
+_BADARITY = Atom("badarity")
+_READ_LOCK = Atom("read")
 _ANY = Atom("_")
 _V1 = Atom("$1")
 _V2 = Atom("$2")
@@ -549,6 +555,31 @@ class MnesiaClient:
             case (atoms.ABORTED, (atoms.CONFLICT, stale)):
                 raise Conflict(list(stale))
         return bool(self._unwrap(result, what))
+
+    async def write_if(self, key: Any, expected: bytes, items: Sequence[tuple[Any, Any]]) -> None:
+        """Write ``items`` (``(key, data)`` pairs) in one transaction iff the record ``key``
+        holds exactly ``expected`` (checked under a read lock); else raise :class:`Conflict`.
+
+        No ``erl_eval``: OTP's own functions, composed. The transaction applies
+        ``lists:foldl(fun erlang:apply/2, [Tab, Spec, read], [fun mnesia:select/3,
+        fun lists:append/1])``, then the writes. ``Spec`` matches the record only with the
+        expected data and then yields ``[]``: ``select`` returns ``[[]]``, and
+        ``lists:append([])`` is ``[]``. Any other data, or no record, and ``select`` returns
+        ``[]``: ``erlang:apply(fun lists:append/1, [])`` fails with ``badarity``, which
+        aborts the transaction before anything is written."""
+        spec: list[Any] = [((self._tab, key, expected), [], [(_CONST, [])])]
+        funs: list[Any] = [_FOLDL]
+        args: list[Any] = [[_APPLY, [self._tab, spec, _READ_LOCK], [_SELECT, _APPEND]]]
+        for k, data in items:
+            funs.append(_WRITE)
+            args.append([self._record(k, data)])
+        try:
+            await self.transaction(_ZIPWITH, [_APPLY, funs, args], f"write of {len(items)}")
+        except TransactionError as exc:
+            match exc.reason:
+                case ((what, (fun, [])), _) if what == _BADARITY and fun == _APPEND:
+                    raise Conflict([key]) from None
+            raise
 
     async def insert_if_absent(self, key: Any, data: Any) -> bool:
         """Write unless a record with ``key`` exists, atomically; True if written."""
