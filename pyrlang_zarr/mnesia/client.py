@@ -187,13 +187,13 @@ fun() ->
 end
 """
 # The common case of the above, kept small (its syntax tree travels with every call): guards
-# {Key, [] | [Md5]} read-locked, then Ops: {Key, Data} writes, [Key] deletes. In both, a delete
+# {Key, [] | [Md5], LockKind}, then Ops: {Key, Data} writes, [Key] deletes. In both, a delete
 # first looks under a read lock (local) and deletes only a record that is there: a chunk write
 # deletes its other record forms, which are almost never there, and a delete of an absent key
 # would take write locks on every replica and travel with the commit.
 _GUARDED_WRITES_BODY = """
 fun() ->
-    case [K || {K, V} <- G, [erlang:md5(D) || {_, _, D} <- mnesia:read(Tab, K, read)] =/= V] of
+    case [K || {K, V, L} <- G, [erlang:md5(D) || {_, _, D} <- mnesia:read(Tab, K, L)] =/= V] of
         [] -> [case O of {K, D} -> mnesia:write({Tab, K, D});
                          [K] -> mnesia:read(Tab, K, read) =:= [] orelse mnesia:delete({Tab, K})
                end || O <- Ops];
@@ -514,11 +514,7 @@ class MnesiaClient:
         (nothing written); if a key of ``absent`` exists, return False (nothing written);
         else apply ``ops`` in order and return True."""
         what = f"batch of {len(ops)}"
-        if (
-            not absent
-            and not any(g.write for g in guards)
-            and all(isinstance(op, Write | Delete) for op in ops)
-        ):
+        if not absent and all(isinstance(op, Write | Delete) for op in ops):
             small: list[Any] = []
             for op in ops:
                 if isinstance(op, Write):
@@ -528,7 +524,10 @@ class MnesiaClient:
                     small.append([op.key])  # type: ignore[union-attr]
             bindings = {
                 "Tab": self._tab,
-                "G": [(g.key, [] if g.md5 is None else [g.md5]) for g in guards],
+                "G": [
+                    (g.key, [] if g.md5 is None else [g.md5], Atom("write" if g.write else "read"))
+                    for g in guards
+                ],
                 "Ops": small,
                 "Timeout": self._sync_ms,
             }
