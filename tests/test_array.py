@@ -74,15 +74,17 @@ async def test_records_follow_the_seed_schema_on_every_replica(cluster3: LocalCl
     await arr.set_slice(np.ones((20, 30)), start=(0, 0), stop=(20, 30))
     for peer in cluster3.nodes:
         records = await raw_records(cluster3, peer, aid)
-        keys = {r[1][1] for r in records}
-        assert keys == {Atom("metadata")} | {(i, j) for i in range(2) for j in range(3)}
+        keys = {r[1][1] for r in records}  # ExZarr's forms: {Id, metadata}, {Id, {chunk, Idx}}
+        assert keys == {Atom("metadata")} | {
+            (Atom("chunk"), (i, j)) for i in range(2) for j in range(3)
+        }
         for tab, (array_id, index), data in records:
             assert tab == Atom(TAB) and array_id == aid.encode() and isinstance(data, bytes)
             if index == Atom("metadata"):
                 meta = json.loads(data)
                 assert meta["shape"] == [20, 30] and meta["zarr_format"] == 3
             else:
-                assert all(isinstance(i, int) for i in index)
+                assert index[0] == Atom("chunk") and all(isinstance(i, int) for i in index[1])
     # and the same seen by Erlang code alone, on the last replica
     out = cluster3.erl_eval(
         2,
@@ -336,7 +338,10 @@ async def test_ram_copies_and_own_table(cluster3: LocalCluster) -> None:
     )
     assert sorted(map(str, ram)) == sorted(cluster3.nodes)
     recs = await node.rpc(
-        cluster3.nodes[1], "mnesia", "dirty_read", [Atom("pz_ram_arrays"), (b"ram-array", (1,))]
+        cluster3.nodes[1],
+        "mnesia",
+        "dirty_read",
+        [Atom("pz_ram_arrays"), (b"ram-array", (Atom("chunk"), (1,)))],
     )
     assert recs and recs[0][0] == Atom("pz_ram_arrays")  # record name = table name
     again = await pz.open(
@@ -383,7 +388,8 @@ async def test_zero_dimensional_and_empty_arrays(cluster3: LocalCluster) -> None
     assert await scalar.get_slice(start=(), stop=()) == 42
     assert sorted([k async for k in scalar.store.list()]) == ["c", "zarr.json"]
     records = await raw_records(cluster3, cluster3.nodes[1], scalar.array_id)
-    assert {r[1][1] for r in records} == {Atom("metadata"), ()}  # the 0-d chunk is {Id, {}}
+    # the 0-d chunk is {Id, {chunk, {}}}
+    assert {r[1][1] for r in records} == {Atom("metadata"), (Atom("chunk"), ())}
     empty = await pz.create(
         array_id=f"empty-{uuid.uuid4().hex[:6]}", shape=(0, 5), chunks=(2, 2), **opts(cluster3)
     )
