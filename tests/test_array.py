@@ -6,7 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pytest
@@ -36,13 +36,20 @@ def cluster3() -> Iterator[LocalCluster]:
         yield c
 
 
+class Where(TypedDict):
+    """The node ``create`` and ``open`` connect to, and its cookie."""
+
+    node: str
+    cookie: str
+
+
 def opts(c: LocalCluster, **kw: Any) -> dict[str, Any]:
     return {"node": c.nodes[0], "cookie": c.cookie, "nodes": c.nodes, **kw}
 
 
 async def raw_records(c: LocalCluster, peer: str, array_id: str) -> list[Any]:
     node = shared_node(c.cookie)
-    spec = [((Atom(TAB), (array_id.encode(), Atom("$1")), Atom("_")), [], [Atom("$_")])]
+    spec: list[Any] = [((Atom(TAB), (array_id.encode(), Atom("$1")), Atom("_")), [], [Atom("$_")])]
     return await node.rpc(peer, "mnesia", "dirty_select", [Atom(TAB), spec])
 
 
@@ -301,7 +308,7 @@ async def test_bad_inputs_raise_before_anything_is_written(cluster3: LocalCluste
 
 
 async def test_bad_create_and_open_arguments(cluster3: LocalCluster) -> None:
-    base = {"node": cluster3.nodes[0], "cookie": cluster3.cookie}
+    base: Where = {"node": cluster3.nodes[0], "cookie": cluster3.cookie}
     with pytest.raises(ValueError, match="array_id"):
         await pz.create(array_id="", shape=(2,), chunks=(1,), **base)
     with pytest.raises(TypeError, match="array_id"):
@@ -411,7 +418,8 @@ async def test_slice_views_keep_writes_until_the_checked_commit(cluster3: LocalC
     got = await buffer.get("c/0", proto, RangeByteRequest(1, 3))
     assert got is not None and got.to_bytes() == b"ew"  # its own writes, not sent yet
     assert not await buffer.exists("c/1")
-    assert (await store.get("c/0", proto)).to_bytes() == b"old0"  # type: ignore[union-attr]
+    old = await store.get("c/0", proto)
+    assert old is not None and old.to_bytes() == b"old0"
     with pytest.raises(NotImplementedError, match="list"):
         buffer.list()
     await buffer.commit()

@@ -361,7 +361,9 @@ async def test_python_never_moves_an_exzarr_chunk(cluster: LocalCluster, table: 
     data = np.arange(4, dtype="float32")
     await exzarr_writes(cluster, aid, data, (4,), version=3)
     store = MnesiaStore(aid, **opts(cluster))
-    doc = json.loads((await store.get("zarr.json", default_buffer_prototype())).to_bytes())
+    got = await store.get("zarr.json", default_buffer_prototype())
+    assert got is not None
+    doc = json.loads(got.to_bytes())
     doc["chunk_key_encoding"] = {"name": "default", "configuration": {"separator": "."}}
     await store.set("zarr.json", cpu.Buffer.from_bytes(json.dumps(doc).encode()))
     assert sorted([k async for k in store.list()]) == ["c.0", "zarr.json"]
@@ -398,7 +400,9 @@ async def test_records_the_store_cannot_name_are_never_touched(
     assert await store.getsize_prefix("") == sum([await store.getsize(k) for k in keys])
     await store.delete_dir("c")
     await store.delete("c/1/2/3")
-    doc = (await store.get("zarr.json", default_buffer_prototype())).to_bytes()
+    got = await store.get("zarr.json", default_buffer_prototype())
+    assert got is not None
+    doc = got.to_bytes()
     await store.set("zarr.json", cpu.Buffer.from_bytes(doc.replace(b'"/"', b'"."')))
 
     async def left() -> set[Any]:
