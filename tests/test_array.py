@@ -217,7 +217,7 @@ async def test_consistent_read_waits_for_a_transaction_holding_its_chunks(
         array_id=aid, shape=(16,), chunks=(8,), compressors=None, **opts(cluster3)
     )  # no compressor: a chunk's record is its float64 values as they are
     await arr.set_slice(np.full(16, 1.0), start=(0,), stop=(16,))
-    keys = [(aid.encode(), (0,)), (aid.encode(), (1,))]
+    keys = [(aid.encode(), (Atom("chunk"), (i,))) for i in (0, 1)]  # ExZarr's chunk records
     new = np.full(8, 2.0).astype("<f8").tobytes()
     node = shared_node(cluster3.cookie)
     py = node.process()
