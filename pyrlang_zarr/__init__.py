@@ -8,11 +8,11 @@ work as for any attribute; the first use of an array name imports zarr and numpy
 
 from __future__ import annotations
 
-import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pyrlang_zarr import errors
+from pyrlang_zarr._lazy import lazy_exports
 from pyrlang_zarr.errors import (
     AuthenticationError,
     NodeDown,
@@ -77,14 +77,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _LAZY.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)

@@ -12,16 +12,27 @@ promises and more:
   is lost (ExZarr's per-chunk read-modify-write can lose one).
 - ``get_slice`` reads every chunk it needs in one transaction: a consistent set of chunks,
   never half of a concurrent ``set_slice``.
-- Bad arguments raise ``ValueError``/``TypeError``/``IndexError`` before anything is sent.
+- An array knows the root metadata record it was opened with (:class:`~pyrlang_zarr.keys.Root`):
+  every ``set_slice`` commit checks on the server that it is unchanged, and every
+  ``get_slice`` reads it alongside the chunks. A change that keeps the array the same (its
+  attributes) is taken in stride; if another client re-created or resized the array, the
+  call raises :class:`~pyrlang_zarr.errors.TransactionError` instead of writing or reading
+  with the old layout and codecs.
+- Bad arguments raise ``ValueError``/``TypeError``/``IndexError`` before anything is sent,
+  and before any table is set up on the cluster.
+- ``create(..., exzarr=True)`` makes an array ExZarr applications can read and write too
+  (:mod:`pyrlang_zarr.exzarr`).
 
-The records are reached through the store's public seam only (``client``, ``record_keys``,
-``check_writable``), and stores are opened with zarr's public ``Store.open``.
+The records are reached through the store's public seam only (``client``, ``root``,
+``mnesia_key``, ``check_writable``), and stores are opened with zarr's public ``Store.open``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import json
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -31,9 +42,13 @@ import numpy.typing as npt
 import zarr.api.asynchronous as zasync
 from zarr import AsyncArray
 from zarr.abc.store import Store
-from zarr.storage import StorePath
+from zarr.core.metadata import ArrayV2Metadata, ArrayV3Metadata
+from zarr.errors import ContainsArrayError
+from zarr.storage import MemoryStore, StorePath
 
+from pyrlang_zarr import exzarr as exzarr_format
 from pyrlang_zarr.errors import NotFound, PossiblyStaleRead, TransactionError
+from pyrlang_zarr.keys import V2_ARRAY_METADATA_KEY, Root
 from pyrlang_zarr.mnesia.client import Conflict, MnesiaClient
 from pyrlang_zarr.overlay import Snapshot, WriteBuffer
 from pyrlang_zarr.settings import DEFAULT_TABLE, StoreSettings
@@ -45,9 +60,25 @@ MAX_RETRIES = 20
 class MnesiaArray:
     """A zarr array stored in Mnesia, with ExZarr's slice API (numpy in, numpy out)."""
 
-    def __init__(self, store: MnesiaStore, array: AsyncArray[Any]) -> None:
+    def __init__(
+        self, store: MnesiaStore, array: AsyncArray[Any], root: Root | None = None
+    ) -> None:
         self.store = store
         self.zarr = array
+        # the root metadata records the array was opened with (None: read on first use)
+        self._root = root
+
+    @property
+    def root(self) -> Root | None:
+        """The root metadata records (:class:`~pyrlang_zarr.keys.Root`) the array's chunks are
+        mapped with: each commit checks they are unchanged."""
+        return self._root
+
+    async def _known_root(self) -> Root:
+        if self._root is None:
+            await self._follow(await self.store.root())
+        assert self._root is not None
+        return self._root
 
     def __repr__(self) -> str:
         return (
@@ -139,12 +170,16 @@ class MnesiaArray:
         client = await self.store.client()
         selection = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
         for _attempt in range(MAX_RETRIES):
-            buffer = WriteBuffer(self.store, client)
+            root = await self._known_root()
+            root_keys = {self.store.mnesia_key(x) for x, _ in root.guards()}
+            buffer = WriteBuffer(self.store, client, root)
             await self._on(buffer).setitem(selection, values)
             try:
-                await buffer.commit()  # checks the reads, then writes
+                await buffer.commit()  # checks the reads and the root metadata, then writes
                 return
-            except Conflict:
+            except Conflict as conflict:
+                if root_keys.intersection(conflict.keys):
+                    await self._follow(await self.store.root())
                 continue
         raise TransactionError(
             f"transaction_error: set_slice on {self.array_id!r} kept conflicting with "
@@ -163,14 +198,31 @@ class MnesiaArray:
             else []
         )
         client = await self.store.client()
+        known = await self._known_root()
+        reads: list[Any] = [Snapshot.read(self.store, client, keys, known), self.store.root()]
         if self.store.settings.majority:
-            snapshot, _ = await asyncio.gather(
-                Snapshot.read(self.store, client, keys), self._warn_if_minority(client)
-            )
-        else:
-            snapshot = await Snapshot.read(self.store, client, keys)
+            reads.append(self._warn_if_minority(client))
+        snapshot, root, *_ = await asyncio.gather(*reads)
+        if root != known:  # read alongside the chunks: they were mapped with the old one
+            await self._follow(root)
         result = await self._on(snapshot).getitem(selection)
         return np.asarray(result)
+
+    async def _follow(self, root: Root) -> None:
+        """Take ``root`` as the array's if it still describes the same array (another client
+        changed only its attributes, say); raise if the array was re-created or changed."""
+        if _describes(root, self.zarr.metadata):
+            self._root = root
+            return
+        if root.m is None and root.za is None:
+            raise NotFound(
+                f"not_found: array {self.array_id!r} was deleted by another client since it "
+                "was opened"
+            )
+        raise TransactionError(
+            f"transaction_error: array {self.array_id!r} was re-created or changed by another "
+            "client since it was opened (shape, chunks, dtype or codecs); open it again"
+        )
 
     async def _warn_if_minority(self, client: MnesiaClient) -> None:
         replicas, reachable = await client.replica_view()
@@ -198,9 +250,11 @@ async def create(
     majority: bool = False,
     table_name: str = DEFAULT_TABLE,
     fill_value: Any = 0,
-    zarr_format: int = 3,
+    zarr_format: int | None = None,
     overwrite: bool = False,
     durable: bool = False,
+    exzarr: bool = False,
+    compressor: str | None = "zstd",
     **zarr_options: Any,
 ) -> MnesiaArray:
     """Create an array in Mnesia (ExZarr's ``create`` with ``storage: :mnesia``).
@@ -212,6 +266,13 @@ async def create(
     Other keyword arguments go to ``zarr.create_array`` (``compressors``,
     ``filters``, ``shards``, ``attributes``, ...). zarr v3 by default, ``zarr_format=2`` on
     request.
+
+    ``exzarr=True`` makes an array ExZarr applications read and write too: zarr v2,
+    ``compressor`` ``"zstd"`` (default), ``"zlib"`` or ``None``, a dtype ExZarr knows, a
+    finite fill value, the metadata text ``ExZarr.save/2`` writes. Anything ExZarr cannot
+    share raises ``ValueError``/``TypeError`` (see :mod:`pyrlang_zarr.exzarr`).
+
+    Every argument is checked (by zarr too) before anything is sent to the cluster.
     """
     shape_t = _dims("shape", shape, allow_zero=True)
     chunks_t = _dims("chunks", chunks, allow_zero=False)
@@ -221,7 +282,7 @@ async def create(
         np_dtype = np.dtype(dtype)
     except TypeError as exc:
         raise TypeError(f"dtype {dtype!r} is not a numpy dtype: {exc}") from None
-    if zarr_format not in (2, 3):
+    if zarr_format not in (None, 2, 3):
         raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
     settings = StoreSettings(  # validates array_id, node and nodes before anything is sent
         array_id,
@@ -233,18 +294,46 @@ async def create(
         majority=majority,
         durable=durable,
     )
-    store = await MnesiaStore.open(settings)  # connects; sets up the table on ``nodes``
-    array = await zasync.create_array(
-        store,
-        shape=shape_t,
-        chunks=chunks_t,
-        dtype=np_dtype,
-        fill_value=fill_value,
-        zarr_format=zarr_format,  # type: ignore[arg-type]
-        overwrite=overwrite,
+    if exzarr:
+        order = zarr_options.pop("order", "C")
+        name = exzarr_format.check(
+            shape_t,
+            chunks_t,
+            np_dtype,
+            compressor=compressor,
+            fill_value=fill_value,
+            order=order,
+            zarr_format=2 if zarr_format is None else zarr_format,
+            options=list(zarr_options),
+        )
+        document = exzarr_format.zarray_text(
+            shape_t, chunks_t, name, compressor=compressor, fill_value=fill_value
+        )
+        store = await MnesiaStore.open(settings)  # connects; sets up the table on ``nodes``
+        if not await store.create_root(document, overwrite=overwrite):
+            raise ContainsArrayError(store, "")
+        return await _open_array(store)
+    if compressor != "zstd":
+        raise TypeError("compressor= is for exzarr=True arrays; zarr's option is compressors=")
+    options: dict[str, Any] = {
+        "shape": shape_t,
+        "chunks": chunks_t,
+        "dtype": np_dtype,
+        "fill_value": fill_value,
+        "zarr_format": 3 if zarr_format is None else zarr_format,
         **zarr_options,
-    )
-    return MnesiaArray(store, array)
+    }
+    # zarr checks everything (dtype, fill value, codecs) here, in memory, first
+    await zasync.create_array(MemoryStore(), **options)
+    store = await MnesiaStore.open(settings)  # connects; sets up the table on ``nodes``
+    array = await zasync.create_array(store, overwrite=overwrite, **options)
+    root = await store.root()
+    if not _describes(root, array.metadata):
+        raise TransactionError(
+            f"transaction_error: array {array_id!r} was re-created by another client while it "
+            "was being created; open it to see which"
+        )
+    return MnesiaArray(store, array, root)
 
 
 async def open(
@@ -258,7 +347,10 @@ async def open(
     read_only: bool = False,
     durable: bool = False,
 ) -> MnesiaArray:
-    """Open an existing array; :class:`NotFound` if there is none under ``array_id``."""
+    """Open an existing array; :class:`NotFound` if there is none under ``array_id``.
+
+    ``array_id`` may be an :class:`~pyrlang_zarr.Atom` for an array an Elixir application
+    keyed with an atom."""
     settings = StoreSettings(
         array_id,
         node=node,
@@ -275,8 +367,38 @@ async def open(
             f"not_found: no array {array_id!r} in table {table_name!r} (via {probe.node})"
         )
     store = probe if read_only else probe.with_read_only(False)
-    array = await zasync.open_array(store=store)
-    return MnesiaArray(store, array)
+    return await _open_array(store)
+
+
+async def _open_array(store: MnesiaStore) -> MnesiaArray:
+    """Open the root array with the root metadata records it was read from."""
+    for _ in range(MAX_RETRIES):
+        before = await store.root()
+        array = await zasync.open_array(store=store)
+        after = await store.root()
+        if before == after and _describes(after, array.metadata):
+            return MnesiaArray(store, array, after)
+    raise TransactionError(
+        f"transaction_error: the metadata of {store.array_id!r} kept changing while it was opened"
+    )
+
+
+def _describes(root: Root, metadata: Any) -> bool:
+    """Whether the root metadata records hold ``metadata``'s array, attributes aside."""
+    if metadata.zarr_format == 3:
+        doc = root.m if root.m_name == "zarr.json" else None
+        cls: Any = ArrayV3Metadata
+    else:
+        doc = root.m if root.m_name == V2_ARRAY_METADATA_KEY else root.za
+        cls = ArrayV2Metadata
+    if doc is None:
+        return False
+    try:
+        stored = cls.from_dict(json.loads(doc))
+    except Exception:  # another document, or not one zarr reads
+        return False
+    plain = dataclasses.replace(stored, attributes={})
+    return bool(plain == dataclasses.replace(metadata, attributes={}))
 
 
 def _dims(name: str, dims: Sequence[int], *, allow_zero: bool) -> tuple[int, ...]:

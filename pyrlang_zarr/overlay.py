@@ -10,8 +10,15 @@ zarr's chunking and codecs run unchanged, against one of these instead of the
 - :class:`Snapshot` (``get_slice``): reads are served from chunks read beforehand in one
   transaction; it writes nothing.
 
+Both map chunk keys to records with one :class:`~pyrlang_zarr.keys.Root` (the root
+metadata as read when the array was opened): a chunk is read from the first present of its
+records (ExZarr's ``{Id, {chunk, Idx}}``, then this project's earlier forms), written to
+ExZarr's form with the others deleted, and the commit checks on the server that the root
+metadata is still that version (so a write never lands under keys another client's array
+no longer reads).
+
 They wrap the store in the manner of zarr's ``WrapperStore``, through its public seam
-(:meth:`~pyrlang_zarr.store.MnesiaStore.record_key` and ``record_keys``), but unlike
+(:meth:`~pyrlang_zarr.store.MnesiaStore.root` and ``mnesia_key``), but unlike
 ``WrapperStore`` they forward nothing else: what they do not implement, zarr's ``Store``
 builds on their own ``get``/``set``/``delete``, or it is refused (listing). So no write
 can pass the buffer and escape the transaction. Each serves the chunk keys of one array,
@@ -20,7 +27,6 @@ for one call, and equals only itself.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
@@ -33,7 +39,8 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from pyrlang_zarr.mnesia.client import Delete, MnesiaClient, Write
+from pyrlang_zarr.keys import Root, version
+from pyrlang_zarr.mnesia.client import Delete, Either, Guard, MnesiaClient, Write
 
 if TYPE_CHECKING:
     from pyrlang_zarr.store import MnesiaStore
@@ -100,18 +107,32 @@ class WriteBuffer(_SliceView):
     supports_writes = True
     supports_deletes = True
 
-    def __init__(self, store: MnesiaStore, client: MnesiaClient) -> None:
+    def __init__(self, store: MnesiaStore, client: MnesiaClient, root: Root | None = None) -> None:
         super().__init__(store, read_only=False)
         self._client = client
-        self._versions: dict[str, bytes | None] = {}  # md5 of each chunk as first read
+        self._root = root  # None: read on first use
+        self._versions: dict[Any, bytes | None] = {}  # md5 of each record as first read
         self._pending: dict[str, bytes | memoryview | None] = {}  # None: delete
+
+    async def root(self) -> Root:
+        if self._root is None:
+            self._root = await self._store.root()
+        return self._root
+
+    async def _forms(self, key: str) -> list[Any]:
+        return [self._store.mnesia_key(x) for x in (await self.root()).candidates(key)]
 
     async def _bytes(self, key: str) -> bytes | memoryview | None:
         if key in self._pending:
             return self._pending[key]
-        data = await self._client.read(await self._store.record_key(key))
-        if key not in self._versions:
-            self._versions[key] = None if data is None else hashlib.md5(data).digest()
+        forms = await self._forms(key)
+        found = await self._client.dirty_calls([self._client.read_call(k) for k in forms], "read")
+        data = None
+        for k, records in zip(forms, found, strict=True):
+            value = records[0][2] if records else None
+            self._versions.setdefault(k, version(value))
+            if data is None:
+                data = value
         return data
 
     async def set(self, key: str, value: Buffer) -> None:
@@ -121,17 +142,20 @@ class WriteBuffer(_SliceView):
         self._pending[key] = None
 
     async def commit(self) -> None:
-        """Check that every chunk read is unchanged, then write: one transaction.
-        :class:`~pyrlang_zarr.mnesia.client.Conflict` if one changed (nothing written)."""
-        read = await self._store.record_keys(self._versions)
-        written = await self._store.record_keys(self._pending)
-        await self._client.checked_batch(
-            list(zip(read, self._versions.values(), strict=True)),
-            [
-                Delete(k) if v is None else Write(k, v)
-                for k, v in zip(written, self._pending.values(), strict=True)
-            ],
-        )
+        """Check that every chunk read and the root metadata are unchanged, then write: one
+        transaction. :class:`~pyrlang_zarr.mnesia.client.Conflict` if one changed (nothing
+        written; its ``keys`` say which)."""
+        root = await self.root()
+        reads: list[tuple[Any, bytes | None] | Guard] = list(self._versions.items())
+        reads += [Guard(self._store.mnesia_key(x), v) for x, v in root.guards()]
+        ops: list[Write | Delete] = []
+        for key, value in self._pending.items():
+            forms = await self._forms(key)
+            if value is None:
+                ops += [Delete(k) for k in forms]
+            else:
+                ops.append(Write(forms[0], value, replaces=tuple(forms[1:])))
+        await self._client.checked_batch(reads, ops)
 
 
 class Snapshot(_SliceView):
@@ -145,9 +169,15 @@ class Snapshot(_SliceView):
         self._chunks = chunks
 
     @classmethod
-    async def read(cls, store: MnesiaStore, client: MnesiaClient, keys: Sequence[str]) -> Self:
-        """The chunks ``keys`` (absent ones as missing), read consistently in one go."""
-        found = await client.read_many(await store.record_keys(keys), consistent=True)
+    async def read(
+        cls, store: MnesiaStore, client: MnesiaClient, keys: Sequence[str], root: Root | None = None
+    ) -> Self:
+        """The chunks ``keys`` (absent ones as missing), read consistently in one go, each
+        from the first present of its records as ``root`` (default: read now) maps them."""
+        if root is None:
+            root = await store.root()
+        items = [Either(tuple(store.mnesia_key(x) for x in root.candidates(k))) for k in keys]
+        found = await client.read_many(items, consistent=True)
         return cls(store, dict(zip(keys, found, strict=True)))
 
     async def _bytes(self, key: str) -> bytes | memoryview | None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pyrlang_zarr.erldist.node import split_node_name
+from pyrlang_zarr.term import Atom
 
 DEFAULT_TABLE = "zarr_storage"
 
@@ -21,16 +22,19 @@ DEFAULT_TABLE = "zarr_storage"
 class StoreSettings:
     """The settings of one array's store.
 
-    ``array_id`` names the array (records are keyed ``{array_id, ...}``) in Mnesia table
-    ``table_name``. ``node`` is the Erlang node to talk to (default: the first of
-    ``nodes``); ``nodes`` the table's replicas: when given, Mnesia and the table are set up
-    on them when a writable store opens, and calls fail over among them. ``ram_copies``
-    picks RAM-only replicas for a new table; ``majority`` makes its writes need a majority
-    of replicas; ``durable`` forces each commit to disc; ``timeout`` bounds each call
-    (seconds, ``None``: no bound). ``cookie`` defaults as :class:`~pyrlang_zarr.Node`'s.
+    ``array_id`` names the array (records are keyed ``{array_id, ...}``, the id a binary,
+    or an atom if it is an :class:`~pyrlang_zarr.Atom`, as Elixir applications may key
+    ExZarr arrays) in Mnesia table ``table_name``. ``node`` is the Erlang node to talk to
+    (default: the first of ``nodes``); ``nodes`` the table's replicas: when given, Mnesia
+    and the table are set up on them when a writable store opens, and calls fail over among
+    them. ``ram_copies`` picks RAM-only replicas for a new table; ``majority`` makes its
+    writes need a majority of replicas; ``durable`` forces each commit to disc; ``timeout``
+    bounds each call (seconds, ``None``: no bound). ``cookie`` defaults as
+    :class:`~pyrlang_zarr.Node`'s.
     """
 
     array_id: str
+    atom_id: bool = field(init=False, repr=False)  # Atom("x") == "x": compared apart
     node: str
     nodes: tuple[str, ...]
     table_name: str
@@ -85,6 +89,7 @@ class StoreSettings:
             raise TypeError("cookie must be a str")
         put = object.__setattr__  # frozen: set once, here
         put(self, "array_id", array_id)
+        put(self, "atom_id", type(array_id) is Atom)
         put(self, "node", node)
         put(self, "nodes", replicas)
         put(self, "table_name", table_name)

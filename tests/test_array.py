@@ -6,7 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pytest
@@ -36,13 +36,20 @@ def cluster3() -> Iterator[LocalCluster]:
         yield c
 
 
+class Where(TypedDict):
+    """The node ``create`` and ``open`` connect to, and its cookie."""
+
+    node: str
+    cookie: str
+
+
 def opts(c: LocalCluster, **kw: Any) -> dict[str, Any]:
     return {"node": c.nodes[0], "cookie": c.cookie, "nodes": c.nodes, **kw}
 
 
 async def raw_records(c: LocalCluster, peer: str, array_id: str) -> list[Any]:
     node = shared_node(c.cookie)
-    spec = [((Atom(TAB), (array_id.encode(), Atom("$1")), Atom("_")), [], [Atom("$_")])]
+    spec: list[Any] = [((Atom(TAB), (array_id.encode(), Atom("$1")), Atom("_")), [], [Atom("$_")])]
     return await node.rpc(peer, "mnesia", "dirty_select", [Atom(TAB), spec])
 
 
@@ -74,15 +81,17 @@ async def test_records_follow_the_seed_schema_on_every_replica(cluster3: LocalCl
     await arr.set_slice(np.ones((20, 30)), start=(0, 0), stop=(20, 30))
     for peer in cluster3.nodes:
         records = await raw_records(cluster3, peer, aid)
-        keys = {r[1][1] for r in records}
-        assert keys == {Atom("metadata")} | {(i, j) for i in range(2) for j in range(3)}
+        keys = {r[1][1] for r in records}  # ExZarr's forms: {Id, metadata}, {Id, {chunk, Idx}}
+        assert keys == {Atom("metadata")} | {
+            (Atom("chunk"), (i, j)) for i in range(2) for j in range(3)
+        }
         for tab, (array_id, index), data in records:
             assert tab == Atom(TAB) and array_id == aid.encode() and isinstance(data, bytes)
             if index == Atom("metadata"):
                 meta = json.loads(data)
                 assert meta["shape"] == [20, 30] and meta["zarr_format"] == 3
             else:
-                assert all(isinstance(i, int) for i in index)
+                assert index[0] == Atom("chunk") and all(isinstance(i, int) for i in index[1])
     # and the same seen by Erlang code alone, on the last replica
     out = cluster3.erl_eval(
         2,
@@ -208,7 +217,7 @@ async def test_consistent_read_waits_for_a_transaction_holding_its_chunks(
         array_id=aid, shape=(16,), chunks=(8,), compressors=None, **opts(cluster3)
     )  # no compressor: a chunk's record is its float64 values as they are
     await arr.set_slice(np.full(16, 1.0), start=(0,), stop=(16,))
-    keys = [(aid.encode(), (0,)), (aid.encode(), (1,))]
+    keys = [(aid.encode(), (Atom("chunk"), (i,))) for i in (0, 1)]  # ExZarr's chunk records
     new = np.full(8, 2.0).astype("<f8").tobytes()
     node = shared_node(cluster3.cookie)
     py = node.process()
@@ -299,7 +308,7 @@ async def test_bad_inputs_raise_before_anything_is_written(cluster3: LocalCluste
 
 
 async def test_bad_create_and_open_arguments(cluster3: LocalCluster) -> None:
-    base = {"node": cluster3.nodes[0], "cookie": cluster3.cookie}
+    base: Where = {"node": cluster3.nodes[0], "cookie": cluster3.cookie}
     with pytest.raises(ValueError, match="array_id"):
         await pz.create(array_id="", shape=(2,), chunks=(1,), **base)
     with pytest.raises(TypeError, match="array_id"):
@@ -336,7 +345,10 @@ async def test_ram_copies_and_own_table(cluster3: LocalCluster) -> None:
     )
     assert sorted(map(str, ram)) == sorted(cluster3.nodes)
     recs = await node.rpc(
-        cluster3.nodes[1], "mnesia", "dirty_read", [Atom("pz_ram_arrays"), (b"ram-array", (1,))]
+        cluster3.nodes[1],
+        "mnesia",
+        "dirty_read",
+        [Atom("pz_ram_arrays"), (b"ram-array", (Atom("chunk"), (1,)))],
     )
     assert recs and recs[0][0] == Atom("pz_ram_arrays")  # record name = table name
     again = await pz.open(
@@ -383,7 +395,8 @@ async def test_zero_dimensional_and_empty_arrays(cluster3: LocalCluster) -> None
     assert await scalar.get_slice(start=(), stop=()) == 42
     assert sorted([k async for k in scalar.store.list()]) == ["c", "zarr.json"]
     records = await raw_records(cluster3, cluster3.nodes[1], scalar.array_id)
-    assert {r[1][1] for r in records} == {Atom("metadata"), ()}  # the 0-d chunk is {Id, {}}
+    # the 0-d chunk is {Id, {chunk, {}}}
+    assert {r[1][1] for r in records} == {Atom("metadata"), (Atom("chunk"), ())}
     empty = await pz.create(
         array_id=f"empty-{uuid.uuid4().hex[:6]}", shape=(0, 5), chunks=(2, 2), **opts(cluster3)
     )
@@ -405,7 +418,8 @@ async def test_slice_views_keep_writes_until_the_checked_commit(cluster3: LocalC
     got = await buffer.get("c/0", proto, RangeByteRequest(1, 3))
     assert got is not None and got.to_bytes() == b"ew"  # its own writes, not sent yet
     assert not await buffer.exists("c/1")
-    assert (await store.get("c/0", proto)).to_bytes() == b"old0"  # type: ignore[union-attr]
+    old = await store.get("c/0", proto)
+    assert old is not None and old.to_bytes() == b"old0"
     with pytest.raises(NotImplementedError, match="list"):
         buffer.list()
     await buffer.commit()

@@ -391,6 +391,9 @@ async def test_expression_trees_match_erl_parse_on_a_node(one_node: LocalCluster
         "A\n =\n {B, C} =\n X, 1 + 2 * 3 - 4 / 2 == 6, m\n:\nf(\n) -- [].",
         "case X of\n [\n ] -> fun\n (A) -> A; (B)\n -> B end end, (fun () -> ok end)().",
         'X = <<>>, <<"ab", 1, Y>>, "", "a b\nc", {x, <<\n"z">>}.',
+        "case X of Y when Y > 1, is_tuple(Y); Y =:= 0 -> ok; _ -> no end,\n"
+        " A andalso B orelse C =:= [] orelse D, fun\n erlang:md5/1,\n"
+        " fun ({a, I}) when is_tuple(I) -> I;\n (_) -> x end.",
     ]
     async with Node(cookie=COOKIE) as node:
         for text in texts:
@@ -404,8 +407,8 @@ async def test_expression_trees_match_erl_parse_on_a_node(one_node: LocalCluster
 def test_unsupported_erlang_is_refused_not_guessed() -> None:
     from pyrlang_zarr.mnesia.expr import parse
 
-    unsupported = ["X = 'q'.", "1.5.", '"\\n".', "-X.", "A andalso B.", "<<X:8>>.", "x"]
-    for text in [*unsupported, "case X of Y when Y > 1 -> ok end."]:
+    unsupported = ["X = 'q'.", "1.5.", '"\\n".', "-X.", "A xor B.", "<<X:8>>.", "x"]
+    for text in [*unsupported, "fun M:f/1.", "fun f/1."]:
         with pytest.raises(ValueError, match=r"unsupported|expected"):
             parse(text)
 

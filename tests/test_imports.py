@@ -72,6 +72,7 @@ def test_package_import_is_cheap() -> None:
     assert not hits(loaded, ZARR_NUMPY | IO | NODE | UPPER | {"pyrlang_zarr.term"})
     assert {m for m in loaded if m.startswith("pyrlang_zarr")} == {
         "pyrlang_zarr",
+        "pyrlang_zarr._lazy",
         "pyrlang_zarr.errors",
     }
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import math
 import pickle
 import uuid
 from typing import Any
@@ -18,11 +16,13 @@ from zarr.testing.store import StoreTests
 from pyrlang_zarr import Atom, ExportFun, MnesiaStore
 from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.keys import (
+    CHUNK,
     METADATA,
-    ROOT_METADATA_KEY,
-    V2_ARRAY_METADATA_KEY,
+    METADATA_NAMES,
     KeyLayout,
-    chunk_keys_from_metadata,
+    Root,
+    metadata_plan,
+    other_metadata_name,
 )
 from pyrlang_zarr.mnesia import ensure_table
 from pyrlang_zarr.settings import StoreSettings
@@ -39,20 +39,33 @@ def table(cluster: LocalCluster) -> str:
     return TABLE
 
 
-async def raw_layout(store: MnesiaStore) -> KeyLayout:
-    """The key layout computed from the raw metadata records, not by the store."""
+async def raw_read(store: MnesiaStore, x: Any) -> bytes | None:
     node = shared_node(store.settings.cookie)
     aid = store.array_id.encode()
-    chunks = None
-    for key, x in ((ROOT_METADATA_KEY, METADATA), (V2_ARRAY_METADATA_KEY, b".zarray")):
-        recs = await node.rpc(store.node, "mnesia", "dirty_read", [Atom(TABLE), (aid, x)])
-        if recs and chunks is None:
-            chunks = chunk_keys_from_metadata(key, recs[0][2])
-    return KeyLayout(chunks)
+    recs = await node.rpc(store.node, "mnesia", "dirty_read", [Atom(TABLE), (aid, x)])
+    return bytes(recs[0][2]) if recs else None
+
+
+async def raw_root(store: MnesiaStore) -> Root:
+    """The records the key mapping depends on, read raw, not by the store."""
+    return Root(await raw_read(store, METADATA), await raw_read(store, b".zarray"))
+
+
+async def raw_layout(store: MnesiaStore) -> KeyLayout:
+    """The key layout computed from the raw metadata records, not by the store."""
+    return KeyLayout(await raw_root(store))
 
 
 async def raw_key(store: MnesiaStore, key: str) -> Any:
-    return (store.array_id.encode(), (await raw_layout(store)).to_mnesia(key))
+    """The record holding ``key`` (the first present candidate; else the one a write uses)."""
+    aid = store.array_id.encode()
+    root = await raw_root(store)
+    if key in METADATA_NAMES:
+        return (aid, root.serves(key))
+    for x in root.candidates(key):
+        if await raw_read(store, x) is not None:
+            return (aid, x)
+    return (aid, root.primary(key))
 
 
 class TestMnesiaStore(StoreTests[MnesiaStore, cpu.Buffer]):
@@ -61,12 +74,28 @@ class TestMnesiaStore(StoreTests[MnesiaStore, cpu.Buffer]):
 
     async def set(self, store: MnesiaStore, key: str, value: Buffer) -> None:
         node = shared_node(store.settings.cookie)
-        record = (Atom(TABLE), await raw_key(store, key), value.to_bytes())
+        aid = store.array_id.encode()
         write = ExportFun("mnesia", "write", 1)
-        assert await node.rpc(store.node, "mnesia", "transaction", [write, [record]]) == (
-            Atom("atomic"),
-            Atom("ok"),
-        )
+        delete = ExportFun("mnesia", "delete", 1)
+        if key in METADATA_NAMES:  # as the store places a metadata document
+            root = await raw_root(store)
+            other = await raw_read(store, other_metadata_name(key).encode())
+            ops = metadata_plan(key, value.to_bytes(), root.m, other)
+        else:
+            ops = [("write", (await raw_root(store)).primary(key), value.to_bytes())]
+        for op, x, data in ops:
+            fun, arg = (
+                (write, (Atom(TABLE), (aid, x), data))
+                if op == "write"
+                else (
+                    delete,
+                    (Atom(TABLE), (aid, x)),
+                )
+            )
+            assert await node.rpc(store.node, "mnesia", "transaction", [fun, [arg]]) == (
+                Atom("atomic"),
+                Atom("ok"),
+            )
 
     async def get(self, store: MnesiaStore, key: str) -> Buffer:
         node = shared_node(store.settings.cookie)
@@ -152,78 +181,32 @@ async def test_listing_is_lossless_and_chunks_are_tuples(
     assert np.array_equal(await again.getitem(slice(None)), expected)
 
 
-# Ranks 0 to 4, each with an uneven grid (extents differ between dimensions, edge chunks
-# are partial), so that swapping or dropping an index changes which record a chunk lands in.
-RANKS: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {
-    0: ((), ()),
-    1: ((7,), (3,)),
-    2: ((5, 3), (2, 2)),
-    3: ((5, 4, 3), (2, 3, 2)),  # grid 3 x 2 x 2
-    4: ((3, 4, 2, 5), (2, 3, 1, 2)),  # grid 2 x 2 x 2 x 3
-}
-ENCODINGS: dict[str, dict[str, Any]] = {
-    "v3": {"zarr_format": 3},
-    "v3-dot": {"zarr_format": 3, "chunk_key_encoding": {"name": "default", "separator": "."}},
-    "v3-v2enc": {"zarr_format": 3, "chunk_key_encoding": {"name": "v2", "separator": "."}},
-    "v2": {"zarr_format": 2},
-}
-
-
-@pytest.mark.parametrize("encoding", ENCODINGS)
-@pytest.mark.parametrize("rank", RANKS)
-async def test_every_rank_lists_and_stores_exactly_like_a_memory_store(
-    kwargs: dict[str, Any], rank: int, encoding: str
-) -> None:
-    """The same array written to a MemoryStore and to Mnesia: the same keys listed, and each
-    key's bytes in the record the README names: ``{Id, {I0, .., In}}`` for the chunk zarr
-    calls ``(I0, .., In)``, ``{Id, metadata}`` for zarr.json, ``{Id, <<Key>>}`` otherwise."""
-    shape, chunks = RANKS[rank]
-    create: dict[str, Any] = {"shape": shape, "chunks": chunks, "dtype": "int32", "fill_value": 0}
-    data = np.arange(1, int(np.prod(shape)) + 1, dtype="int32").reshape(shape)  # no empty chunk
-    store = MnesiaStore(**kwargs)
-    mem = zarr.storage.MemoryStore()
-    for target in (store, mem):
-        arr = await zarr.api.asynchronous.create_array(target, **create, **ENCODINGS[encoding])
-        await arr.setitem(Ellipsis, data)
-    listed = sorted([k async for k in store.list()])
-    assert listed == sorted([k async for k in mem.list()])
-    # zarr's own names for the chunks, from the grid: independent of pyrlang_zarr.keys
-    grid = [range(-(-n // c)) for n, c in zip(shape, chunks, strict=True)]
-    chunk_of = {arr.metadata.encode_chunk_key(i): i for i in itertools.product(*grid)}
-    assert len(chunk_of) == math.prod(map(len, grid)) and set(chunk_of) <= set(listed)
-    expected: dict[Any, bytes] = {}
-    for key in listed:
-        value = await mem.get(key, default_buffer_prototype())
-        assert value is not None
-        if key in chunk_of:
-            expected[chunk_of[key]] = value.to_bytes()
-        else:
-            expected[Atom("metadata") if key == "zarr.json" else key.encode()] = value.to_bytes()
-    node = shared_node(store.settings.cookie)
-    head = (Atom(TABLE), (store.array_id.encode(), Atom("$1")), Atom("$2"))
-    spec: list[Any] = [(head, [], [[Atom("$1"), Atom("$2")]])]  # [X, Data] of each record
-    raw = await node.rpc(store.node, "mnesia", "dirty_select", [Atom(TABLE), spec])
-    assert {x: bytes(d) for x, d in raw} == expected
-    again = await zarr.api.asynchronous.open_array(store=MnesiaStore(**kwargs))
-    assert np.array_equal(await again.getitem(Ellipsis), data)
-
-
-async def test_metadata_change_rekeys_chunks(kwargs: dict[str, Any]) -> None:
-    """Replacing the root metadata with another chunk key encoding keeps listing exact."""
+async def test_metadata_change_renames_chunks_and_moves_no_record(kwargs: dict[str, Any]) -> None:
+    """Chunk records follow the root metadata: with another separator they are spelt the new
+    way; without metadata they cannot be named. No record is moved or re-keyed (an ExZarr
+    reader keeps its chunks), and none is deleted."""
     store = MnesiaStore(**kwargs)
     arr = await zarr.api.asynchronous.create_array(store, shape=(4,), chunks=(2,), dtype="u1")
     await arr.setitem(slice(None), np.arange(4, dtype="u1"))
     before = sorted([k async for k in store.list()])
     assert before == ["c/0", "c/1", "zarr.json"]
-    doc = (await store.get("zarr.json", default_buffer_prototype())).to_bytes()
+    got = await store.get("zarr.json", default_buffer_prototype())
+    assert got is not None
+    doc = got.to_bytes()
     dotted = doc.replace(b'"separator": "/"', b'"separator": "."')
     assert dotted != doc
     await store.set("zarr.json", cpu.Buffer.from_bytes(dotted))
-    assert sorted([k async for k in store.list()]) == before  # same names, now as paths
+    assert sorted([k async for k in store.list()]) == ["c.0", "c.1", "zarr.json"]
+    assert await raw_key(store, "c.1") == (store.array_id.encode(), (CHUNK, (1,)))
+    again = await zarr.api.asynchronous.open_array(store=MnesiaStore(**kwargs))
+    assert np.array_equal(await again.getitem(slice(None)), np.arange(4, dtype="u1"))
     await store.delete("zarr.json")
-    assert sorted([k async for k in store.list()]) == ["c/0", "c/1"]
+    assert sorted([k async for k in store.list()]) == []
     fresh = MnesiaStore(**kwargs)
-    assert sorted([k async for k in fresh.list()]) == ["c/0", "c/1"]
+    assert sorted([k async for k in fresh.list()]) == []
+    assert await raw_read(store, (CHUNK, (1,))) is not None  # kept, only unnamed
+    await fresh.set("zarr.json", cpu.Buffer.from_bytes(doc))  # the metadata comes back
+    assert sorted([k async for k in store.list()]) == before
 
 
 async def test_sync_api_and_pickle(kwargs: dict[str, Any]) -> None:
@@ -232,7 +215,7 @@ async def test_sync_api_and_pickle(kwargs: dict[str, Any]) -> None:
     z[:] = np.ones((10, 10))
     clone = pickle.loads(pickle.dumps(store))
     assert clone == store
-    assert zarr.open_array(clone, mode="r")[:].sum() == 100.0
+    assert np.asarray(zarr.open_array(clone, mode="r")[:]).sum() == 100.0
 
 
 async def test_read_only_store_cannot_write(kwargs: dict[str, Any]) -> None:
@@ -297,7 +280,7 @@ async def test_public_seam(kwargs: dict[str, Any]) -> None:
     assert await store.record_key("c/1") == await raw_key(store, "c/1")
     assert await store.record_keys(["zarr.json", "c/0", "x/y"]) == [
         (store.array_id.encode(), METADATA),
-        (store.array_id.encode(), (0,)),
+        (store.array_id.encode(), (CHUNK, (0,))),
         (store.array_id.encode(), b"x/y"),
     ]
     store.check_writable()
@@ -323,14 +306,14 @@ async def test_concurrent_metadata_and_other_writes_keep_the_layout(kwargs: dict
             "filters": None,
         }
     ).encode()
-    await store.layout()  # loaded before: the big write below starts with the old layout
+    await store.root()  # read before: the big write below starts with the old layout
     big = cpu.Buffer.from_bytes(bytes(16 * 1024 * 1024))  # its commit ends after .zarray's
     await asyncio.gather(
         store.set(".zattrs", big), store.set(".zarray", cpu.Buffer.from_bytes(zarray))
     )
     await store.set("1", cpu.Buffer.from_bytes(b"chunk"))
-    assert (await raw_key(store, "1"))[1] == (1,)
-    assert (await store.layout()).to_mnesia("1") == (1,)
+    assert (await raw_key(store, "1"))[1] == (CHUNK, (1,))
+    assert (await store.layout()).to_mnesia("1") == (CHUNK, (1,))
 
 
 def _v3_doc(separator: str = "/") -> bytes:
@@ -356,7 +339,7 @@ async def test_path_record_becomes_a_chunk_record_when_metadata_arrives(
     store = MnesiaStore(**kwargs)
     await store.set("c/0", cpu.Buffer.from_bytes(b"early"))  # no metadata yet: a path record
     await store.set("zarr.json", cpu.Buffer.from_bytes(_v3_doc()))
-    assert (await raw_key(store, "c/0"))[1] == (0,)  # moved to the chunk key
+    assert (await raw_key(store, "c/0"))[1] == (CHUNK, (0,))  # moved to the chunk record
     got = await store.get("c/0", default_buffer_prototype())
     assert got is not None and got.to_bytes() == b"early"
     await store.set("c/0", cpu.Buffer.from_bytes(b"again"))
@@ -398,3 +381,18 @@ async def test_overwriting_an_array_does_not_read_its_chunks(
     )
     assert max(read) <= 2  # the metadata documents only, never the 10 chunks being deleted
     assert sorted([k async for k in store.list()]) == ["zarr.json"]
+
+
+async def test_durable_store_writes_through_the_checked_transactions(
+    kwargs: dict[str, Any],
+) -> None:
+    """Chunk writes (guarded), metadata writes, set_if_not_exists and delete_dir, durable."""
+    store = MnesiaStore(**kwargs, durable=True)
+    z = await zarr.api.asynchronous.create_array(store, shape=(6,), chunks=(2,), dtype="u1")
+    await z.setitem(slice(None), np.arange(6, dtype="u1") + 1)
+    await store.set_if_not_exists("c/0", cpu.Buffer.from_bytes(b"not written"))
+    await store.set_if_not_exists("x/y", cpu.Buffer.from_bytes(b"written"))
+    again = await zarr.api.asynchronous.open_array(store=MnesiaStore(**kwargs))
+    assert np.asarray(await again.getitem(slice(None))).tolist() == [1, 2, 3, 4, 5, 6]
+    await store.delete_dir("c")
+    assert sorted([k async for k in store.list()]) == ["x/y", "zarr.json"]

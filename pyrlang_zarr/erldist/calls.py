@@ -20,21 +20,23 @@ from pyrlang_zarr.erldist.handoff import Handoff, Pending
 from pyrlang_zarr.erldist.identity import Identity
 from pyrlang_zarr.erldist.io_thread import IoThread
 from pyrlang_zarr.errors import DecodeError, NodeDown, RpcError
-from pyrlang_zarr.term import Atom, ImproperList, Pid, Reference, encode_parts
+from pyrlang_zarr.term import Atom, ImproperList, Pid, Reference, atoms, encode_parts
 from pyrlang_zarr.term.format import format_term
 
 if TYPE_CHECKING:
     from pyrlang_zarr.erldist.connection import DistConnection
     from pyrlang_zarr.erldist.peers import Peers
 
-_EMPTY = Atom("")
 _REX = Atom("rex")
-_GEN_CALL = Atom("$gen_call")
-_CALL = Atom("call")
 _USER = Atom("user")
-_BADRPC = Atom("badrpc")
 #: a call whose reply only proves the peer alive
-_PROBE: tuple[Atom, Atom, Atom, list[Any], Atom] = (_CALL, Atom("erlang"), Atom("node"), [], _USER)
+_PROBE: tuple[Atom, Atom, Atom, list[Any], Atom] = (
+    atoms.CALL,
+    Atom("erlang"),
+    Atom("node"),
+    [],
+    _USER,
+)
 
 
 def own_binaries(term: Any) -> Any:
@@ -59,12 +61,12 @@ def rpc_request(module: str, function: str, args: Sequence[Any]) -> tuple[Any, .
         raise TypeError(f"rpc module and function must be str, got {module!r}, {function!r}")
     if not isinstance(args, list | tuple):
         raise TypeError(f"rpc args must be a list or tuple of arguments, not {type(args).__name__}")
-    return (_CALL, Atom(module), Atom(function), list(args), _USER)
+    return (atoms.CALL, Atom(module), Atom(function), list(args), _USER)
 
 
 def rpc_result(call: Pending, result: Any) -> Any:
     """``result``, unless it is ``{badrpc, Reason}``: then :class:`RpcError`."""
-    if type(result) is tuple and len(result) == 2 and result[0] == _BADRPC:
+    if type(result) is tuple and len(result) == 2 and result[0] == atoms.BADRPC:
         raise RpcError(f"{call.what} failed: {format_term(result[1])}", result[1])
     return result
 
@@ -104,9 +106,9 @@ class Calls:
             self._peers.get(peer)  # first: it decides our name, which the pid carries
             if self.pid is None:
                 self.pid = self._identity.make_pid()
-                self._header = encode_parts((C.REG_SEND, self.pid, _EMPTY, _REX))
+                self._header = encode_parts((C.REG_SEND, self.pid, atoms.EMPTY, _REX))
             ref = call.ref = self._identity.make_ref()
-            parts = self._header + encode_parts((_GEN_CALL, (self.pid, ref), request))
+            parts = self._header + encode_parts((atoms.GEN_CALL, (self.pid, ref), request))
         except Exception as exc:
             self._handoff.fail(call, exc)
             return
@@ -196,7 +198,7 @@ class Calls:
         """Ask ``conn``'s peer for something cheap: any reply proves it alive."""
         if self.pid is None:
             return
-        probe = (_GEN_CALL, (self.pid, self._identity.make_ref()), _PROBE)
+        probe = (atoms.GEN_CALL, (self.pid, self._identity.make_ref()), _PROBE)
         try:
             conn.send_parts(self._header + encode_parts(probe))
         except NodeDown:

@@ -47,13 +47,11 @@ from pyrlang_zarr.erldist.services import NAMES as SERVICE_NAMES
 from pyrlang_zarr.erldist.services import Services
 from pyrlang_zarr.erldist.tls import TlsConfig, resolve_tls
 from pyrlang_zarr.errors import NodeDown, NodeUnreachable, RpcTimeout
-from pyrlang_zarr.term import Atom, Pid, Reference, encode_parts
+from pyrlang_zarr.term import Atom, Pid, Reference, atoms, encode_parts
 
 __all__ = ["Node", "Process", "is_long_host", "own_binaries", "split_node_name"]
 
 log = logging.getLogger(__name__)
-
-_EMPTY = Atom("")
 
 
 class _Default(enum.Enum):
@@ -381,14 +379,14 @@ class Node:
             if node == self.name:
                 self._processes.deliver(dest, message)
                 return
-            control: tuple[Any, ...] = (C.SEND, _EMPTY, dest)
+            control: tuple[Any, ...] = (C.SEND, atoms.EMPTY, dest)
         elif isinstance(dest, tuple) and len(dest) == 2:
             reg, node = str(dest[0]), str(dest[1])
             split_node_name(node)
             if node == self.name:
                 self._processes.deliver_named(reg, message)
                 return
-            control = (C.REG_SEND, sender or self._identity.make_pid(), _EMPTY, Atom(reg))
+            control = (C.REG_SEND, sender or self._identity.make_pid(), atoms.EMPTY, Atom(reg))
         else:
             raise TypeError(f"send() needs a Pid or a (name, node) tuple, not {dest!r}")
         await self._send_parts(node, encode_parts(control) + encode_parts(message))

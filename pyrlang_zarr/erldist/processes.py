@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pyrlang_zarr.erldist import control as C
 from pyrlang_zarr.erldist.identity import Identity
 from pyrlang_zarr.erldist.mailbox import Mailbox
-from pyrlang_zarr.term import Atom, Pid, Reference
+from pyrlang_zarr.term import Atom, Pid, Reference, atoms
 
 if TYPE_CHECKING:
     from pyrlang_zarr.erldist.node import Node
@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 _NORMAL = Atom("normal")
 _NOPROC = Atom("noproc")
 _NOCONNECTION = Atom("noconnection")
-_EXIT = Atom("EXIT")
-_DOWN = Atom("DOWN")
 _PROCESS = Atom("process")
 
 
@@ -213,12 +211,12 @@ class Processes:
                 proc = self._by_pid.get(to)
                 if proc is not None and sender not in proc.unlinking:  # else: unlinked already
                     proc.links.discard(sender)
-                    proc.mailbox.put((_EXIT, sender, reason))
+                    proc.mailbox.put((atoms.EXIT, sender, reason))
             case C.Exit2(sender, to, reason):  # exit/2: no link involved
                 proc = self._by_pid.get(to)
                 if proc is not None:
                     proc.links.discard(sender)
-                    proc.mailbox.put((_EXIT, sender, reason))
+                    proc.mailbox.put((atoms.EXIT, sender, reason))
             case C.MonitorP(sender, target, ref):
                 proc = self._target(target)
                 if proc is None and type(target) is Atom and str(target) in self._reserved:
@@ -234,7 +232,7 @@ class Processes:
             case C.MonitorPExit(sender, to, ref, reason):
                 proc = self._by_pid.get(to)
                 if proc is not None and proc.monitoring.pop(ref, None) is not None:
-                    proc.mailbox.put((_DOWN, ref, _PROCESS, sender, reason))
+                    proc.mailbox.put((atoms.DOWN, ref, _PROCESS, sender, reason))
             case _:
                 log.debug("ignored control message %r", event)
 
@@ -244,11 +242,11 @@ class Processes:
         for proc in list(self._by_pid.values()):
             for pid in [p for p in proc.links if p.node == peer]:
                 proc.links.discard(pid)
-                proc.mailbox.put((_EXIT, pid, _NOCONNECTION))
+                proc.mailbox.put((atoms.EXIT, pid, _NOCONNECTION))
             for ref, pid in list(proc.monitoring.items()):
                 if pid.node == peer:
                     del proc.monitoring[ref]
-                    proc.mailbox.put((_DOWN, ref, _PROCESS, pid, _NOCONNECTION))
+                    proc.mailbox.put((atoms.DOWN, ref, _PROCESS, pid, _NOCONNECTION))
             for ref, pid in list(proc.monitored_by.items()):
                 if pid.node == peer:
                     del proc.monitored_by[ref]

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from pyrlang_zarr.erldist import control as C
 from pyrlang_zarr.erldist.identity import Identity, is_long_host, split_node_name
-from pyrlang_zarr.term import Atom, Pid
+from pyrlang_zarr.term import Atom, Pid, atoms
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +39,15 @@ REX = Atom("rex")
 #: the names this node answers to itself; our processes cannot be registered under them
 NAMES = frozenset({str(NET_KERNEL), str(REX)})
 
-_EMPTY = Atom("")
-_GEN_CALL = Atom("$gen_call")
 _IS_AUTH = Atom("is_auth")
 _LONGNAMES = Atom("longnames")
-_YES = Atom("yes")
 _ERROR = Atom("error")
 _NOTSUP = Atom("notsup")
-_BADRPC = Atom("badrpc")
-_CALL = Atom("call")
 _BLOCK_CALL = Atom("block_call")
 _SBCAST = Atom("sbcast")
 _SEND = Atom("send")
 _NONEXISTING_NAME = Atom("nonexisting_name")
-_REFUSED = (_BADRPC, _NOTSUP)
+_REFUSED = (atoms.BADRPC, _NOTSUP)
 
 
 class ReplyWriter(Protocol):
@@ -96,7 +91,7 @@ class Services:
             return
         sender, tag, request = call
         if type(request) is tuple and len(request) == 2 and request[0] == _IS_AUTH:
-            reply: Any = _YES
+            reply: Any = atoms.YES
         elif request == _LONGNAMES:
             reply = self._longnames()
         else:
@@ -124,7 +119,7 @@ class Services:
             log.debug("rex dropped %r", message)
             return
         op = request[0]
-        if op == _CALL and len(request) == 5:  # the C-node form: {rex, Reply} back
+        if op == atoms.CALL and len(request) == 5:  # the C-node form: {rex, Reply} back
             _reply(conn, sender, (REX, _REFUSED))
         elif op == _SBCAST and len(request) == 3 and type(request[1]) is Atom:
             name, payload = request[1], request[2]
@@ -144,7 +139,7 @@ def _gen_call(message: Any) -> tuple[Pid, Any, Any] | None:
     """``(From, Tag, Request)`` of a ``{'$gen_call', {From, Tag}, Request}`` message. The tag
     may be a reference or OTP 24+'s ``[alias | Ref]``: either way the reply ``{Tag, Reply}``
     sent to ``From`` is what the caller's ``receive`` waits for."""
-    if not (type(message) is tuple and len(message) == 3 and message[0] == _GEN_CALL):
+    if not (type(message) is tuple and len(message) == 3 and message[0] == atoms.GEN_CALL):
         return None
     source = message[1]
     if not (type(source) is tuple and len(source) == 2 and type(source[0]) is Pid):
@@ -153,4 +148,4 @@ def _gen_call(message: Any) -> tuple[Pid, Any, Any] | None:
 
 
 def _reply(conn: ReplyWriter, to: Pid, message: Any) -> None:
-    conn.send((C.SEND, _EMPTY, to), message)
+    conn.send((C.SEND, atoms.EMPTY, to), message)

@@ -56,9 +56,17 @@ _WRITE = ExportFun("mnesia", "write", 1)
 _DELETE = ExportFun("mnesia", "delete", 1)
 _READ = ExportFun("mnesia", "read", 1)
 _APPLY = ExportFun("erlang", "apply", 2)
+_DIRTY_READ = ExportFun("mnesia", "dirty_read", 2)
+_DIRTY_SELECT = ExportFun("mnesia", "dirty_select", 2)
 _ZIPWITH = ExportFun("lists", "zipwith", 3)
 _FOREACH = ExportFun("lists", "foreach", 2)
 _MAP = ExportFun("lists", "map", 2)
+_FOLDL = ExportFun("lists", "foldl", 3)
+_SELECT = ExportFun("mnesia", "select", 3)
+_APPEND = ExportFun("lists", "append", 1)
+_CONST = Atom("const")
+_BADARITY = Atom("badarity")
+_READ_LOCK = Atom("read")
 _ANY = Atom("_")
 _V1 = Atom("$1")
 _V2 = Atom("$2")
@@ -140,6 +148,69 @@ _CHECKED = f"mnesia:sync_transaction({_CHECKED_BODY})."
 _CHECKED_DURABLE = _durable(f"mnesia:sync_transaction({_CHECKED_BODY})")
 
 
+# One transaction that maps keys with a layout read earlier: check that the records the layout
+# came from are unchanged (Guards: {Key, Md5 | absent, LockKind}; else abort with
+# {conflict, StaleKeys}), then, unless one of Absent exists (-> false), apply Ops (-> true).
+# Ops beyond write/delete: {move, From, To, Shadows} moves a record unless To or one of
+# Shadows exists (then From is only deleted); {delete_select, Spec} deletes the keys the match
+# spec returns, except chunk-like keys that are not tuples of integers.
+_GUARDED_BODY = """
+fun() ->
+    Version = fun(K, Lock) ->
+        case mnesia:read(Tab, K, Lock) of [] -> absent; [{_, _, D}] -> erlang:md5(D) end
+    end,
+    Ints = fun(I) -> lists:all(fun erlang:is_integer/1, tuple_to_list(I)) end,
+    Known = fun({_, {chunk, I}}) when is_tuple(I) -> Ints(I);
+               ({_, I}) when is_tuple(I) -> Ints(I);
+               (_) -> true
+            end,
+    Apply = fun({write, K, D}) -> mnesia:write({Tab, K, D});
+               ({delete, K}) -> mnesia:read(Tab, K, read) =:= [] orelse mnesia:delete({Tab, K});
+               ({move, From, To, Shadows}) ->
+                   case mnesia:read(Tab, From, write) of
+                       [] -> ok;
+                       [{_, _, D}] ->
+                           case [S || S <- [To | Shadows], mnesia:read(Tab, S, write) =/= []] of
+                               [] -> mnesia:write({Tab, To, D});
+                               _ -> ok
+                           end,
+                           mnesia:delete({Tab, From})
+                   end;
+               ({delete_select, Spec}) ->
+                   [mnesia:delete({Tab, K}) || K <- mnesia:select(Tab, Spec, write), Known(K)]
+            end,
+    case [K || {K, V, Lock} <- Guards, Version(K, Lock) =/= V] of
+        [] ->
+            case [K || K <- Absent, mnesia:read(Tab, K, write) =/= []] of
+                [] -> lists:foreach(Apply, Ops), true;
+                _ -> false
+            end;
+        Stale ->
+            mnesia:abort({conflict, Stale})
+    end
+end
+"""
+# The common case of the above, kept small (its syntax tree travels with every call): guards
+# {Key, [] | [Md5], LockKind}, then Ops: {Key, Data} writes, [Key] deletes. In both, a delete
+# first looks under a read lock (local) and deletes only a record that is there: a chunk write
+# deletes its other record forms, which are almost never there, and a delete of an absent key
+# would take write locks on every replica and travel with the commit.
+_GUARDED_WRITES_BODY = """
+fun() ->
+    case [K || {K, V, L} <- G, [erlang:md5(D) || {_, _, D} <- mnesia:read(Tab, K, L)] =/= V] of
+        [] -> [case O of {K, D} -> mnesia:write({Tab, K, D});
+                         [K] -> mnesia:read(Tab, K, read) =:= [] orelse mnesia:delete({Tab, K})
+               end || O <- Ops];
+        S -> mnesia:abort({conflict, S})
+    end
+end
+"""
+_GUARDED_WRITES = f"mnesia:sync_transaction({_GUARDED_WRITES_BODY})."
+_GUARDED_WRITES_DURABLE = _durable(f"mnesia:sync_transaction({_GUARDED_WRITES_BODY})")
+_GUARDED = f"mnesia:sync_transaction({_GUARDED_BODY})."
+_GUARDED_DURABLE = _durable(f"mnesia:sync_transaction({_GUARDED_BODY})")
+
+
 class Conflict(Exception):
     """A checked batch found keys changed since they were read (``keys``): nothing written."""
 
@@ -150,8 +221,12 @@ class Conflict(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Write:
+    """Write ``data`` under ``key``; and delete ``replaces``, other records of the same
+    value (a chunk's earlier record forms), in the same transaction."""
+
     key: Any
     data: Any
+    replaces: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +234,61 @@ class Delete:
     key: Any
 
 
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Move the record ``src`` to ``dst`` unless ``dst`` or one of ``shadows`` exists (then
+    ``src`` is only deleted), on the server: the data is not shipped."""
+
+    src: Any
+    dst: Any
+    shadows: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSelect:
+    """Delete, in the transaction, every key the match spec ``spec`` returns (it must return
+    whole keys), except ``{_, {chunk, I}}`` and ``{_, I}`` keys whose ``I`` is a tuple that is
+    not all integers."""
+
+    spec: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A precondition of a transaction: the record ``key`` still has version ``md5`` (``None``:
+    absent). It is read under a read lock (``write=True``: a write lock), so concurrent
+    transactions that only check it run side by side, and one that changes it waits."""
+
+    key: Any
+    md5: bytes | None
+    write: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Either:
+    """Several keys for one value, in order of precedence: a read gives the first present."""
+
+    keys: tuple[Any, ...]
+
+
 Op = Write | Delete
+
+
+def _op_terms(ops: Sequence[Write | Delete | Move | DeleteSelect]) -> list[tuple[Any, ...]]:
+    terms: list[tuple[Any, ...]] = []
+    for op in ops:
+        if isinstance(op, Write):
+            terms.append((Atom("write"), op.key, op.data))
+            terms += [(Atom("delete"), k) for k in op.replaces]
+        elif isinstance(op, Delete):
+            terms.append((Atom("delete"), op.key))
+        elif isinstance(op, Move):
+            terms.append((Atom("move"), op.src, op.dst, list(op.shadows)))
+        elif isinstance(op, DeleteSelect):
+            terms.append((Atom("delete_select"), op.spec))
+        else:
+            raise TypeError(f"not an operation: {op!r}")
+    return terms
 
 
 def _presence(data: bytes | None) -> Any:
@@ -204,6 +333,11 @@ class MnesiaClient:
 
     def __repr__(self) -> str:
         return f"<MnesiaClient {self.table} via {self.coordinator}>"
+
+    @property
+    def table_atom(self) -> Atom:
+        """The table name as the atom records and match specs use."""
+        return self._tab
 
     # -- plumbing -------------------------------------------------------------------------
     async def _attempts(
@@ -376,6 +510,9 @@ class MnesiaClient:
             if isinstance(op, Write):
                 funs.append(_WRITE)
                 args.append([self._record(op.key, op.data)])
+                for key in op.replaces:
+                    funs.append(_DELETE)
+                    args.append([(self._tab, key)])
             elif isinstance(op, Delete):
                 funs.append(_DELETE)
                 args.append([(self._tab, op.key)])
@@ -384,19 +521,21 @@ class MnesiaClient:
         await self.transaction(_ZIPWITH, [_APPLY, funs, args], f"batch of {len(ops)}")
 
     async def checked_batch(
-        self, reads: Sequence[tuple[Any, bytes | None]], ops: Sequence[Op]
+        self, reads: Sequence[tuple[Any, bytes | None] | Guard], ops: Sequence[Op]
     ) -> None:
         """Apply ``ops`` in one transaction iff each ``(key, md5)`` in ``reads`` still holds
-        (``md5`` of the data read, ``None`` if it was absent); else raise :class:`Conflict`."""
-        terms: list[tuple[Any, ...]] = []
+        (``md5`` of the data read, ``None`` if it was absent); else raise :class:`Conflict`.
+        ``(key, md5)`` entries are checked under a write lock; :class:`Guard` entries under
+        the lock they ask for."""
         for op in ops:
-            if isinstance(op, Write):
-                terms.append((Atom("write"), op.key, op.data))
-            elif isinstance(op, Delete):
-                terms.append((Atom("delete"), op.key))
-            else:
+            if not isinstance(op, Write | Delete):
                 raise TypeError(f"checked_batch takes Write and Delete operations, not {op!r}")
-        versions = [(k, Atom("absent") if v is None else v) for k, v in reads]
+        if any(isinstance(r, Guard) for r in reads):
+            guards = [r if isinstance(r, Guard) else Guard(r[0], r[1], write=True) for r in reads]
+            await self.guarded(guards, ops)
+            return
+        terms = _op_terms(ops)
+        versions = [(k, Atom("absent") if v is None else v) for k, v in reads]  # type: ignore[misc]
         bindings = {"Tab": self._tab, "Reads": versions, "Ops": terms, "Timeout": self._sync_ms}
         what = f"batch of {len(ops)}"
         text = _CHECKED_DURABLE if self.durable else _CHECKED
@@ -405,6 +544,83 @@ class MnesiaClient:
             case tuple((atoms.ABORTED, tuple((atoms.CONFLICT, stale)))):
                 raise Conflict(list(stale))
         self._unwrap(result, what)
+
+    async def guarded(
+        self,
+        guards: Sequence[Guard],
+        ops: Sequence[Write | Delete | Move | DeleteSelect],
+        *,
+        absent: Sequence[Any] = (),
+    ) -> bool:
+        """One transaction: if a record of ``guards`` changed, raise :class:`Conflict`
+        (nothing written); if a key of ``absent`` exists, return False (nothing written);
+        else apply ``ops`` in order and return True."""
+        what = f"batch of {len(ops)}"
+        if not absent and all(isinstance(op, Write | Delete) for op in ops):
+            small: list[Any] = []
+            for op in ops:
+                if isinstance(op, Write):
+                    small.append((op.key, op.data))
+                    small += [[k] for k in op.replaces]
+                else:
+                    small.append([op.key])  # type: ignore[union-attr]
+            bindings = {
+                "Tab": self._tab,
+                "G": [
+                    (g.key, [] if g.md5 is None else [g.md5], Atom("write" if g.write else "read"))
+                    for g in guards
+                ],
+                "Ops": small,
+                "Timeout": self._sync_ms,
+            }
+            text = _GUARDED_WRITES_DURABLE if self.durable else _GUARDED_WRITES
+        else:
+            terms = [
+                (
+                    g.key,
+                    Atom("absent") if g.md5 is None else g.md5,
+                    Atom("write" if g.write else "read"),
+                )
+                for g in guards
+            ]
+            bindings = {
+                "Tab": self._tab,
+                "Guards": terms,
+                "Absent": list(absent),
+                "Ops": _op_terms(ops),
+                "Timeout": self._sync_ms,
+            }
+            text = _GUARDED_DURABLE if self.durable else _GUARDED
+        result = await self._eval(text, bindings, what, durable=self.durable)
+        match result:
+            case (atoms.ABORTED, (atoms.CONFLICT, stale)):
+                raise Conflict(list(stale))
+        return bool(self._unwrap(result, what))
+
+    async def write_if(self, key: Any, expected: bytes, items: Sequence[tuple[Any, Any]]) -> None:
+        """Write ``items`` (``(key, data)`` pairs) in one transaction iff the record ``key``
+        holds exactly ``expected`` (checked under a read lock); else raise :class:`Conflict`.
+
+        No ``erl_eval``: OTP's own functions, composed. The transaction applies
+        ``lists:foldl(fun erlang:apply/2, [Tab, Spec, read], [fun mnesia:select/3,
+        fun lists:append/1])``, then the writes. ``Spec`` matches the record only with the
+        expected data and then yields ``[]``: ``select`` returns ``[[]]``, and
+        ``lists:append([])`` is ``[]``. Any other data, or no record, and ``select`` returns
+        ``[]``: ``erlang:apply(fun lists:append/1, [])`` fails with ``badarity``, which
+        aborts the transaction before anything is written."""
+        spec: list[Any] = [((self._tab, key, expected), [], [(_CONST, [])])]
+        funs: list[Any] = [_FOLDL]
+        args: list[Any] = [[_APPLY, [self._tab, spec, _READ_LOCK], [_SELECT, _APPEND]]]
+        for k, data in items:
+            funs.append(_WRITE)
+            args.append([self._record(k, data)])
+        try:
+            await self.transaction(_ZIPWITH, [_APPLY, funs, args], f"write of {len(items)}")
+        except TransactionError as exc:
+            match exc.reason:
+                case ((what, (fun, [])), _) if what == _BADARITY and fun == _APPEND:
+                    raise Conflict([key]) from None
+            raise
 
     async def insert_if_absent(self, key: Any, data: Any) -> bool:
         """Write unless a record with ``key`` exists, atomically; True if written."""
@@ -464,10 +680,19 @@ class MnesiaClient:
         """The data under each key (``None`` where missing), in order.
 
         ``consistent=True`` reads them all in one transaction (read locks: a concurrent batch
-        is seen entirely or not at all); otherwise each is a dirty read.
+        is seen entirely or not at all); otherwise each is a dirty read. An :class:`Either`
+        in ``keys`` gives the data of the first of its keys that is present.
         """
         if not keys:
             return []
+        if any(isinstance(k, Either) for k in keys):
+            flat = [k for key in keys for k in (key.keys if isinstance(key, Either) else (key,))]
+            values = iter(await self.read_many(flat, consistent=consistent))
+            out: list[Any | None] = []
+            for key in keys:
+                found = [next(values) for _ in (key.keys if isinstance(key, Either) else (key,))]
+                out.append(next((v for v in found if v is not None), None))
+            return out
         oids = [(self._tab, k) for k in keys]
         if consistent:
             found = await self._rpc(  # a read has nothing to force to disc, even when durable
@@ -492,12 +717,49 @@ class MnesiaClient:
 
     async def size(self, key: Any) -> int | None:
         """``byte_size`` of the data under ``key``, computed on the server."""
-        found = await self._select([((self._tab, key, _V1), [], [(_BYTE_SIZE, _V1)])], "size")
+        found = await self._select(self.size_spec(key), "size")
         return found[0] if found else None
 
     async def read_range(self, key: Any, start: int, length: int | None) -> bytes | None:
         """Bytes ``[start, start + length)`` of the data under ``key``, clipped to its end
         (``length=None``: to the end), cut on the server. ``None`` if there is no record."""
+        found = await self._select(self.range_spec(key, start, length), "read_range", copy=False)
+        return found[0] if found else None
+
+    async def read_suffix(self, key: Any, length: int) -> bytes | None:
+        """The last ``length`` bytes (all of them if shorter), cut on the server."""
+        found = await self._select(self.suffix_spec(key, length), "read_suffix", copy=False)
+        return found[0] if found else None
+
+    async def dirty_calls(
+        self, calls: Sequence[tuple[ExportFun, list[Any]]], what: str
+    ) -> list[Any]:
+        """Several dirty reads or selects (``(fun, args)``) in one round trip, results in
+        order: ``lists:zipwith(fun erlang:apply/2, Funs, Args)`` on the coordinator."""
+        if not calls:
+            return []
+        funs = [f for f, _ in calls]
+        args = [a for _, a in calls]
+        found: list[Any] = await self._rpc(
+            "lists", "zipwith", [_APPLY, funs, args], what, copy=False
+        )
+        return list(found)
+
+    def read_call(self, key: Any) -> tuple[ExportFun, list[Any]]:
+        """:meth:`dirty_calls` entry: the records under ``key``."""
+        return (_DIRTY_READ, [self._tab, key])
+
+    def select_call(self, spec: list[Any]) -> tuple[ExportFun, list[Any]]:
+        """:meth:`dirty_calls` entry: ``mnesia:dirty_select`` with ``spec`` on the table."""
+        return (_DIRTY_SELECT, [self._tab, spec])
+
+    def size_spec(self, key: Any) -> list[Any]:
+        """Match spec giving ``byte_size`` of the data under ``key``."""
+        return [((self._tab, key, _V1), [], [(_BYTE_SIZE, _V1)])]
+
+    def range_spec(self, key: Any, start: int, length: int | None) -> list[Any]:
+        """Match spec giving bytes ``[start, start + length)`` of the data under ``key``,
+        clipped to its end (``length=None``: to the end)."""
         if start < 0 or (length is not None and length < 0):
             raise ValueError(f"bad byte range start={start} length={length}")
         head = (self._tab, key, _V1)
@@ -510,20 +772,20 @@ class MnesiaClient:
             )
         clauses.append((head, [(_LE, start, size)], [rest]))
         clauses.append((head, [], [b""]))
-        found = await self._select(clauses, "read_range", copy=False)
-        return found[0] if found else None
+        return clauses
 
-    async def read_suffix(self, key: Any, length: int) -> bytes | None:
-        """The last ``length`` bytes (all of them if shorter), cut on the server."""
+    def suffix_spec(self, key: Any, length: int) -> list[Any]:
+        """Match spec giving the last ``length`` bytes (all of them if shorter)."""
         if length < 0:
             raise ValueError(f"bad suffix length {length}")
         head = (self._tab, key, _V1)
         size = (_BYTE_SIZE, _V1)
         tail = (_BINARY_PART, _V1, (_MINUS, size, length), length)
-        found = await self._select(
-            [(head, [(_LE, length, size)], [tail]), (head, [], [_V1])], "read_suffix", copy=False
-        )
-        return found[0] if found else None
+        return [(head, [(_LE, length, size)], [tail]), (head, [], [_V1])]
+
+    async def select(self, spec: list[Any], what: str = "select") -> list[Any]:
+        """``mnesia:dirty_select`` on the table (no lock, no transaction)."""
+        return await self._select(spec, what, copy=False)
 
     async def _select(self, spec: list[Any], what: str, *, copy: bool = True) -> list[Any]:
         found: list[Any] = await self._rpc(

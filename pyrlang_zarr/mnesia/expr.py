@@ -14,6 +14,7 @@ runs for us. Anything outside that part of Erlang is refused with ``ValueError``
 
 from __future__ import annotations
 
+import builtins
 import re
 from typing import Any
 
@@ -137,10 +138,24 @@ class _Parser:
         return out
 
     def expr(self) -> Any:  # expr_100: Pattern = Expr (right-associative)
-        left = self.expr_200()
+        left = self.expr_150()
         if self.peek() == "=":
             self.take()
             return (_a("match"), _first_anno(left), left, self.expr())
+        return left
+
+    def expr_150(self) -> Any:  # orelse, right-associative
+        left = self.expr_160()
+        if self.peek() == "orelse":
+            op, _, line = self.take()
+            return (_a("op"), line, _a(op), left, self.expr_150())
+        return left
+
+    def expr_160(self) -> Any:  # andalso, right-associative
+        left = self.expr_200()
+        if self.peek() == "andalso":
+            op, _, line = self.take()
+            return (_a("op"), line, _a(op), left, self.expr_160())
         return left
 
     def expr_200(self) -> Any:  # comparisons, not associative
@@ -231,6 +246,16 @@ class _Parser:
             return (_a("case"), line, subject, clauses)
         if kind == "fun":
             self.take()
+            if self.peek() == "atom":  # fun M:F/A, an external fun
+                module = self.expr_max()
+                self.take(":")
+                function = self.expr_max()
+                self.take("/")
+                _, count, count_line = self.take("integer")
+                if module[0] != "atom" or function[0] != "atom":
+                    raise ValueError(f"fun at line {line}: only fun Module:Function/Arity")
+                arity_form = (_a("integer"), count_line, count)
+                return (_a("fun"), line, (_a("function"), module, function, arity_form))
             clauses = [self.fun_clause()]
             while self.peek() == ";":
                 self.take()
@@ -285,21 +310,30 @@ class _Parser:
             return (_a("generate"), line, left, self.expr())
         return left
 
+    def guard(self) -> builtins.list[builtins.list[Any]]:
+        """``when G1; G2 ->``: guard sequences of comma-separated tests (or none)."""
+        if self.peek() != "when":
+            return []
+        self.take()
+        guards = [self.exprs()]
+        while self.peek() == ";":
+            self.take()
+            guards.append(self.exprs())
+        return guards
+
     def case_clause(self) -> Any:
         pattern = self.expr()
-        if self.peek() == "when":
-            raise self.error("guards are not supported")
+        guard = self.guard()
         self.take("->")
-        return (_a("clause"), pattern[1], [pattern], [], self.exprs())
+        return (_a("clause"), pattern[1], [pattern], guard, self.exprs())
 
     def fun_clause(self) -> Any:
         line = self.take("(")[2]
         patterns = [] if self.peek() == ")" else self.exprs()
         self.take(")")
-        if self.peek() == "when":
-            raise self.error("guards are not supported")
+        guard = self.guard()
         self.take("->")
-        return (_a("clause"), line, patterns, [], self.exprs())
+        return (_a("clause"), line, patterns, guard, self.exprs())
 
 
 def parse_exprs(text: str) -> list[Any]:

@@ -32,7 +32,6 @@ from pyrlang_zarr.term import Atom, atoms
 from pyrlang_zarr.term.format import format_term
 
 TABLE_TYPES = ("ordered_set", "set")
-_YES = Atom("yes")
 _SCHEMA = Atom("schema")
 
 
@@ -73,7 +72,7 @@ async def ensure_mnesia(node: Node, nodes: Sequence[str], *, timeout: float = 30
     """Mnesia running on every node of ``nodes``, all in one Mnesia cluster."""
     nodes = _check_args(nodes, "x", "set")
     running = await asyncio.gather(*(_info(node, n, "is_running") for n in nodes))
-    up = [n for n, r in zip(nodes, running, strict=True) if r == _YES]
+    up = [n for n, r in zip(nodes, running, strict=True) if r == atoms.YES]
     down = [n for n in nodes if n not in up]
     if down and not up:
         has_schema = await asyncio.gather(*(_has_disc_schema(node, n) for n in down))

@@ -13,6 +13,10 @@ ABORTED = Atom("aborted")
 EXIT = Atom("EXIT")
 DOWN = Atom("DOWN")
 BADRPC = Atom("badrpc")
+EMPTY = Atom("")  # the unused "cookie" slot of control messages
+GEN_CALL = Atom("$gen_call")
+CALL = Atom("call")
+YES = Atom("yes")
 
 # Mnesia's replies and events
 NO_EXISTS = Atom("no_exists")

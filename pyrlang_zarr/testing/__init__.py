@@ -7,7 +7,9 @@ gives each node a host of its own (a network namespace; needs root and ``ip netn
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pyrlang_zarr._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from pyrlang_zarr.testing.cluster import ErlCluster, ErlNode, LocalCluster
@@ -23,10 +25,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(home), name)
+__getattr__, __dir__ = lazy_exports(globals(), _HOMES)
