@@ -277,7 +277,12 @@ async def test_arrays_and_dask_graphs_carry_no_cookie(
 
     aid = f"secret-{uuid.uuid4().hex[:6]}"
     arr = await pz.create(
-        aid, shape=(8, 8), chunks=(4, 4), node=cluster.nodes[0], cookie=cluster.cookie
+        aid,
+        shape=(8, 8),
+        chunks=(4, 4),
+        node=cluster.nodes[0],
+        nodes=cluster.nodes,
+        cookie=cluster.cookie,
     )
     await arr.set_slice(np.ones((8, 8)))
     z = zarr.open_array(pz.MnesiaStore(aid, node=cluster.nodes[0], cookie=cluster.cookie))
