@@ -232,8 +232,10 @@ class Native:
     @classmethod
     async def start(cls, server: str, cookie: str) -> Native:
         name = f"pzbench-{secrets.token_hex(4)}"
-        args = (server, cookie, name, NATIVE_DEADLINE)
-        proc = await harness.start_escript(ESCRIPT, *args, stdin=asyncio.subprocess.PIPE)
+        args = (server, name, NATIVE_DEADLINE)
+        proc = await harness.start_escript(
+            ESCRIPT, *args, stdin=asyncio.subprocess.PIPE, env={"PZ_BENCH_COOKIE": cookie}
+        )
         native = cls(proc, {})
         try:
             native.info = await native._answer(60)

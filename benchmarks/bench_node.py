@@ -1,14 +1,21 @@
-"""Our Python hidden node against a native BEAM hidden node, side by side, in one run.
+"""Our Python hidden node against a native BEAM hidden node, side by side, in one run, over
+plain TCP and over TLS distribution.
 
-    python -m benchmarks.bench_node            # full run: 5 alternating reps (about 30 s)
-    python -m benchmarks.bench_node --quick    # smaller counts (a few seconds)
+    python -m benchmarks.bench_node            # full run: 5 alternating reps (about 1 min)
+    python -m benchmarks.bench_node --quick    # smaller counts (several seconds)
+    python -m benchmarks.bench_node --no-tls   # plain TCP only (half the time)
     python -m benchmarks.bench_node --profile download   # cProfile our side of one metric
+    python -m benchmarks.bench_node --profile download --tls   # ... over TLS
 
-Starts one local Erlang node (``LocalCluster(n=1)``) as the server, then measures the same
-four things for two clients of it: our ``Node`` (caller on the main asyncio loop, sockets on
-the node's IO thread, as in real use) and ``native_client.escript``, a hidden BEAM node with
-the cluster's scheduler flags that makes the same ``gen_server:call({rex, Server}, {call, M,
-F, A, user}, infinity)`` calls. See ``benchmarks/README.md`` for how to read the table.
+Starts one local Erlang node (``LocalCluster(n=1)``) as the server, and one running TLS
+distribution (``LocalCluster(n=1, tls=True)``: ``-proto_dist inet_tls``, certificates
+verified both ways), then measures the same four things for four clients: our ``Node``
+(caller on the main asyncio loop, sockets on the node's IO thread, as in real use) and
+``native_client.escript``, a hidden BEAM node with the cluster's scheduler flags that makes
+the same ``gen_server:call({rex, Server}, {call, M, F, A, user}, infinity)`` calls, each over
+plain TCP and over TLS (the escript with ``ERL_FLAGS="-proto_dist inet_tls ..."``). The
+first table compares ours with native over TCP, the second TLS with plain for each. See
+``benchmarks/README.md`` for how to read them.
 """
 
 from __future__ import annotations
@@ -170,10 +177,16 @@ async def run_ours(node: Node, server: str, p: Params) -> Raw:
 # -- native side ----------------------------------------------------------------------------
 
 
-async def run_native(server: str, cookie: str, p: Params) -> tuple[Raw, dict[str, Any]]:
+async def run_native(
+    server: str, cookie: str, p: Params, optfile: Path | None = None
+) -> tuple[Raw, dict[str, Any]]:
+    """The escript's measurements; over TLS distribution with ``optfile``."""
     name = f"pzbench-{secrets.token_hex(4)}"
     counts = (p.warmup, p.lat, p.up, p.down, p.conc, p.rounds, NATIVE_DEADLINE)
-    proc = await harness.start_escript(ESCRIPT, server, cookie, name, *counts)
+    env = {"PZ_BENCH_COOKIE": cookie}  # never on the command line
+    if optfile is not None:
+        env["ERL_FLAGS"] = f"-proto_dist inet_tls -ssl_dist_optfile {optfile}"
+    proc = await harness.start_escript(ESCRIPT, server, name, *counts, env=env)
     try:
         async with asyncio.timeout(NATIVE_DEADLINE + 30):
             out, err = await proc.communicate()
@@ -204,6 +217,19 @@ def fmt(value: float) -> str:
 def record(reps: harness.Reps[tuple[str, str]], side: str, raw: Raw) -> None:
     for m in METRICS:
         reps.add((m.name, side), m.get(raw))
+
+
+def tls_table(reps: harness.Reps[tuple[str, str]]) -> str:
+    """TLS against plain TCP, for our node and the native one (medians over the reps)."""
+    header = ("metric", "ours TCP", "ours TLS", "TLS/TCP", "native TCP", "native TLS", "TLS/TCP")
+    rows = []
+    for m in METRICS:
+        cells = [f"{m.name} ({m.unit})"]
+        for side in ("ours", "native"):
+            plain, tls = reps.median((m.name, side)), reps.median((m.name, f"{side} tls"))
+            cells += [fmt(plain), fmt(tls), f"{tls / plain:.2f}x"]
+        rows.append(tuple(cells))
+    return harness.render(header, rows)
 
 
 def table(reps: harness.Reps[tuple[str, str]]) -> str:
@@ -277,26 +303,51 @@ async def run_profile(node: Node, server: str, p: Params, what: str, out_dir: Pa
 # -- main -----------------------------------------------------------------------------------
 
 
+@dataclass
+class Server:
+    """A one-node cluster, our node connected to it, and how a native client reaches it."""
+
+    cluster: LocalCluster
+    node: Node
+    name: str
+    optfile: Path | None  # TLS: the optfile a native client uses
+
+    @classmethod
+    async def start(cls, stack: contextlib.AsyncExitStack, tls: bool) -> Server:
+        cluster = await stack.enter_async_context(LocalCluster(n=1, tls=tls))
+        how = cluster.client_tls if tls else False
+        node = await stack.enter_async_context(Node(cookie=cluster.cookie, tls=how))
+        name = cluster.nodes[0]
+        blob = os.urandom(MIB)  # stored on the server once: downloads cost no generation
+        await node.rpc(name, "persistent_term", "put", [BLOB_KEY, blob])
+        return cls(cluster, node, name, cluster.node_optfile)
+
+
 async def amain(settings: harness.Settings[Params]) -> int:
     p, args = settings.params, settings.args
     load_before = harness.load_average()
-    async with LocalCluster(n=1) as cluster, Node(cookie=cluster.cookie) as node:
-        server = cluster.nodes[0]
-        blob = os.urandom(MIB)  # stored on the server once: downloads cost no generation
-        await node.rpc(server, "persistent_term", "put", [BLOB_KEY, blob])
+    async with contextlib.AsyncExitStack() as stack:
+        plain = await Server.start(stack, tls=False)
+        tls = await Server.start(stack, tls=True) if args.tls is not False else None
         if args.profile:
-            await run_profile(node, server, p, args.profile, Path(args.profile_dir))
+            target = tls if args.tls and tls is not None else plain
+            await run_profile(target.node, target.name, p, args.profile, Path(args.profile_dir))
             return 0
-        print(f"server {server}; {settings.mode} mode: {p}", flush=True)
-        erlang = await harness.erlang_release(node, server)
+        print(f"server {plain.name}; {settings.mode} mode: {p}", flush=True)
+        if tls is not None:
+            print(f"TLS server {tls.name} (-proto_dist inet_tls, verify_peer both ways)")
+        erlang = await harness.erlang_release(plain.node, plain.name)
         reps: harness.Reps[tuple[str, str]] = harness.Reps()
+        sides = ["ours", "native"] + (["ours tls", "native tls"] if tls is not None else [])
         for rep in range(p.reps):
-            for side in harness.alternate(rep, "ours", "native"):
+            for side in harness.alternate(rep, *sides):
                 print(f"rep {rep + 1}/{p.reps}: measuring {side} ...", flush=True)
-                if side == "ours":
-                    record(reps, side, await run_ours(node, server, p))
+                where = tls if side.endswith("tls") else plain
+                assert where is not None
+                if side.startswith("ours"):
+                    record(reps, side, await run_ours(where.node, where.name, p))
                 else:
-                    raw, info = await run_native(server, cluster.cookie, p)
+                    raw, info = await run_native(where.name, where.cluster.cookie, p, where.optfile)
                     record(reps, side, raw)
     print()
     print(harness.environment(erlang, load_before))
@@ -305,6 +356,11 @@ async def amain(settings: harness.Settings[Params]) -> int:
     print(table(reps))
     print()
     print("ratio = ours/native; throughput wants >= target, latency wants <= target.")
+    if tls is not None:
+        print()
+        print("TLS distribution against plain TCP (same reps, same parameters):")
+        print()
+        print(tls_table(reps))
     return 0
 
 
@@ -313,6 +369,19 @@ def options(parser: argparse.ArgumentParser) -> None:
         "--profile",
         choices=("latency", "upload", "download", "concurrent"),
         help="instead of comparing, cProfile our side of one measurement (both threads)",
+    )
+    parser.add_argument(
+        "--no-tls",
+        dest="tls",
+        action="store_false",
+        default=None,
+        help="plain TCP only: no TLS server, no TLS rows",
+    )
+    parser.add_argument(
+        "--tls",
+        dest="tls",
+        action="store_true",
+        help="with --profile: profile over TLS distribution",
     )
     parser.add_argument(
         "--profile-dir",

@@ -236,10 +236,14 @@ def render(
 
 
 async def start_escript(
-    script: Path, *args: object, stdin: int = asyncio.subprocess.DEVNULL
+    script: Path,
+    *args: object,
+    stdin: int = asyncio.subprocess.DEVNULL,
+    env: Mapping[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
     """``escript script args...``, stdout and stderr piped, in a session of its own (a
-    Ctrl-C reaches only us, and we stop it ourselves)."""
+    Ctrl-C reaches only us, and we stop it ourselves). ``env`` is added to our environment:
+    secrets (the cookie) go there, never in ``args`` (``/proc/PID/cmdline`` is public)."""
     escript = shutil.which("escript")
     if escript is None:
         raise FileNotFoundError("`escript` not found on PATH (it comes with Erlang/OTP)")
@@ -251,6 +255,7 @@ async def start_escript(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -6,7 +6,12 @@
 %% {call, M, F, A, user}), and prints its raw measurements as one JSON line on stdout.
 %%
 %% Usage (bench_node.py runs it; the scheduler flags match LocalCluster's nodes):
-%%   escript native_client.escript Server Cookie Name Warmup NLat NUp NDown NConc Rounds Deadline
+%%   PZ_BENCH_COOKIE=Cookie escript native_client.escript Server Name Warmup NLat NUp NDown
+%%       NConc Rounds Deadline
+%%
+%% The cookie comes from the environment, never the command line (which every local user can
+%% read in /proc). With ERL_FLAGS="-proto_dist inet_tls -ssl_dist_optfile F" it connects
+%% over TLS distribution.
 %%
 %% Deadline is in seconds: the script halts with status 3 if it runs longer, so a stuck
 %% benchmark never outlives its parent for long.
@@ -14,12 +19,12 @@
 
 -define(MIB, 1048576).
 
-main([Server0, Cookie0, Name0 | Counts]) ->
+main([Server0, Name0 | Counts]) ->
     try
         [Warmup, NLat, NUp, NDown, NConc, Rounds, Deadline] = [list_to_integer(C) || C <- Counts],
         {ok, _} = timer:apply_after(Deadline * 1000, erlang, halt, [3]),
         Server = list_to_atom(Server0),
-        Cookie = list_to_atom(Cookie0),
+        Cookie = list_to_atom(os:getenv("PZ_BENCH_COOKIE")),
         {ok, _} = net_kernel:start([list_to_atom(Name0), shortnames]),
         erlang:set_cookie(node(), Cookie),
         erlang:set_cookie(Server, Cookie),

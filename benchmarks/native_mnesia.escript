@@ -10,7 +10,8 @@
 %%                  [fun lists:foreach/2, [fun mnesia:write/1, Recs]], user} ...
 %%
 %% Usage (bench_mnesia.py runs it; the scheduler flags match LocalCluster's nodes):
-%%   escript native_mnesia.escript Server Cookie Name Deadline
+%%   PZ_BENCH_COOKIE=Cookie escript native_mnesia.escript Server Name Deadline
+%% (the cookie from the environment, never on the command line)
 %%
 %% After connecting it prints one JSON line ({"ready": true, ...}), then reads commands from
 %% stdin, one per line, and answers each with one JSON line on stdout:
@@ -21,13 +22,14 @@
 %% the script halts with status 3 if it runs longer; it also halts when stdin closes.
 -mode(compile).
 
-main([Server0, Cookie0, Name0, Deadline0]) ->
+main([Server0, Name0, Deadline0]) ->
     try
         {ok, _} = timer:apply_after(list_to_integer(Deadline0) * 1000, erlang, halt, [3]),
         Server = list_to_atom(Server0),
+        Cookie = list_to_atom(os:getenv("PZ_BENCH_COOKIE")),
         {ok, _} = net_kernel:start([list_to_atom(Name0), shortnames]),
-        erlang:set_cookie(node(), list_to_atom(Cookie0)),
-        erlang:set_cookie(Server, list_to_atom(Cookie0)),
+        erlang:set_cookie(node(), Cookie),
+        erlang:set_cookie(Server, Cookie),
         Server = call(Server, erlang, node, []),
         Hidden = lists:member(node(), call(Server, erlang, nodes, [hidden])),
         reply([

@@ -187,7 +187,7 @@ class ErlCluster:
         self.ca: CA | None = None  # with tls: the cluster's CA (issue more certificates)
         self.client_tls: TlsConfig | None = None  # with tls: a client certificate's settings
         self.client_optfile: Path | None = None  # with tls: the same as an optfile
-        self._optfiles: dict[str, Path] = {}
+        self.node_optfile: Path | None = None  # with tls: the nodes' own (server and client)
         self.n = n
         self.cookie = cookie if cookie is not None else secrets.token_hex(16)
         self.prefix = prefix if prefix is not None else "pz" + secrets.token_hex(3)
@@ -395,7 +395,7 @@ class ErlCluster:
         ca = self.ca = CA(tls_dir)
         hosts = sorted({h for i in range(self.n) for h in self._hosts_of(i)})
         server = ca.issue("nodes", hosts=hosts)
-        self._optfiles["node"] = write_optfile(tls_dir / "node.optfile", server, ca.cafile)
+        self.node_optfile = write_optfile(tls_dir / "node.optfile", server, ca.cafile)
         client = ca.issue("client")
         self.client_optfile = write_optfile(
             tls_dir / "client.optfile", client, ca.cafile, server=False
@@ -410,7 +410,8 @@ class ErlCluster:
     def _tls_args(self) -> list[str]:
         if not self.tls:
             return []
-        return ["-proto_dist", "inet_tls", "-ssl_dist_optfile", str(self._optfiles["node"])]
+        assert self.node_optfile is not None
+        return ["-proto_dist", "inet_tls", "-ssl_dist_optfile", str(self.node_optfile)]
 
     def _erl_node(self, name: str, sname: str, wrapper: Sequence[str] = ()) -> ErlNode:
         """Node ``name`` with its own dir under ``base_dir``, started as ``erl -sname sname``.
@@ -542,7 +543,8 @@ class LocalCluster(ErlCluster):
     ``tls=True`` runs TLS distribution (``-proto_dist inet_tls -ssl_dist_optfile``, peers
     verified both ways, a client without a certificate refused) with certificates made in
     ``base_dir/tls``: ``ca`` issues more, ``client_tls`` (a ``TlsConfig``) and
-    ``client_optfile`` are a client certificate's settings for ``Node(tls=...)``.
+    ``client_optfile`` are a client certificate's settings for ``Node(tls=...)``,
+    ``node_optfile`` the nodes' own (for another ``erl`` to join them).
     """
 
     def __init__(
