@@ -16,6 +16,7 @@ STORE_PLUMBING.md); until it is in, they are expected to fail (strict xfail).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import os
@@ -253,6 +254,9 @@ def test_store_pickles_no_cookie_unless_asked() -> None:
     assert SECRET.encode() in pickle.dumps(carried)  # the documented opt-in
     assert pickle.loads(pickle.dumps(carried)).settings.cookie == SECRET
     assert carried == store  # how a store pickles is not part of what it is
+    # copies within the process are the same settings: they keep the cookie
+    assert copy.deepcopy(store).settings.cookie == SECRET
+    assert copy.copy(store.settings).cookie == SECRET
 
 
 @needs_plumbing
