@@ -159,13 +159,16 @@ fun() ->
     Version = fun(K, Lock) ->
         case mnesia:read(Tab, K, Lock) of [] -> absent; [{_, _, D}] -> erlang:md5(D) end
     end,
-    Ints = fun(I) -> lists:all(fun erlang:is_integer/1, tuple_to_list(I)) end,
-    Known = fun({_, {chunk, I}}) when is_tuple(I) -> Ints(I);
-               ({_, I}) when is_tuple(I) -> Ints(I);
+    Ints = fun(I) -> lists:all(fun(X) -> erlang:is_integer(X) end, tuple_to_list(I)) end,
+    Known = fun({_, {chunk, I}}) ->
+                   case erlang:is_tuple(I) of true -> Ints(I); false -> false end;
+               ({_, I}) ->
+                   case erlang:is_tuple(I) of true -> Ints(I); false -> true end;
                (_) -> true
             end,
     Apply = fun({write, K, D}) -> mnesia:write({Tab, K, D});
-               ({delete, K}) -> mnesia:read(Tab, K, read) =:= [] orelse mnesia:delete({Tab, K});
+               ({delete, K}) ->
+                   case mnesia:read(Tab, K, read) of [] -> true; _ -> mnesia:delete({Tab, K}) end;
                ({move, From, To, Shadows}) ->
                    case mnesia:read(Tab, From, write) of
                        [] -> ok;
@@ -199,7 +202,10 @@ _GUARDED_WRITES_BODY = """
 fun() ->
     case [K || {K, V, L} <- G, [erlang:md5(D) || {_, _, D} <- mnesia:read(Tab, K, L)] =/= V] of
         [] -> [case O of {K, D} -> mnesia:write({Tab, K, D});
-                         [K] -> mnesia:read(Tab, K, read) =:= [] orelse mnesia:delete({Tab, K})
+                         [K] -> case mnesia:read(Tab, K, read) of
+                                    [] -> true;
+                                    _ -> mnesia:delete({Tab, K})
+                                end
                end || O <- Ops];
         S -> mnesia:abort({conflict, S})
     end
