@@ -42,6 +42,7 @@ import numpy.typing as npt
 import zarr.api.asynchronous as zasync
 from zarr import AsyncArray
 from zarr.abc.store import Store
+from zarr.core._info import ArrayInfo
 from zarr.core.metadata import ArrayV2Metadata, ArrayV3Metadata
 from zarr.errors import ContainsArrayError
 from zarr.storage import MemoryStore, StorePath
@@ -55,6 +56,31 @@ from pyrlang_zarr.settings import DEFAULT_TABLE, StoreSettings
 from pyrlang_zarr.store import MnesiaStore
 
 MAX_RETRIES = 20
+
+
+def summary_html(array: MnesiaArray, caption: str) -> str:
+    """The HTML table notebooks show for ``array`` (no I/O): URL, shape, chunks, dtype,
+    uncompressed size, replicas."""
+    import html
+
+    from pyrlang_zarr.progress import human_bytes
+    from pyrlang_zarr.url import url_of
+
+    nbytes = int(np.prod(array.shape, dtype=np.int64)) * array.dtype.itemsize
+    settings = array.store.settings
+    rows = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+        f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+        for k, v in (
+            ("URL", url_of(array.store)),
+            ("Shape", array.shape),
+            ("Chunks", array.chunks),
+            ("Data type", array.dtype),
+            ("Size", human_bytes(nbytes) + " uncompressed"),
+            ("Replicas", ", ".join(settings.nodes) or array.store.node),
+        )
+    )
+    return f"<table><caption>{html.escape(caption)}</caption>{rows}</table>"
 
 
 class MnesiaArray:
@@ -85,6 +111,20 @@ class MnesiaArray:
             f"<MnesiaArray {self.array_id!r} shape={self.shape} chunks={self.chunks} "
             f"dtype={self.dtype} on {self.store.node}>"
         )
+
+    @property
+    def info(self) -> ArrayInfo:
+        """zarr's summary of the array (type, shape, chunks, codecs, store), without I/O."""
+        info: ArrayInfo = self.zarr.info
+        return info
+
+    async def info_complete(self) -> ArrayInfo:
+        """:attr:`info` plus what it takes reading the store: bytes stored, chunks written."""
+        info: ArrayInfo = await self.zarr.info_complete()
+        return info
+
+    def _repr_html_(self) -> str:
+        return summary_html(self, "pyrlang_zarr.MnesiaArray")
 
     @property
     def array_id(self) -> str:
