@@ -22,6 +22,8 @@ promises and more:
   and before any table is set up on the cluster.
 - ``create(..., exzarr=True)`` makes an array ExZarr applications can read and write too
   (:mod:`pyrlang_zarr.exzarr`).
+- ``create`` over an existing array or group raises :class:`ArrayExists` (a ``ValueError``,
+  and zarr's ``ContainsArrayError``) before anything is written; ``overwrite=True`` replaces it.
 
 The records are reached through the store's public seam only (``client``, ``root``,
 ``mnesia_key``, ``check_writable``), and stores are opened with zarr's public ``Store.open``.
@@ -42,12 +44,14 @@ import numpy.typing as npt
 import zarr.api.asynchronous as zasync
 from zarr import AsyncArray
 from zarr.abc.store import Store
+from zarr.core._info import ArrayInfo
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.metadata import ArrayV2Metadata, ArrayV3Metadata
-from zarr.errors import ContainsArrayError
+from zarr.errors import ContainsArrayError, ContainsGroupError
 from zarr.storage import MemoryStore, StorePath
 
 from pyrlang_zarr import exzarr as exzarr_format
-from pyrlang_zarr.errors import NotFound, PossiblyStaleRead, TransactionError
+from pyrlang_zarr.errors import NotFound, PossiblyStaleRead, PyrlangZarrError, TransactionError
 from pyrlang_zarr.keys import V2_ARRAY_METADATA_KEY, Root
 from pyrlang_zarr.mnesia.client import Conflict, MnesiaClient
 from pyrlang_zarr.overlay import Snapshot, WriteBuffer
@@ -55,6 +59,37 @@ from pyrlang_zarr.settings import DEFAULT_TABLE, StoreSettings
 from pyrlang_zarr.store import MnesiaStore
 
 MAX_RETRIES = 20
+
+
+class ArrayExists(PyrlangZarrError, ContainsArrayError, ContainsGroupError):
+    """``create`` found an array (or a group) under the array id: nothing was written, and
+    ``overwrite=True`` replaces it. Also zarr's ``ContainsArrayError`` and
+    ``ContainsGroupError`` (both ``ValueError``), which zarr raises in its place."""
+
+
+def summary_html(array: MnesiaArray, caption: str) -> str:
+    """The HTML table notebooks show for ``array`` (no I/O): URL, shape, chunks, dtype,
+    uncompressed size, replicas."""
+    import html
+
+    from pyrlang_zarr.progress import human_bytes
+    from pyrlang_zarr.url import url_of
+
+    nbytes = int(np.prod(array.shape, dtype=np.int64)) * array.dtype.itemsize
+    settings = array.store.settings
+    rows = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+        f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+        for k, v in (
+            ("URL", url_of(array.store)),
+            ("Shape", array.shape),
+            ("Chunks", array.chunks),
+            ("Data type", array.dtype),
+            ("Size", human_bytes(nbytes) + " uncompressed"),
+            ("Replicas", ", ".join(settings.nodes) or array.store.node),
+        )
+    )
+    return f"<table><caption>{html.escape(caption)}</caption>{rows}</table>"
 
 
 class MnesiaArray:
@@ -85,6 +120,20 @@ class MnesiaArray:
             f"<MnesiaArray {self.array_id!r} shape={self.shape} chunks={self.chunks} "
             f"dtype={self.dtype} on {self.store.node}>"
         )
+
+    @property
+    def info(self) -> ArrayInfo:
+        """zarr's summary of the array (type, shape, chunks, codecs, store), without I/O."""
+        info: ArrayInfo = self.zarr.info
+        return info
+
+    async def info_complete(self) -> ArrayInfo:
+        """:attr:`info` plus what it takes reading the store: bytes stored, chunks written."""
+        info: ArrayInfo = await self.zarr.info_complete()
+        return info
+
+    def _repr_html_(self) -> str:
+        return summary_html(self, "pyrlang_zarr.MnesiaArray")
 
     @property
     def array_id(self) -> str:
@@ -311,7 +360,7 @@ async def create(
         )
         store = await MnesiaStore.open(settings)  # connects; sets up the table on ``nodes``
         if not await store.create_root(document, overwrite=overwrite):
-            raise ContainsArrayError(store, "")
+            raise _exists(store, await _existing(store))
         return await _open_array(store)
     if compressor != "zstd":
         raise TypeError("compressor= is for exzarr=True arrays; zarr's option is compressors=")
@@ -326,7 +375,16 @@ async def create(
     # zarr checks everything (dtype, fill value, codecs) here, in memory, first
     await zasync.create_array(MemoryStore(), **options)
     store = await MnesiaStore.open(settings)  # connects; sets up the table on ``nodes``
-    array = await zasync.create_array(store, overwrite=overwrite, **options)
+    if not overwrite:  # zarr looks for its own format's documents only
+        kind = await _existing(store)
+        if kind is not None:
+            raise _exists(store, kind)
+    try:
+        array = await zasync.create_array(store, overwrite=overwrite, **options)
+    except ContainsGroupError:  # created meanwhile; zarr checks before it writes
+        raise _exists(store, "group") from None
+    except ContainsArrayError:
+        raise _exists(store, "array") from None
     root = await store.root()
     if not _describes(root, array.metadata):
         raise TransactionError(
@@ -334,6 +392,33 @@ async def create(
             "was being created; open it to see which"
         )
     return MnesiaArray(store, array, root)
+
+
+async def _existing(store: MnesiaStore) -> str | None:
+    """What the root of ``store`` holds: ``"array"``, ``"group"`` or ``None`` (nothing)."""
+    names = ("zarr.json", ".zarray", ".zgroup")
+    found = dict(zip(names, await asyncio.gather(*map(store.exists, names)), strict=True))
+    if found[".zarray"]:
+        return "array"
+    if found[".zgroup"]:
+        return "group"
+    if not found["zarr.json"]:
+        return None
+    doc = await store.get("zarr.json", default_buffer_prototype())
+    try:
+        kind = json.loads(doc.to_bytes())["node_type"] if doc is not None else "array"
+    except (ValueError, KeyError, TypeError):
+        kind = "array"
+    return "group" if kind == "group" else "array"
+
+
+def _exists(store: MnesiaStore, kind: str | None) -> ArrayExists:
+    what = {"array": "an array", "group": "a group"}.get(kind or "", "an array or group")
+    return ArrayExists(
+        f"there is already {what} {store.array_id!r} in table {store.table_name!r} "
+        f"(via {store.node}); nothing was written. Open it with pyrlang_zarr.open, or pass "
+        "overwrite=True to replace it (its chunks are deleted)"
+    )
 
 
 async def open(

@@ -29,7 +29,8 @@ from zarr.core._info import ArrayInfo
 from zarr.core.sync import sync as _zarr_sync
 
 import pyrlang_zarr as pz
-from pyrlang_zarr.progress import ProgressCallback, SliceProgress, human_bytes
+from pyrlang_zarr.array import summary_html
+from pyrlang_zarr.progress import ProgressCallback, SliceProgress
 
 __all__ = ["Array", "create", "open", "run"]
 
@@ -197,30 +198,14 @@ class Array:
     @property
     def info(self) -> ArrayInfo:
         """zarr's summary of the array (type, shape, chunks, codecs, store), without I/O."""
-        info: ArrayInfo = self.async_array.zarr.info
-        return info
+        return self.async_array.info
 
     def info_complete(self) -> ArrayInfo:
         """:attr:`info` plus what it takes reading the store: bytes stored, chunks written."""
-        info: ArrayInfo = run(self.async_array.zarr.info_complete())
-        return info
+        return run(self.async_array.info_complete())
 
     def _repr_html_(self) -> str:
-        import html
-
-        rows = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'>{html.escape(str(v))}</td></tr>"
-            for k, v in (
-                ("URL", self.url),
-                ("Shape", self.shape),
-                ("Chunks", self.chunks),
-                ("Data type", self.dtype),
-                ("Size", human_bytes(self.nbytes) + " uncompressed"),
-                ("Replicas", ", ".join(self.store.settings.nodes) or self.store.node),
-            )
-        )
-        return f"<table><caption>pyrlang_zarr.sync.Array</caption>{rows}</table>"
+        return summary_html(self.async_array, "pyrlang_zarr.sync.Array")
 
     # -- slices ---------------------------------------------------------------------------
     def get_slice(

@@ -18,7 +18,10 @@ from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.mnesia import ensure_table
 from pyrlang_zarr.testing.cluster import LocalCluster
 
-pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
+pytestmark = [
+    pytest.mark.erlang,
+    pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning"),
+]
 
 
 @pytest.fixture(scope="module")

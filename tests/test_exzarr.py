@@ -35,6 +35,8 @@ from pyrlang_zarr.mnesia import ensure_mnesia
 from pyrlang_zarr.testing.cluster import LocalCluster
 from tests.erl import parse
 
+pytestmark = pytest.mark.erlang
+
 TAB = "exzarr_storage"  # made the way ExZarr makes it: a set, attributes [key, data]
 
 # ExZarr.Storage.Backend.Mnesia, as Erlang

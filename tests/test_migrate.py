@@ -26,6 +26,8 @@ from pyrlang_zarr.migrate import migrate, migrate_array
 from pyrlang_zarr.mnesia import MnesiaClient, ensure_table
 from pyrlang_zarr.testing.cluster import LocalCluster
 
+pytestmark = pytest.mark.erlang
+
 TABLE = "pz_migrate"
 CHUNK = Atom("chunk")
 REPO = Path(__file__).resolve().parent.parent

@@ -29,6 +29,8 @@ from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.mnesia import MnesiaClient, ensure_table
 from pyrlang_zarr.testing.cluster import LocalCluster
 
+pytestmark = pytest.mark.erlang
+
 TABLE = "zarr_storage"
 REPO = Path(__file__).resolve().parent.parent
 

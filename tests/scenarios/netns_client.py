@@ -179,7 +179,7 @@ async def read_after_write(cfg: dict[str, Any]) -> dict[str, Any]:
     await check("delete", probe_key(999), None)
     chunk = np.frombuffer(probe_value(8), dtype="<f8")
     await arr.set_slice(chunk, start=(values,), stop=(2 * values,))
-    await check("set_slice", (b"raw-arr", (1,)), chunk.tobytes())
+    await check("set_slice", (b"raw-arr", (pz.Atom("chunk"), (1,))), chunk.tobytes())
     return {"control_misses": sum(control), "control": len(control), "seen": seen}
 
 
