@@ -222,13 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="make keys and optfiles readable by all (containers running as another user)",
     )
     args = parser.parse_args(argv)
-    ca = CA(args.dir)
+    out = Path(args.dir).absolute()  # optfiles name absolute paths: erl may run elsewhere
+    ca = CA(out)
     made = []
     for host in [*args.hosts, "client"]:
         issued = ca.issue(host, hosts=[host] if host != "client" else [])
-        optfile = write_optfile(
-            Path(args.dir) / f"{host}.optfile", issued, ca.cafile, server=host != "client"
-        )
+        optfile = write_optfile(out / f"{host}.optfile", issued, ca.cafile, server=host != "client")
         made += [issued.certfile, issued.keyfile, optfile]
     if args.readable:
         for path in made:
