@@ -97,11 +97,11 @@ def test_nodes_see_each_other(net: NetnsCluster) -> None:
 
 
 CLIENT = """
-import asyncio, sys
+import asyncio
 from pyrlang_zarr import Node
 
 async def main():
-    async with Node(cookie=sys.argv[1]) as node:
+    async with Node() as node:  # the cookie from ERLANG_COOKIE (run_client sets it)
         print("rpc:", await node.rpc("node2@host2", "erlang", "node", []))
         print("name:", node.name)
 
@@ -110,7 +110,7 @@ asyncio.run(main())
 
 
 def test_python_node_from_client_namespace(net: NetnsCluster) -> None:
-    done = net.run_client([sys.executable, "-c", CLIENT, net.cookie], timeout=30)
+    done = net.run_client([sys.executable, "-c", CLIENT], timeout=30)  # no cookie on argv
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert "rpc: node2@host2" in lines

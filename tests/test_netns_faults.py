@@ -39,9 +39,9 @@ def hosts() -> Iterator[NetnsCluster]:
 
 def run_scenario(c: NetnsCluster, name: str, timeout: float = 240) -> dict[str, Any]:
     """Run the client scenario, performing the faults it asks for; return its result."""
-    cfg = json.dumps({"nodes": c.nodes, "cookie": c.cookie})
+    cfg = json.dumps({"nodes": c.nodes})  # the cookie goes in the environment, never argv
     argv = c.ns_argv("client", [sys.executable, "-m", "tests.scenarios.netns_client", name, cfg])
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ERLANG_COOKIE": c.cookie}
     proc = subprocess.Popen(
         argv, cwd=ROOT, env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )

@@ -53,7 +53,7 @@ async def kill_during_writes(cfg: dict[str, Any]) -> dict[str, Any]:
         shape=(64 * CHUNK,),
         chunks=(CHUNK,),
         node=nodes[0],
-        cookie=cfg["cookie"],
+        cookie=cfg.get("cookie"),
         nodes=nodes,
     )
     acked: dict[int, float] = {}
@@ -81,13 +81,13 @@ async def partition(cfg: dict[str, Any]) -> dict[str, Any]:
     recover, and every acknowledged write must be on every replica."""
     nodes = cfg["nodes"]
     n1, n2, n3 = nodes
-    node = shared_node(cfg["cookie"])
+    node = shared_node(cfg.get("cookie"))
     arr = await pz.create(
         array_id="split",
         shape=(48 * CHUNK,),
         chunks=(CHUNK,),
         node=n1,
-        cookie=cfg["cookie"],
+        cookie=cfg.get("cookie"),
         nodes=nodes,
         majority=True,
     )
@@ -105,7 +105,7 @@ async def partition(cfg: dict[str, Any]) -> dict[str, Any]:
         await asyncio.to_thread(ask, "connect 2 0")
         context, other = await events.wait_inconsistent(60)
     await recover_partition(node, [n1, n2], [n3], ["zarr_storage"])
-    through_n3 = await pz.open(array_id="split", node=n3, cookie=cfg["cookie"])
+    through_n3 = await pz.open(array_id="split", node=n3, cookie=cfg.get("cookie"))
     lost = await check(through_n3, acked)
     return {"acked": len(acked), "lost": lost, "event": [str(context), other]}
 
@@ -131,7 +131,7 @@ async def read_after_write(cfg: dict[str, Any]) -> dict[str, Any]:
     """
     nodes = cfg["nodes"]
     n1, _n2, n3 = nodes
-    node = shared_node(cfg["cookie"])
+    node = shared_node(cfg.get("cookie"))
     await ensure_table(node, nodes, TAB)
     values = BIG // 8  # float64 values per chunk of the array, stored as they are
     arr = await pz.create(
@@ -140,7 +140,7 @@ async def read_after_write(cfg: dict[str, Any]) -> dict[str, Any]:
         chunks=(values,),
         compressors=None,
         node=n1,
-        cookie=cfg["cookie"],
+        cookie=cfg.get("cookie"),
         nodes=nodes,
     )
     writer = MnesiaClient(node, TAB, n1)
