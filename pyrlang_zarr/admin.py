@@ -180,9 +180,11 @@ async def _check_table(node: pz.Node, peer: str, table: str) -> None:
         )
 
 
-async def tables(peer: str, *, cookie: str | None = None, node: pz.Node | None = None) -> list[str]:
+async def tables(
+    peer: str, *, cookie: str | None = None, node: pz.Node | None = None, tls: Any = None
+) -> list[str]:
     """The Mnesia tables of ``peer``'s cluster (Mnesia's own ``schema`` left out)."""
-    async with _node(node, cookie) as n:
+    async with _node(node, cookie, tls) as n:
         found = await n.rpc(peer, "mnesia", "system_info", [Atom("tables")])
     return sorted(str(t) for t in found if str(t) != "schema")
 
@@ -215,17 +217,19 @@ async def table_replicas(node: pz.Node, peer: str, table: str) -> TableReplicas:
 
 
 class _node:
-    """``async with _node(given, cookie)``: the given node, or a fresh one closed after."""
+    """``async with _node(given, cookie, tls)``: the given node, or a fresh one closed
+    after."""
 
-    def __init__(self, node: pz.Node | None, cookie: str | None) -> None:
+    def __init__(self, node: pz.Node | None, cookie: str | None, tls: Any = None) -> None:
         self.given = node
         self.cookie = cookie
+        self.tls = tls
         self.own: pz.Node | None = None
 
     async def __aenter__(self) -> pz.Node:
         if self.given is not None:
             return self.given
-        self.own = pz.Node(cookie=self.cookie)
+        self.own = pz.Node(cookie=self.cookie, tls=self.tls)
         return self.own
 
     async def __aexit__(self, *exc: object) -> None:
@@ -238,13 +242,16 @@ async def _describe(
     table: str,
     counts: dict[str, tuple[int, int]],
     cookie: str | None,
+    tls: Any,
     replicas: TableReplicas,
 ) -> list[ArrayInfo]:
     limit = asyncio.Semaphore(32)  # a table of thousands of arrays: not all at once
 
     async def one(array_id: str) -> ArrayInfo:
         records, nbytes = counts[array_id]
-        store = pz.MnesiaStore(array_id, node=peer, cookie=cookie, table_name=table, read_only=True)
+        store = pz.MnesiaStore(
+            array_id, node=peer, cookie=cookie, tls=tls, table_name=table, read_only=True
+        )
         proto = _prototype()
         async with limit:
             zj, za = await asyncio.gather(
@@ -274,16 +281,17 @@ async def list_arrays(
     *,
     cookie: str | None = None,
     node: pz.Node | None = None,
+    tls: Any = None,
 ) -> list[ArrayInfo]:
     """Every array id in ``table`` (seen through ``peer``), sorted, with its records, bytes
     stored, and what its metadata says."""
-    async with _node(node, cookie) as n:
+    async with _node(node, cookie, tls) as n:
         await _check_table(n, peer, table)
         raw, replicas = await asyncio.gather(
             evaluate(n, peer, _COUNT, {"Tab": Atom(table)}), table_replicas(n, peer, table)
         )
     counts = {_decode_id(k): (int(v[0]), int(v[1])) for k, v in raw.items()}
-    return await _describe(peer, table, counts, cookie, replicas)
+    return await _describe(peer, table, counts, cookie, tls, replicas)
 
 
 async def array_info(
@@ -293,10 +301,11 @@ async def array_info(
     *,
     cookie: str | None = None,
     node: pz.Node | None = None,
+    tls: Any = None,
 ) -> ArrayInfo:
     """One array's :class:`ArrayInfo`; :class:`NotFound` if the table holds nothing under
     ``array_id``."""
-    async with _node(node, cookie) as n:
+    async with _node(node, cookie, tls) as n:
         await _check_table(n, peer, table)
         (records, nbytes), replicas = await asyncio.gather(
             evaluate(n, peer, _COUNT_ONE, {"Tab": Atom(table), "Aid": array_id.encode("utf-8")}),
@@ -304,14 +313,15 @@ async def array_info(
         )
     if records == 0:
         raise NotFound(f"not_found: nothing stored under {array_id!r} in table {table!r} ({peer})")
-    return (await _describe(peer, table, {array_id: (records, nbytes)}, cookie, replicas))[0]
+    counts = {array_id: (records, nbytes)}
+    return (await _describe(peer, table, counts, cookie, tls, replicas))[0]
 
 
 async def remove_array(
-    peer: str, table: str, array_id: str, *, cookie: str | None = None
+    peer: str, table: str, array_id: str, *, cookie: str | None = None, tls: Any = None
 ) -> ArrayInfo:
     """Delete every record of ``array_id`` in one transaction; what was removed.
     :class:`NotFound` if there was nothing."""
-    info = await array_info(peer, table, array_id, cookie=cookie)
-    await pz.MnesiaStore(array_id, node=peer, cookie=cookie, table_name=table).clear()
+    info = await array_info(peer, table, array_id, cookie=cookie, tls=tls)
+    await pz.MnesiaStore(array_id, node=peer, cookie=cookie, tls=tls, table_name=table).clear()
     return info

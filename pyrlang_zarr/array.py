@@ -304,6 +304,8 @@ async def create(
     durable: bool = False,
     exzarr: bool = False,
     compressor: str | None = "zstd",
+    tls: Any = None,
+    pickle_cookie: bool = False,
     **zarr_options: Any,
 ) -> MnesiaArray:
     """Create an array in Mnesia (ExZarr's ``create`` with ``storage: :mnesia``).
@@ -320,6 +322,10 @@ async def create(
     ``compressor`` ``"zstd"`` (default), ``"zlib"`` or ``None``, a dtype ExZarr knows, a
     finite fill value, the metadata text ``ExZarr.save/2`` writes. Anything ExZarr cannot
     share raises ``ValueError``/``TypeError`` (see :mod:`pyrlang_zarr.exzarr`).
+
+    ``tls`` joins a cluster running TLS distribution (a ``TlsConfig``, the cluster's
+    ``ssl_dist_optfile``, an ``ssl.SSLContext``; see :class:`~pyrlang_zarr.Node`);
+    ``pickle_cookie=True`` lets the array's store carry the cookie into pickles.
 
     Every argument is checked (by zarr too) before anything is sent to the cluster.
     """
@@ -342,6 +348,8 @@ async def create(
         ram_copies=ram_copies,
         majority=majority,
         durable=durable,
+        tls=tls,
+        pickle_cookie=pickle_cookie,
     )
     if exzarr:
         order = zarr_options.pop("order", "C")
@@ -431,11 +439,13 @@ async def open(
     majority: bool = False,
     read_only: bool = False,
     durable: bool = False,
+    tls: Any = None,
+    pickle_cookie: bool = False,
 ) -> MnesiaArray:
     """Open an existing array; :class:`NotFound` if there is none under ``array_id``.
 
     ``array_id`` may be an :class:`~pyrlang_zarr.Atom` for an array an Elixir application
-    keyed with an atom."""
+    keyed with an atom. ``tls`` and ``pickle_cookie`` as for :func:`create`."""
     settings = StoreSettings(
         array_id,
         node=node,
@@ -444,6 +454,8 @@ async def open(
         nodes=nodes,
         majority=majority,
         durable=durable,
+        tls=tls,
+        pickle_cookie=pickle_cookie,
     )
     # read-only: looking for the array sets nothing up on the cluster
     probe = MnesiaStore(settings, read_only=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyrlang_zarr as pz
+from pyrlang_zarr.erldist.tls import TlsError
 from pyrlang_zarr.errors import (
     AuthenticationError,
     HandshakeTimeout,
@@ -155,6 +156,17 @@ async def _on_node(node: pz.Node, peer: str, table: str, timeout: float) -> list
 
     try:
         reported = await call("erlang", "node")
+    except TlsError as exc:  # before the cookie: a TLS refusal is an AuthenticationError too
+        return [
+            Check(
+                "tls",
+                "FAIL",
+                str(exc),
+                "TLS distribution: give the cluster's ssl_dist_optfile (or a client's) with "
+                "--tls-optfile FILE or $PYRLANG_ZARR_SSL_DIST_OPTFILE; its certificate must "
+                "be signed by a CA the nodes trust (cacertfile), and not be expired",
+            )
+        ]
     except AuthenticationError as exc:
         return [
             Check(
@@ -175,8 +187,9 @@ async def _on_node(node: pz.Node, peer: str, table: str, timeout: float) -> list
                 "the name has the form the node uses (-sname: short host, -name: full host)",
             )
         ]
+    over = " over TLS" if node.tls is not None else ""
     checks.append(
-        Check("connect", "ok", f"cookie accepted; connected as {node.name} (hidden node)")
+        Check("connect", "ok", f"cookie accepted; connected as {node.name} (hidden node){over}")
     )
     if str(reported) != peer:
         checks.append(Check("connect", "warn", f"the node calls itself {reported}"))

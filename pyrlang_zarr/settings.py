@@ -2,17 +2,27 @@
 
 One frozen value, validated once, shared by :class:`~pyrlang_zarr.store.MnesiaStore`
 (construction, pickling, ``with_read_only``) and the array API's ``create``/``open``. The
-cookie is carried (a pickled store must connect again) but is neither shown nor compared:
-two stores of the same array are equal whoever's cookie they hold. Whether a store may
-write is not a setting: it is zarr's ``read_only``, on the store.
+cookie and the TLS settings are neither shown nor compared: two stores of the same array are
+equal whoever's cookie they hold and however they connect. Whether a store may write is not
+a setting: it is zarr's ``read_only``, on the store.
+
+Pickled (dask task graphs, multiprocessing), the settings leave the cookie out: a worker
+finds it as ``erl`` does (``ERLANG_COOKIE``, ``RELEASE_COOKIE``, ``~/.erlang.cookie``), so a
+task graph does not carry the cluster's secret to every worker, log and cache it passes.
+``pickle_cookie=True`` carries it, for workers that have no other way. TLS settings pickle as
+the paths of a :class:`~pyrlang_zarr.erldist.tls.TlsConfig` (an optfile path is read into
+one when the settings are made); an ``ssl.SSLContext`` does not pickle, and says so.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyrlang_zarr.erldist.node import split_node_name
+from pyrlang_zarr.erldist.tls import TlsConfig, normalize
 from pyrlang_zarr.term import Atom
 
 DEFAULT_TABLE = "zarr_storage"
@@ -29,8 +39,11 @@ class StoreSettings:
     and the table are set up on them when a writable store opens, and calls fail over among
     them. ``ram_copies`` picks RAM-only replicas for a new table; ``majority`` makes its
     writes need a majority of replicas; ``durable`` forces each commit to disc; ``timeout``
-    bounds each call (seconds, ``None``: no bound). ``cookie`` defaults as
-    :class:`~pyrlang_zarr.Node`'s.
+    bounds each call (seconds, ``None``: no bound). ``cookie`` and ``tls`` default as
+    :class:`~pyrlang_zarr.Node`'s (``tls``: a ``TlsConfig``, an ``ssl_dist_optfile`` path,
+    an ``ssl.SSLContext``, ``False`` for plain TCP, ``None`` for
+    ``$PYRLANG_ZARR_SSL_DIST_OPTFILE`` if set). ``pickle_cookie=True`` keeps the cookie in
+    pickles (by default a pickle holds none: see the module's docstring).
     """
 
     array_id: str
@@ -43,6 +56,8 @@ class StoreSettings:
     durable: bool
     timeout: float | None
     cookie: str | None = field(repr=False, compare=False)
+    tls: TlsConfig | ssl.SSLContext | bool | None = field(repr=False, compare=False)
+    pickle_cookie: bool = field(repr=False, compare=False)
 
     def __init__(
         self,
@@ -56,6 +71,8 @@ class StoreSettings:
         durable: bool = False,
         timeout: float | None = 60.0,
         cookie: str | None = None,
+        tls: Any = None,
+        pickle_cookie: bool = False,
     ) -> None:
         if not isinstance(array_id, str):
             raise TypeError(f"array_id must be a str, not {type(array_id).__name__}")
@@ -87,6 +104,7 @@ class StoreSettings:
             )
         if cookie is not None and not isinstance(cookie, str):
             raise TypeError("cookie must be a str")
+        tls = normalize(tls)  # an optfile is read now: a bad one fails before anything is sent
         put = object.__setattr__  # frozen: set once, here
         put(self, "array_id", array_id)
         put(self, "atom_id", type(array_id) is Atom)
@@ -98,3 +116,37 @@ class StoreSettings:
         put(self, "durable", bool(durable))
         put(self, "timeout", timeout)
         put(self, "cookie", cookie)
+        put(self, "tls", tls)
+        put(self, "pickle_cookie", bool(pickle_cookie))
+
+    def __copy__(self) -> StoreSettings:
+        return self  # frozen: a copy is the same value (and, in-process, keeps the cookie)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> StoreSettings:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle without the cookie unless ``pickle_cookie``; refuse an ``SSLContext``."""
+        if isinstance(self.tls, ssl.SSLContext):
+            raise TypeError(
+                "a store made with tls=ssl.SSLContext cannot be pickled (an SSLContext does "
+                "not pickle): pass TlsConfig(certfile, keyfile, cafile) or the cluster's "
+                "ssl_dist_optfile, which pickle as paths"
+            )
+        options = {
+            "node": self.node,
+            "nodes": self.nodes or None,
+            "table_name": self.table_name,
+            "ram_copies": self.ram_copies,
+            "majority": self.majority,
+            "durable": self.durable,
+            "timeout": self.timeout,
+            "cookie": self.cookie if self.pickle_cookie else None,
+            "tls": self.tls,
+            "pickle_cookie": self.pickle_cookie,
+        }
+        return (_rebuild, (self.array_id, options))
+
+
+def _rebuild(array_id: str, options: dict[str, Any]) -> StoreSettings:
+    return StoreSettings(array_id, **options)

@@ -21,9 +21,9 @@ What Mnesia adds is done where it is cheapest: byte ranges and sizes are cut on 
 listing is one keys-only ``dirty_select`` with the prefix filtered there.
 
 The store is its configuration, a frozen :class:`~pyrlang_zarr.settings.StoreSettings`
-plus zarr's ``read_only``: that is all it pickles (dask, multiprocessing) and compares. It
-connects lazily, through one hidden node per process and cookie, from whatever event loop
-calls it.
+plus zarr's ``read_only``: that is all it pickles (dask, multiprocessing; no cookie unless
+``pickle_cookie``) and compares. It connects lazily, through one hidden node per process,
+cookie and TLS setting, from whatever event loop calls it.
 
 **Consolidated metadata is supported, and never served stale.** It is a copy of every
 node's metadata in a group's own document (``consolidated_metadata`` in a v3 ``zarr.json``,
@@ -114,7 +114,8 @@ class MnesiaStore(Store):
 
     ``MnesiaStore(array_id, node=..., cookie=..., ...)`` takes the options of
     :class:`~pyrlang_zarr.settings.StoreSettings` (``node``, ``nodes``, ``table_name``,
-    ``ram_copies``, ``majority``, ``durable``, ``timeout``, ``cookie``), or one
+    ``ram_copies``, ``majority``, ``durable``, ``timeout``, ``cookie``, ``tls``,
+    ``pickle_cookie``), or one
     ``StoreSettings`` in place of them all; ``read_only`` is zarr's. Calls fail over to
     other replicas (``nodes``, and those Mnesia reports) when the node talked to goes away.
     An :class:`~pyrlang_zarr.Atom` ``array_id`` reaches an array an Elixir application keyed
@@ -180,7 +181,7 @@ class MnesiaStore(Store):
     def __str__(self) -> str:
         return f"mnesia://{self.node}/{self.table_name}/{self.array_id}"
 
-    def __getstate__(self) -> dict[str, Any]:  # configuration only, cookie included
+    def __getstate__(self) -> dict[str, Any]:  # configuration only; no cookie by default
         return {"settings": self.settings, "read_only": self.read_only}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -196,7 +197,7 @@ class MnesiaStore(Store):
         client = self._client
         if client is None:
             s = self.settings
-            node = shared_node(s.cookie)
+            node = shared_node(s.cookie, s.tls)
             if s.nodes and not self.read_only:
                 await ensure_table(
                     node,

@@ -16,6 +16,11 @@ parameters or ``storage_options`` (the latter win)::
 ``cookie_file``           a file holding the cookie (owner-only access, like erl's)
 ``cookie``                ``storage_options`` only, never in a URL (URLs end up in logs);
                           default: ``ERLANG_COOKIE``, ``RELEASE_COOKIE``, ``~/.erlang.cookie``
+``pickle_cookie``         ``true``: pickles of the file system and its stores carry the
+                          cookie (by default they do not: a worker finds it as erl does)
+``tls_optfile``           the cluster runs TLS distribution: its ``ssl_dist_optfile`` (or a
+                          client's); default ``$PYRLANG_ZARR_SSL_DIST_OPTFILE``
+``tls``                   ``storage_options`` only: a ``TlsConfig`` (or ``False``: plain TCP)
 ========================  ===================================================================
 
 With the package installed, the ``fsspec.specs`` entry point registers
@@ -53,7 +58,16 @@ SCHEME = "mnesia"
 PREFIX = f"{SCHEME}://"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-OPTIONS = ("nodes", "ram_copies", "majority", "durable", "timeout", "cookie_file")
+OPTIONS = (
+    "nodes",
+    "ram_copies",
+    "majority",
+    "durable",
+    "timeout",
+    "cookie_file",
+    "pickle_cookie",
+    "tls_optfile",
+)
 
 
 def read_cookie_file(path: str | Path) -> str:
@@ -93,7 +107,7 @@ def _options(raw: dict[str, Any]) -> dict[str, Any]:
             if isinstance(value, str):
                 value = [n for n in (unquote(x).strip() for x in value.split(",")) if n]
             out["nodes"] = (list(value) or None) if value is not None else None
-        elif name in ("ram_copies", "majority", "durable"):
+        elif name in ("ram_copies", "majority", "durable", "pickle_cookie"):
             out[name] = _flag(name, value)
         elif name == "timeout":
             if value is None or str(value).lower() == "none":
@@ -111,10 +125,16 @@ def _options(raw: dict[str, Any]) -> dict[str, Any]:
         elif name == "cookie":
             if value is not None:
                 out["cookie"] = value
+        elif name == "tls_optfile":
+            if value is not None and raw.get("tls") is None:
+                out["tls"] = str(value)  # read (and checked) by StoreSettings
+        elif name == "tls":
+            if value is not None:
+                out["tls"] = value
         else:
             raise TypeError(
                 f"unknown mnesia:// option {name!r}; known: {', '.join(OPTIONS)} (and "
-                "cookie, in storage_options only)"
+                "cookie and tls, in storage_options only)"
             )
     return out
 
@@ -233,6 +253,9 @@ class MnesiaFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec is unty
         majority: bool | str = False,
         durable: bool | str = False,
         timeout: float | str | None = 60.0,
+        pickle_cookie: bool | str = False,
+        tls: Any = None,
+        tls_optfile: str | None = None,
         asynchronous: bool = False,
         loop: Any = None,
         batch_size: int | None = None,
@@ -243,7 +266,7 @@ class MnesiaFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec is unty
         if unknown:
             raise TypeError(
                 f"unknown mnesia:// option(s) {sorted(unknown)}; known: {', '.join(OPTIONS)}, "
-                "cookie"
+                "cookie, tls"
             )
         super().__init__(*args, asynchronous=asynchronous, loop=loop, batch_size=batch_size)
         raw: dict[str, Any] = {
@@ -254,6 +277,9 @@ class MnesiaFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec is unty
             "timeout": timeout,
             "cookie_file": cookie_file,
             "cookie": cookie,
+            "pickle_cookie": pickle_cookie,
+            "tls_optfile": tls_optfile,
+            "tls": tls,
         }
         self._store_options = _options(raw)
         self._stores: dict[tuple[str, str, str, bool], MnesiaStore] = {}
@@ -261,6 +287,16 @@ class MnesiaFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec is unty
     def __repr__(self) -> str:  # never the cookie
         nodes = self._store_options.get("nodes")
         return f"<MnesiaFileSystem nodes={nodes}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """As fsspec pickles a file system (its constructor's arguments), without the
+        cookie unless ``pickle_cookie``; a ``cookie_file`` path stays (the worker reads it)."""
+        from fsspec.spec import make_instance
+
+        options = dict(self.storage_options)
+        if not self._store_options.get("pickle_cookie"):
+            options.pop("cookie", None)
+        return make_instance, (type(self), self.storage_args, options)
 
     # -- paths ----------------------------------------------------------------------------
     @classmethod
@@ -393,9 +429,11 @@ class MnesiaFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec is unty
         if not head:
             raise FileNotFoundError("mnesia:// needs a node: mnesia://name@host/...")
         cookie = self._store_options.get("cookie")
+        tls = self._store_options.get("tls")
         if len(head) == 1:
-            return await admin.tables(head[0], cookie=cookie)
-        return [a.array_id for a in await admin.list_arrays(head[0], head[1], cookie=cookie)]
+            return await admin.tables(head[0], cookie=cookie, tls=tls)
+        found = await admin.list_arrays(head[0], head[1], cookie=cookie, tls=tls)
+        return [a.array_id for a in found]
 
     async def _find(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import os
 import uuid
 
 import numpy as np
@@ -16,6 +17,10 @@ from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.testing.cluster import LocalCluster
 
 pytestmark = pytest.mark.erlang
+
+
+def _set_cookie(cookie: str) -> None:
+    os.environ["ERLANG_COOKIE"] = cookie
 
 
 def _read_sum(store: pz.MnesiaStore) -> float:
@@ -57,6 +62,9 @@ def test_pickled_store_in_spawned_and_forked_processes(cluster: LocalCluster) ->
     asyncio.run(created)
     store = pz.MnesiaStore(aid, node=cluster.nodes[1], cookie=cluster.cookie)
     zarr.open_array(store, mode="r+")[:] = np.ones((10, 10))
+    # the pickled store holds no cookie: the workers find it as erl would, in their
+    # environment (a dask worker's, a batch job's)
     for method in ("spawn", "fork"):
-        with mp.get_context(method).Pool(2) as pool:
+        ctx = mp.get_context(method)
+        with ctx.Pool(2, _set_cookie, (cluster.cookie,)) as pool:
             assert pool.map(_read_sum, [store, store]) == [100.0, 100.0]

@@ -96,7 +96,7 @@ def so(c: LocalCluster, **kw: Any) -> dict[str, Any]:
 
 
 @pytest.mark.erlang
-def test_zarr_reads_and_writes_urls(cluster: LocalCluster) -> None:
+def test_zarr_reads_and_writes_urls(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     aid = new_id()
     arr = pzs.create(
         aid,
@@ -144,9 +144,15 @@ def test_zarr_reads_and_writes_urls(cluster: LocalCluster) -> None:
     )
     assert fs.cat_file(f"{url}/zarr.json", start=0, end=1) == b"{"
     assert fs.info(f"{url}/c")["type"] == "directory"
-    # a zarr array over the URL pickles (dask, multiprocessing) without a connection
-    again = pickle.loads(pickle.dumps(z))
+    # a zarr array over the URL pickles (dask, multiprocessing) without a connection, and
+    # without the cookie: the process that unpickles it finds the cookie as erl does
+    pickled = pickle.dumps(z)
+    assert cluster.cookie.encode() not in pickled
+    monkeypatch.setenv("ERLANG_COOKIE", cluster.cookie)
+    again = pickle.loads(pickled)
     assert np.array_equal(again[:2, :2], data[:2, :2])
+    carried = fsspec.filesystem("mnesia", pickle_cookie=True, **so(cluster))
+    assert cluster.cookie.encode() in pickle.dumps(carried)  # the documented opt-in
 
 
 @pytest.mark.erlang
