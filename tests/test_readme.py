@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 
 RUN = ("python", "bash")
-NOT_RUN_HERE = ("elixir", "ini")  # languages this test runs no block of
+NOT_RUN_HERE = ("elixir", "ini", "erlang")  # languages this test runs no block of
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.*?)\s*-->\s*\Z", re.DOTALL)
 
