@@ -13,11 +13,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from pyrlang_zarr.erldist.tls import OPTFILE_ENV, read_optfile
 from pyrlang_zarr.testing import certs
-from pyrlang_zarr.testing.cluster import DIST_BUFFER_FLAGS, SMALL_MACHINE_FLAGS
+from pyrlang_zarr.testing.cluster import DIST_BUFFER_FLAGS, SMALL_MACHINE_FLAGS, LocalCluster
 from pyrlang_zarr.testing.netns import node_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,9 +55,12 @@ def test_three_erlang_hosts_named_as_the_harness_names_them() -> None:
         argv = erl_argv(svc)
         names.append(argv[argv.index("-sname") + 1])
         assert "-noinput" in argv
-        # the same scheduler and distribution-buffer flags as the test clusters
+        # server flags; the test clusters' small-machine flags only on request (ERL_AFLAGS)
         joined = " ".join(argv)
-        assert " ".join(SMALL_MACHINE_FLAGS) in joined and " ".join(DIST_BUFFER_FLAGS) in joined
+        assert " ".join(DIST_BUFFER_FLAGS) in joined
+        assert not set(SMALL_MACHINE_FLAGS[::2]) & set(argv)
+        assert svc["environment"]["ERL_AFLAGS"] == "${PZ_SMALL_MACHINE_FLAGS:-}"
+        assert "-kernel inet_dist_listen_min 9100 inet_dist_listen_max 9100" in joined
         # its own Mnesia directory on its own volume
         mnesia_dir = argv[argv.index("-mnesia") + 2].strip('"')
         volume = svc["volumes"][0]
@@ -96,9 +100,56 @@ def test_node_entrypoint_puts_the_cookie_in_a_private_file(tmp_path: Path) -> No
     assert "-sname\nnode1@host1\n" in (home / "argv").read_text()
 
 
+def test_small_machine_flags_are_documented_as_the_test_clusters_use_them() -> None:
+    header = (ROOT / "docker-compose.yml").read_text()
+    assert f'export PZ_SMALL_MACHINE_FLAGS="{" ".join(SMALL_MACHINE_FLAGS)}"' in header
+    assert "--exit-code-from client" in header
+
+
+def test_host1_is_published_on_loopback_for_a_notebook() -> None:
+    services = compose()["services"]
+    assert services["host1"]["ports"] == ["127.0.0.1:4369:4369", "127.0.0.1:9100:9100"]
+    assert all("ports" not in services[f"host{i}"] for i in range(2, N + 1))
+
+
+def healthcheck_eval(service: dict[str, Any]) -> str:
+    kind, command = service["healthcheck"]["test"]
+    assert kind == "CMD-SHELL"
+    argv = shlex.split(command.replace("$$", "$"))
+    assert argv[:3] == ["erl", "-noshell", "-hidden"] and "-setcookie" not in argv
+    return argv[argv.index("-eval") + 1]
+
+
+@pytest.mark.erlang
+def test_healthchecks_ping_their_node_for_real(tmp_path: Path) -> None:
+    """Each node's healthcheck, run with a real ``erl`` against a real node (its name put in
+    place of ``nodeN@hostN``): 0 while the node answers, 1 when no node has that name."""
+    services = compose()["services"]
+    with LocalCluster(n=1) as cluster:
+        home = tmp_path / "home"
+        home.mkdir()
+        (home / ".erlang.cookie").write_text(cluster.cookie)
+        (home / ".erlang.cookie").chmod(0o400)
+        env = {**os.environ, "HOME": str(home)}
+        for i in range(1, N + 1):
+            expr = healthcheck_eval(services[f"host{i}"])
+            assert f"'node{i}@host{i}'" in expr
+            for target, status in ((cluster.nodes[0], 0), (f"gone@{cluster.host}", 1)):
+                argv = ["erl", "-noshell", "-hidden", "-sname", f"hc{os.getpid()}{i}{status}"]
+                done = subprocess.run(
+                    [*argv, "-eval", expr.replace(f"node{i}@host{i}", target)],
+                    env=env,
+                    capture_output=True,
+                    timeout=60,
+                )
+                assert done.returncode == status, done
+
+
 def test_client_runs_an_example_against_those_nodes() -> None:
     client = compose()["services"]["client"]
-    assert set(client["depends_on"]) == {f"host{i}" for i in range(1, N + 1)}
+    assert client["depends_on"] == {
+        f"host{i}": {"condition": "service_healthy"} for i in range(1, N + 1)
+    }
     script = shlex.split(client["command"])[2].replace("$$", "$")
     assert 'pip install -q -e ".[test]"' in script
     run = shlex.split(script.split("&&")[-1])
@@ -111,6 +162,7 @@ def test_client_runs_an_example_against_those_nodes() -> None:
     args = example.make_parser().parse_args(run[2:])
     assert args.nodes == [node_name(i) for i in range(N)]
     assert args.cookie_file is None  # the library reads ERLANG_COOKIE
+    assert args.overwrite  # a second `compose up` on kept volumes writes the array again
 
 
 def load_example(name: str) -> Any:
