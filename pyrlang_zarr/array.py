@@ -55,6 +55,7 @@ from pyrlang_zarr.errors import NotFound, PossiblyStaleRead, PyrlangZarrError, T
 from pyrlang_zarr.keys import V2_ARRAY_METADATA_KEY, Root
 from pyrlang_zarr.mnesia.client import Conflict, MnesiaClient
 from pyrlang_zarr.overlay import Snapshot, WriteBuffer
+from pyrlang_zarr.progress import ProgressCallback, SliceProgress
 from pyrlang_zarr.settings import DEFAULT_TABLE, StoreSettings
 from pyrlang_zarr.store import MnesiaStore
 
@@ -200,8 +201,19 @@ class MnesiaArray:
         data: npt.ArrayLike,
         start: Sequence[int] | None = None,
         stop: Sequence[int] | None = None,
+        *,
+        progress: ProgressCallback | bool | None = None,
+        part_chunks: int | None = None,
     ) -> None:
-        """Write ``data`` into ``[start, stop)``: every chunk it touches, or none of them."""
+        """Write ``data`` into ``[start, stop)``: every chunk it touches, or none of them.
+
+        With ``progress`` (a callback taking a :class:`~pyrlang_zarr.progress.Progress`, or
+        True for a bar on stderr when it is a terminal) the region is written in parts of
+        about ``part_chunks`` chunks, each part its own transaction: all or none per part.
+        """
+        if progress is not None and progress is not False:
+            await SliceProgress(self, progress, part_chunks).set_slice(data, start, stop)
+            return
         self.store.check_writable()
         start, stop = self._region(start, stop)
         values = np.asarray(data)
@@ -236,9 +248,20 @@ class MnesiaArray:
         )
 
     async def get_slice(
-        self, start: Sequence[int] | None = None, stop: Sequence[int] | None = None
+        self,
+        start: Sequence[int] | None = None,
+        stop: Sequence[int] | None = None,
+        *,
+        progress: ProgressCallback | bool | None = None,
+        part_chunks: int | None = None,
     ) -> np.ndarray[Any, Any]:
-        """The values in ``[start, stop)``, from chunks read in one transaction."""
+        """The values in ``[start, stop)``, from chunks read in one transaction.
+
+        With ``progress`` (as for :meth:`set_slice`) the region is read in parts, each part
+        one transaction: consistent per part only.
+        """
+        if progress is not None and progress is not False:
+            return await SliceProgress(self, progress, part_chunks).get_slice(start, stop)
         start, stop = self._region(start, stop)
         selection = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
         keys = (

@@ -30,7 +30,7 @@ from zarr.core.sync import sync as _zarr_sync
 
 import pyrlang_zarr as pz
 from pyrlang_zarr.array import summary_html
-from pyrlang_zarr.progress import ProgressCallback, SliceProgress
+from pyrlang_zarr.progress import ProgressCallback
 
 __all__ = ["Array", "create", "open", "run"]
 
@@ -223,9 +223,9 @@ class Array:
         ``part_chunks`` chunks (default: about 4 MiB of values) instead, each part one
         transaction: consistent per part only.
         """
-        if progress is None or progress is False:
-            return run(self.async_array.get_slice(start, stop))
-        return run(SliceProgress(self.async_array, progress, part_chunks).get_slice(start, stop))
+        return run(
+            self.async_array.get_slice(start, stop, progress=progress, part_chunks=part_chunks)
+        )
 
     def set_slice(
         self,
@@ -241,10 +241,11 @@ class Array:
         With ``progress`` the region is written in parts of about ``part_chunks`` chunks, each
         part its own transaction (all or none per part, not for the whole region).
         """
-        if progress is None or progress is False:
-            run(self.async_array.set_slice(data, start, stop))
-            return
-        run(SliceProgress(self.async_array, progress, part_chunks).set_slice(data, start, stop))
+        run(
+            self.async_array.set_slice(
+                data, start, stop, progress=progress, part_chunks=part_chunks
+            )
+        )
 
     def __getitem__(self, key: Any) -> Any:
         box = _Box(key, self.shape)
