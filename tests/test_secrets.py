@@ -9,15 +9,12 @@ demo with every process they start. docker-compose's entrypoint is run in
 
 Pickles travel: a dask task graph holds the store of every array it reads, and goes to every
 worker. The store's pickle holds no cookie unless made with ``pickle_cookie=True``; a worker
-finds the cookie the way ``erl`` does (``ERLANG_COOKIE``, ``~/.erlang.cookie``). Those tests
-need the store plumbing (``tls=``/``pickle_cookie=`` in ``StoreSettings``, see
-STORE_PLUMBING.md); until it is in, they are expected to fail (strict xfail).
+finds the cookie the way ``erl`` does (``ERLANG_COOKIE``, ``~/.erlang.cookie``).
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import os
 import pickle
@@ -37,7 +34,6 @@ import zarr
 import pyrlang_zarr as pz
 from pyrlang_zarr.erldist.node_registry import close_shared_nodes
 from pyrlang_zarr.erldist.tls import OPTFILE_ENV, TlsConfig
-from pyrlang_zarr.settings import StoreSettings
 from pyrlang_zarr.testing.cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,12 +224,6 @@ def test_examples_take_no_cookie_argument() -> None:
 
 # -- pickles -----------------------------------------------------------------------------------
 
-PLUMBED = {"tls", "pickle_cookie"} <= set(inspect.signature(StoreSettings).parameters)
-needs_plumbing = pytest.mark.xfail(
-    not PLUMBED,
-    reason="StoreSettings has no tls=/pickle_cookie= yet: apply STORE_PLUMBING.md",
-    strict=True,
-)
 SECRET = "cookie-that-must-not-travel-" + uuid.uuid4().hex
 
 
@@ -244,7 +234,6 @@ def no_env_cookie(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-@needs_plumbing
 def test_store_pickles_no_cookie_unless_asked() -> None:
     store = pz.MnesiaStore("a", node="n@h", cookie=SECRET)
     assert SECRET.encode() not in pickle.dumps(store)
@@ -259,7 +248,6 @@ def test_store_pickles_no_cookie_unless_asked() -> None:
     assert copy.copy(store.settings).cookie == SECRET
 
 
-@needs_plumbing
 def test_store_tls_settings_pickle_as_paths_and_a_context_refuses(tmp_path: Path) -> None:
     tls = TlsConfig(str(tmp_path / "c.pem"), str(tmp_path / "c.key"), str(tmp_path / "ca.pem"))
     store = pz.MnesiaStore("a", node="n@h", cookie=SECRET, tls=tls)
@@ -273,7 +261,6 @@ def test_store_tls_settings_pickle_as_paths_and_a_context_refuses(tmp_path: Path
 
 
 @pytest.mark.erlang
-@needs_plumbing
 async def test_arrays_and_dask_graphs_carry_no_cookie(
     cluster: LocalCluster, no_env_cookie: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import inspect
 import os
 import pickle
 import socket
@@ -47,7 +46,6 @@ from pyrlang_zarr.erldist.tls import (
 )
 from pyrlang_zarr.errors import AuthenticationError, HandshakeTimeout
 from pyrlang_zarr.mnesia import ensure_table
-from pyrlang_zarr.settings import StoreSettings
 from pyrlang_zarr.testing.certs import CA
 from pyrlang_zarr.testing.cluster import LocalCluster
 
@@ -515,16 +513,8 @@ async def test_tls_client_to_a_plain_node_says_what_to_check(
 
 # -- the store API: tls= through MnesiaStore, create, open and mnesia:// URLs ------------------
 
-PLUMBED = "tls" in inspect.signature(StoreSettings).parameters
-needs_plumbing = pytest.mark.xfail(
-    not PLUMBED,
-    reason="StoreSettings has no tls= yet: apply STORE_PLUMBING.md",
-    strict=True,
-)
-
 
 @pytest.mark.erlang
-@needs_plumbing
 async def test_store_create_open_and_urls_take_tls(
     tls_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
