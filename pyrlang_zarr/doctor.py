@@ -25,6 +25,7 @@ from pyrlang_zarr.errors import (
     RpcError,
     RpcTimeout,
 )
+from pyrlang_zarr.mnesia.setup import describe_table
 from pyrlang_zarr.store import DEFAULT_TABLE
 from pyrlang_zarr.term import Atom
 
@@ -263,12 +264,12 @@ async def _on_node(node: pz.Node, peer: str, table: str, timeout: float) -> list
     else:
         checks.append(Check("schema", "ok", f"disc ({directory})"))
 
-    checks.append(await _table(call, table))
+    checks.append(await _table(node, peer, table))
     return checks
 
 
-async def _table(call: Any, table: str) -> Check:
-    tables = await call("mnesia", "system_info", Atom("tables"))
+async def _table(node: pz.Node, peer: str, table: str) -> Check:
+    tables = await node.rpc(peer, "mnesia", "system_info", [Atom("tables")])
     if Atom(table) not in tables:
         ours = sorted(str(t) for t in tables if str(t) != "schema")
         return Check(
@@ -277,35 +278,19 @@ async def _table(call: Any, table: str) -> Check:
             f"no table {table!r} (tables: {', '.join(ours) or 'none'})",
             "pz.create(..., nodes=[...]) creates it; --table NAME checks another",
         )
-    tab = Atom(table)
-
-    async def ti(key: str) -> Any:
-        return await call("mnesia", "table_info", tab, Atom(key))
-
-    attrs, record_name, kind, disc, ram, disc_only, majority, size, active = await asyncio.gather(
-        ti("attributes"),
-        ti("record_name"),
-        ti("type"),
-        ti("disc_copies"),
-        ti("ram_copies"),
-        ti("disc_only_copies"),
-        ti("majority"),
-        ti("size"),
-        ti("active_replicas"),
-    )
-    storage = "disc_copies" if disc else "ram_copies" if ram else "disc_only_copies"
-    replicas = sorted(str(n) for n in (*disc, *ram, *disc_only))
-    down = [n for n in replicas if Atom(n) not in active]
+    facts = await describe_table(node, peer, table)
+    replicas = facts.replicas
+    down = [n for n in replicas if n not in facts.active]
     detail = (
-        f"{table}: {kind}, {storage} on {', '.join(replicas)}; majority {str(majority).lower()}; "
-        f"{size} records"
+        f"{table}: {facts.type}, {facts.storage} on {', '.join(replicas)}; "
+        f"majority {str(facts.majority).lower()}; {facts.size} records"
     )
-    if len(attrs) != 2 or record_name != tab or str(kind) not in ("set", "ordered_set"):
+    if not facts.holds_our_records:
         return Check(
             "table",
             "FAIL",
-            f"{detail}; records are not {{{table}, Key, Data}} (attributes {attrs}, record "
-            f"name {record_name})",
+            f"{detail}; records are not {{{table}, Key, Data}} (attributes {facts.attributes}, "
+            f"record name {facts.record_name})",
             "this table belongs to something else: use another table name",
         )
     if down:
@@ -315,7 +300,7 @@ async def _table(call: Any, table: str) -> Check:
             f"{detail}; replicas not active: {', '.join(down)}",
             "start those nodes and Mnesia on them; reads and writes fail over meanwhile",
         )
-    if majority is True and len(replicas) < 3:
+    if facts.majority and len(replicas) < 3:
         return Check(
             "table",
             "warn",

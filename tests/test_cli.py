@@ -204,6 +204,29 @@ def test_ping_mnesia_stopped_and_ram_schema(home: Path) -> None:
         assert "warn  table" in out  # no table yet: a warning, with what creates it
 
 
+def test_ping_judges_the_table(home: Path) -> None:
+    """Another application's table, a majority table on two replicas, a replica down."""
+    with LocalCluster(n=2) as c:
+        node = c.nodes[0]
+
+        async def setup() -> None:
+            async with pz.Node(cookie=c.cookie) as py:
+                await ensure_table(py, c.nodes, "pz_majority", majority=True)
+
+        pzs.run(setup())
+        c.erl_eval(
+            0, "mnesia:create_table(pz_foreign, [{attributes, [a, b, c]}, {ram_copies, [node()]}])."
+        )
+        foreign = cli(home, "ping", node, "--table", "pz_foreign", cookie=c.cookie, code=1).stdout
+        assert "FAIL  table" in foreign and "belongs to something else" in foreign
+        two = cli(home, "ping", node, "--table", "pz_majority", cookie=c.cookie).stdout
+        assert "warn  table" in two and "majority with 2 replica(s)" in two
+        assert "majority true" in two and "0 records" in two
+        c.stop_node(1)
+        down = cli(home, "ping", node, "--table", "pz_majority", cookie=c.cookie).stdout
+        assert "warn  table" in down and f"replicas not active: {c.nodes[1]}" in down
+
+
 # -- ls / info / rm --------------------------------------------------------------------------
 def test_ls_info_rm(home: Path, cluster: LocalCluster) -> None:
     aid = new_id()

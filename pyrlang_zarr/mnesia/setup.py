@@ -214,28 +214,73 @@ async def wait_loaded(node: Node, peer: str, tabs: list[Atom], timeout: float) -
         )
 
 
-async def _describe(node: Node, coordinator: str, table: str) -> TableInfo:
+@dataclass(frozen=True, slots=True)
+class TableFacts:
+    """A table as Mnesia describes it, whoever made it (``mnesia:table_info/2``)."""
+
+    name: str
+    attributes: list[Any]
+    record_name: Any
+    type: str
+    storage: str  # "disc_copies" | "ram_copies" | "disc_only_copies"
+    replicas: tuple[str, ...]
+    active: tuple[str, ...]
+    majority: bool
+    size: int
+
+    @property
+    def holds_our_records(self) -> bool:
+        """``{Table, Key, Data}`` records: two attributes, record name = table name."""
+        return (
+            len(self.attributes) == 2
+            and self.record_name == Atom(self.name)
+            and self.type in TABLE_TYPES
+        )
+
+
+async def describe_table(node: Node, peer: str, table: str) -> TableFacts:
+    """What ``peer``'s Mnesia says of ``table`` (one round trip per fact, all at once)."""
     tab = Atom(table)
 
     async def ti(key: str) -> Any:
-        return await node.rpc(coordinator, "mnesia", "table_info", [tab, Atom(key)])
+        return await node.rpc(peer, "mnesia", "table_info", [tab, Atom(key)])
 
-    attributes, record_name, table_type, disc, ram, disc_only, majority = await asyncio.gather(
-        ti("attributes"),
-        ti("record_name"),
-        ti("type"),
-        ti("disc_copies"),
-        ti("ram_copies"),
-        ti("disc_only_copies"),
-        ti("majority"),
+    keys = (
+        *("attributes", "record_name", "type"),
+        *("disc_copies", "ram_copies", "disc_only_copies"),
+        *("majority", "size", "active_replicas"),
     )
-    if len(attributes) != 2 or record_name != tab or str(table_type) not in TABLE_TYPES:
+    (
+        attributes,
+        record_name,
+        kind,
+        disc,
+        ram,
+        disc_only,
+        majority,
+        size,
+        active,
+    ) = await asyncio.gather(*(ti(k) for k in keys))
+    return TableFacts(
+        name=table,
+        attributes=list(attributes),
+        record_name=record_name,
+        type=str(kind),
+        storage="disc_copies" if disc else "ram_copies" if ram else "disc_only_copies",
+        replicas=tuple(sorted(str(n) for n in (*disc, *ram, *disc_only))),
+        active=tuple(sorted(str(n) for n in active)),
+        majority=majority is True,
+        size=int(size),
+    )
+
+
+async def _describe(node: Node, coordinator: str, table: str) -> TableInfo:
+    facts = await describe_table(node, coordinator, table)
+    if not facts.holds_our_records:
         raise IncompatibleTable(
             f"Mnesia table {table!r} exists but cannot hold our records {{{table}, Key, Data}}: "
-            f"attributes {format_term(attributes)}, record_name {record_name}, type {table_type}"
-            " (need 2 attributes, record_name = table name, type set or ordered_set); choose "
-            "another table_name"
+            f"attributes {format_term(facts.attributes)}, record_name {facts.record_name}, "
+            f"type {facts.type} (need 2 attributes, record_name = table name, type set or "
+            "ordered_set); choose another table_name"
         )
-    storage = "disc_copies" if disc else "ram_copies" if ram else "disc_only_copies"
-    replicas = tuple(sorted(str(n) for n in (*disc, *ram, *disc_only)))
-    return TableInfo(table, str(table_type), storage, replicas, False, majority is True)
+    return TableInfo(table, facts.type, facts.storage, facts.replicas, False, facts.majority)
