@@ -35,6 +35,7 @@ from pyrlang_zarr.errors import DecodeError, HandshakeTimeout, NodeUnreachable
 from pyrlang_zarr.mnesia.client import MnesiaClient
 from pyrlang_zarr.testing.cluster import LocalCluster, _find_epmd, _find_erl
 from tests.erl import spawn_eval
+from tests.fakes import SentBack
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -398,16 +399,6 @@ async def test_a_silent_peer_times_out_in_the_handshake_stage() -> None:
 
 
 # -- unlink with UNLINK_ID ------------------------------------------------------------------
-class _SentBack:
-    def __init__(self) -> None:
-        self.sent: list[tuple[Any, ...]] = []
-
-    def send(
-        self, control: tuple[Any, ...], message: Any = None, *, has_message: bool = True
-    ) -> None:
-        self.sent.append(control)
-
-
 async def test_unlink_sends_unlink_id_and_drops_exits_until_the_ack() -> None:
     async with Node("pz-unlink@host", cookie="x") as n:
         sent: list[tuple[Any, ...]] = []
@@ -422,7 +413,7 @@ async def test_unlink_sends_unlink_id_and_drops_exits_until_the_ack() -> None:
         await proc.unlink(them)
         op, unlink_id, sender, to = sent[-1]
         assert (op, sender, to) == (C.UNLINK_ID, proc.pid, them) and unlink_id > 0
-        back = _SentBack()
+        back = SentBack()
         signals = n._processes
         signals.on_signal(back, C.Exit(them, proc.pid, Atom("old_link")))  # in flight: dropped
         signals.on_signal(back, C.UnlinkIdAck(unlink_id, them, proc.pid))

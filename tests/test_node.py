@@ -27,6 +27,7 @@ from pyrlang_zarr.errors import (
 )
 from pyrlang_zarr.testing.cluster import LocalCluster
 from tests.erl import parse, spawn_eval
+from tests.fakes import SentBack
 
 pytestmark = pytest.mark.erlang
 
@@ -347,24 +348,12 @@ async def test_deeply_nested_large_reply_fails_only_its_call(
 
 
 # -- without a cluster: signals as typed events, the thread, the shared nodes ---------------
-class _SentBack:
-    """Stands in for the connection a signal arrived on: records what goes back."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[Any, ...]] = []
-
-    def send(
-        self, control: tuple[Any, ...], message: Any = None, *, has_message: bool = True
-    ) -> None:
-        self.sent.append(control)
-
-
 async def test_signals_reach_our_processes_as_a_trapping_process_sees_them() -> None:
     async with Node("pz-signals@host", cookie="x") as n:
         proc = n.process("pz_named")
         them = Pid(Atom("a@host"), 1, 0, 7)
         nobody = Pid(Atom("pz-signals@host"), 99999, 0, n.creation)
-        back = _SentBack()
+        back = SentBack()
         ref = n.make_ref()
         signals = n._processes
         signals.on_signal(back, C.Link(them, proc.pid))
