@@ -283,7 +283,8 @@ async def _table(node: pz.Node, peer: str, table: str) -> Check:
     down = [n for n in replicas if n not in facts.active]
     detail = (
         f"{table}: {facts.type}, {facts.storage} on {', '.join(replicas)}; "
-        f"majority {str(facts.majority).lower()}; {facts.size} records"
+        f"majority {str(facts.majority).lower()}; "
+        + (f"{facts.size} records" if facts.size is not None else "not loaded here yet")
     )
     if not facts.holds_our_records:
         return Check(

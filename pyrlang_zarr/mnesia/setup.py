@@ -226,7 +226,7 @@ class TableFacts:
     replicas: tuple[str, ...]
     active: tuple[str, ...]
     majority: bool
-    size: int
+    size: int | None  # None while the table is not loaded on that node (Mnesia: undefined)
 
     @property
     def holds_our_records(self) -> bool:
@@ -270,7 +270,7 @@ async def describe_table(node: Node, peer: str, table: str) -> TableFacts:
         replicas=tuple(sorted(str(n) for n in (*disc, *ram, *disc_only))),
         active=tuple(sorted(str(n) for n in active)),
         majority=majority is True,
-        size=int(size),
+        size=size if type(size) is int else None,
     )
 
 
