@@ -7,11 +7,16 @@ every call waiting on that peer fails at once with :class:`NodeDown`: its outcom
 peer is unknown. A peer that owes replies and falls silent is probed, and dropped after
 ``liveness_timeout``: cut off without a reset (a pulled cable, a partition), its calls fail
 in seconds rather than after a whole tick time.
+
+Once a peer is connected over plain TCP, a call is encoded and written on the caller's own
+thread (:meth:`Calls.start_direct`); only its reply passes through the IO thread. The tables
+of calls in flight are shared by the threads, under a lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -91,6 +96,7 @@ class Calls:
         self._header: list[bytes | memoryview] = []  # REG_SEND from pid to rex, encoded
         self._pending: dict[Reference, Pending] = {}
         self._by_peer: dict[str, set[Reference]] = {}
+        self._lock = threading.Lock()  # the two tables above, shared with callers' threads
 
     def is_reply_to(self, pid: Pid) -> bool:
         """Whether a message to ``pid`` is a reply (whose large binaries may stay views)."""
@@ -104,33 +110,44 @@ class Calls:
             return
         try:
             self._peers.get(peer)  # first: it decides our name, which the pid carries
-            if self.pid is None:
-                self.pid = self._identity.make_pid()
-                self._header = encode_parts((C.REG_SEND, self.pid, atoms.EMPTY, _REX))
+            pid = self.pid
+            if pid is None:
+                pid = self._identity.make_pid()
+                self._header = encode_parts((C.REG_SEND, pid, atoms.EMPTY, _REX))
+                self.pid = pid  # after the header: other threads read pid, then header
             ref = call.ref = self._identity.make_ref()
-            parts = self._header + encode_parts((atoms.GEN_CALL, (self.pid, ref), request))
+            parts = self._header + encode_parts((atoms.GEN_CALL, (pid, ref), request))
         except Exception as exc:
             self._handoff.fail(call, exc)
             return
-        self._pending[ref] = call
-        refs = self._by_peer.get(peer)
-        if refs is None:
-            refs = self._by_peer[peer] = set()
-        refs.add(ref)
+        self._add(peer, ref, call)
         self._peers.submit(peer, parts, None)
+
+    def _add(self, peer: str, ref: Reference, call: Pending) -> None:
+        with self._lock:
+            self._pending[ref] = call
+            refs = self._by_peer.get(peer)
+            if refs is None:
+                refs = self._by_peer[peer] = set()
+            refs.add(ref)
+
+    def _pop(self, ref: Reference) -> Pending | None:
+        with self._lock:
+            call = self._pending.pop(ref, None)
+            if call is not None:
+                refs = self._by_peer.get(call.peer)
+                if refs is not None:
+                    refs.discard(ref)
+            return call
 
     def on_reply(self, event: C.Send) -> None:
         """A message to our pid: ``{Ref, Result}`` completes the call tagged ``Ref``."""
         message = event.message
         if not (type(message) is tuple and len(message) == 2 and type(message[0]) is Reference):
             return
-        ref = message[0]
-        call = self._pending.pop(ref, None)
+        call = self._pop(message[0])
         if call is None:
             return  # timed out or cancelled: dropped
-        refs = self._by_peer.get(call.peer)
-        if refs is not None:
-            refs.discard(ref)
         result = message[1]
         if event.views and call.copy:
             try:
@@ -148,12 +165,9 @@ class Calls:
         ref = event.tag
         if type(ref) is not Reference:
             return False
-        call = self._pending.pop(ref, None)
+        call = self._pop(ref)
         if call is None:
             return False
-        refs = self._by_peer.get(call.peer)
-        if refs is not None:
-            refs.discard(ref)
         error = DecodeError(
             f"the reply to {call.what} cannot be decoded: {event.error}. It is a term Python "
             "cannot represent as given (or a malformed one); only this call failed, the "
@@ -165,11 +179,12 @@ class Calls:
     def fail_peer(self, peer: str, error: BaseException, *, lost: bool) -> None:
         """Every call waiting on ``peer`` fails with ``error``; a ``lost`` connection's calls
         with a :class:`NodeDown` that says their outcome is unknown."""
-        for ref in self._by_peer.pop(peer, ()):
-            call = self._pending.pop(ref, None)
-            if call is not None:
-                what = f"{error} (during {call.what}; outcome unknown)"
-                self._handoff.fail(call, NodeDown(what) if lost else error)
+        with self._lock:
+            refs = self._by_peer.pop(peer, set())
+            calls = [call for ref in refs if (call := self._pending.pop(ref, None)) is not None]
+        for call in calls:
+            what = f"{error} (during {call.what}; outcome unknown)"
+            self._handoff.fail(call, NodeDown(what) if lost else error)
 
     def watch_liveness(self) -> None:
         """Every quarter of ``liveness_timeout``: probe the silent peers that owe replies;
@@ -177,7 +192,9 @@ class Calls:
         loop = asyncio.get_running_loop()
         now = loop.time()
         limit = self._settings.liveness_timeout
-        for peer, refs in list(self._by_peer.items()):
+        with self._lock:
+            owing = [(peer, bool(refs)) for peer, refs in self._by_peer.items()]
+        for peer, refs in owing:
             conn = self._peers.connection(peer)
             if conn is None or not refs:
                 continue
@@ -205,21 +222,41 @@ class Calls:
             pass
 
     # -- from any thread ------------------------------------------------------------------
+    def start_direct(
+        self,
+        conn: DistConnection,
+        request: tuple[Any, ...],
+        call: Pending,
+        loop: asyncio.AbstractEventLoop,
+    ) -> bool:
+        """On the caller's thread: encode the call and write it on ``conn`` (connected, plain
+        TCP), corked until the end of ``loop``'s iteration. ``False`` if the first call has
+        not made our pid yet (then :meth:`start` must run on the IO loop)."""
+        pid = self.pid
+        if pid is None:
+            return False
+        ref = call.ref = self._identity.make_ref()
+        parts = self._header + encode_parts((atoms.GEN_CALL, (pid, ref), request))
+        self._add(call.peer, ref, call)  # before sending: the reply may come at once
+        try:
+            conn.send_parts(parts, loop)
+        except BaseException:
+            self._pop(ref)
+            raise
+        return True
+
     def forget(self, io: IoThread, call: Pending) -> None:
         """``call`` timed out or was cancelled: its reply, if it comes, is dropped."""
 
-        def forget() -> None:
-            if call.ref is None:
-                return
-            self._pending.pop(call.ref, None)
-            refs = self._by_peer.get(call.peer)
-            if refs is not None:
-                refs.discard(call.ref)
+        if call.ref is not None:
+            self._pop(call.ref)
+            return
 
-        if io.in_thread():
-            forget()
-        else:
-            try:
-                io.loop.call_soon_threadsafe(forget)
-            except RuntimeError:
-                pass
+        def forget() -> None:  # after start, which the IO loop runs first
+            if call.ref is not None:
+                self._pop(call.ref)
+
+        try:
+            io.loop.call_soon_threadsafe(forget)
+        except RuntimeError:
+            pass

@@ -3,15 +3,25 @@
 The session decides everything about the protocol; this class moves its bytes. Received
 bytes land in the session's buffer (a big packet straight in a buffer of its own), its
 events go to the node, its tick policy runs on a loop timer, and outgoing packets are
-corked: the small packets of one loop iteration leave in one write, while large binaries go
-to the transport as they are, never joined into one buffer first.
+corked: the small packets one event loop queues in one iteration leave in one write, while
+large binaries go to the socket as they are, never joined into one buffer first.
+
+Reading happens on the node's IO loop only; writing happens on whichever thread sends.
+Over plain TCP a caller's loop writes its packets to the socket itself, under a lock, so a
+call wakes no other thread on its way out (handing each packet to the IO thread costs a
+wake-up of that thread and a GIL hand-over: about half of a round trip's cost). Whatever the
+socket does not take at once goes to the transport on the IO loop, and every writer queues
+behind it until it is written: packets never interleave or overtake each other. Over TLS the
+transport encrypts, so packets are handed to the IO loop as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +35,7 @@ from pyrlang_zarr.term import encode_parts
 log = logging.getLogger(__name__)
 
 _SMALL_WRITE = 256 * 1024  # below this a packet goes out as one write (one segment train)
+_MAX_IOV = 512  # buffers per sendmsg (the kernel takes up to IOV_MAX, 1024 on Linux)
 
 MessageHandler = Callable[["DistConnection", ControlMessage], None]
 LostHandler = Callable[["DistConnection", Exception], None]
@@ -40,6 +51,7 @@ class DistConnection(asyncio.BufferedProtocol):
         on_lost: LostHandler,
         *,
         on_received: Callable[[], None] | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.session = session
         self._on_message = on_message
@@ -47,11 +59,20 @@ class DistConnection(asyncio.BufferedProtocol):
         self._on_received = on_received  # after each batch of received packets
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
+        self._io_thread = threading.get_ident()  # made on the IO loop
         self.ready: asyncio.Future[Peer] = self._loop.create_future()
         self._error: Exception | None = None
         self._ticker: asyncio.TimerHandle | None = None
-        self._cork: list[bytes | memoryview] = []
-        self._cork_scheduled = False
+        # packets queued per sending loop, written at the end of that loop's iteration
+        self._corks: dict[asyncio.AbstractEventLoop, list[bytes | memoryview]] = {}
+        # the socket, for writes from any thread (plain TCP once connected), and what is
+        # waiting for the transport (which has bytes of its own to write first)
+        self._sock = sock
+        self._direct: socket.socket | None = None
+        self._wlock = threading.Lock()
+        self._spill: list[bytes | memoryview] = []
+        self._spill_scheduled = False
+        self._via_transport = False
         self.closed = False
 
     @property
@@ -67,6 +88,11 @@ class DistConnection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        if self._sock is not None and transport.get_extra_info("sslcontext") is None:
+            # resume_writing tells us when the transport's buffer is empty again
+            transport.set_write_buffer_limits(high=0, low=0)
+        else:
+            self._sock = None  # TLS: the transport encrypts, every write goes through it
         transport.write(self.session.initiate())
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -94,9 +120,13 @@ class DistConnection(asyncio.BufferedProtocol):
 
     def _handle(self, event: SessionEvent) -> None:
         if isinstance(event, Outgoing):
-            assert self._transport is not None
-            self._transport.write(event.data)
+            self._write([event.data])
         elif isinstance(event, Connected):
+            transport = self._transport
+            if self._sock is not None and transport is not None:
+                with self._wlock:
+                    self._direct = self._sock
+                    self._via_transport = transport.get_write_buffer_size() > 0
             self.ready.set_result(event.peer)
             self._schedule_tick()
         elif isinstance(event, Malformed):
@@ -106,8 +136,16 @@ class DistConnection(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         return False  # close our side too
 
+    def resume_writing(self) -> None:
+        """The transport wrote all it held: writers may use the socket again."""
+        with self._wlock:
+            if not self._spill:
+                self._via_transport = False
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        with self._wlock:  # no thread writes to the socket once asyncio closes it
+            self.closed = True
+            self._direct = None
         if self._ticker is not None:
             self._ticker.cancel()
         if not self.ready.done():
@@ -135,41 +173,146 @@ class DistConnection(asyncio.BufferedProtocol):
             parts += encode_parts(message)
         self.send_parts(parts)
 
-    def send_parts(self, parts: list[bytes | memoryview]) -> None:
-        """Write a packet whose encoded terms are ``parts`` (already ETF-encoded)."""
+    @property
+    def direct(self) -> bool:
+        """Whether any thread's loop may send on this connection itself (plain TCP)."""
+        return self._direct is not None
+
+    def send_parts(
+        self, parts: list[bytes | memoryview], loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        """Write a packet whose encoded terms are ``parts`` (already ETF-encoded), corked
+        until the end of the iteration of ``loop``: the running loop, the IO loop if omitted.
+        From a loop other than the IO loop only when :attr:`direct`."""
         transport = self._transport
-        if transport is None or self.closed or transport.is_closing():
+        if transport is None or self.closed or self._error is not None or transport.is_closing():
             raise NodeDown(f"connection to {self.peer_name} is closed")
+        if loop is None:
+            loop = self._loop
         size = 1
         for part in parts:
             size += len(part)
-        cork = self._cork
-        cork.append(self.session.header(size))
-        if size < _SMALL_WRITE:
-            # small packets of one loop iteration leave in one write: one syscall, one wake-up
-            cork.extend(parts)
-            if not self._cork_scheduled:
-                self._cork_scheduled = True
-                self._loop.call_soon(self._uncork)
-        else:  # big binaries go to the socket as they are, after what is queued before them
-            for part in parts:
-                if len(part) >= _SMALL_WRITE:
-                    self._uncork()
-                    transport.write(part)
-                else:
-                    cork.append(part)
-            self._uncork()
+        header = self.session.header(size)
+        corks = self._corks
+        cork = corks.get(loop)
+        if cork is None:
+            if corks:  # forget the corks of loops closed before their turn came
+                for other in [other for other in corks if other.is_closed()]:
+                    corks.pop(other, None)
+            cork = corks[loop] = []
+            loop.call_soon(self._uncork, loop)  # the end of this iteration's cork
+            if loop is not self._loop:
+                # a caller's first packet in an iteration leaves at once (a lone call waits
+                # for nothing); the ones after it in the same iteration share one write
+                self._write_joined([header, *parts])
+                return
+        cork.append(header)
+        cork.extend(parts)
+        if size >= _SMALL_WRITE:
+            # big binaries go to the socket as they are, after what this loop queued before
+            self._uncork(loop)
 
     def flush(self) -> None:
-        """Write what is queued now (the end of a batch of sends)."""
-        if self._cork:
-            self._uncork()
+        """Write what the IO loop queued now (the end of a batch of sends)."""
+        self.flush_loop(self._loop)
 
-    def _uncork(self) -> None:
-        self._cork_scheduled = False
-        if self._cork and self._transport is not None and not self.closed:
-            self._transport.write(b"".join(self._cork))
-        self._cork.clear()
+    def flush_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write what ``loop`` (running in this thread) queued, now."""
+        if self._corks.get(loop):
+            self._uncork(loop)
+
+    def _uncork(self, loop: asyncio.AbstractEventLoop) -> None:
+        cork = self._corks.pop(loop, None)
+        if cork:
+            self._write_joined(cork)
+
+    def _write_joined(self, parts: list[bytes | memoryview]) -> None:
+        """Write ``parts``, the small ones joined, the large ones as they are."""
+        if self._transport is None or self.closed:
+            return
+        buffers: list[bytes | memoryview] = []
+        small: list[bytes | memoryview] = []
+        for part in parts:
+            if len(part) >= _SMALL_WRITE:
+                if small:
+                    buffers.append(b"".join(small))
+                    small = []
+                buffers.append(part)
+            else:
+                small.append(part)
+        if small:
+            buffers.append(small[0] if len(small) == 1 else b"".join(small))
+        try:
+            self._write(buffers)
+        except NodeDown:
+            pass  # the connection is lost: its calls fail from connection_lost
+
+    def _write(self, buffers: list[bytes | memoryview]) -> None:
+        """Write ``buffers`` in order, from any thread: to the socket at once if it is free,
+        else behind what the transport holds."""
+        with self._wlock:
+            sock = self._direct
+            if sock is None or self._via_transport or self._spill:
+                transport = self._transport
+                if self.closed or transport is None:
+                    raise NodeDown(f"connection to {self.peer_name} is closed")
+                if not self._spill and threading.get_ident() == self._io_thread:
+                    for buffer in buffers:
+                        transport.write(buffer)
+                    if sock is not None:
+                        self._via_transport = transport.get_write_buffer_size() > 0
+                    return
+                self._spill.extend(buffers)
+                self._schedule_spill()
+                return
+            sent = 0
+            try:
+                for i in range(0, len(buffers), _MAX_IOV):
+                    batch = buffers[i : i + _MAX_IOV]
+                    n = sock.sendmsg(batch)
+                    sent += n
+                    if n < sum(len(b) for b in batch):
+                        break
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                self._direct = None
+                error = NodeDown(f"connection to {self.peer_name} lost: {exc}")
+                self._loop.call_soon_threadsafe(self.abort, error)
+                raise error from None
+            rest = _after(buffers, sent)
+            if rest:  # the socket is full: the transport writes the rest when it can
+                self._via_transport = True
+                self._spill.extend(rest)
+                self._schedule_spill()
+
+    def _schedule_spill(self) -> None:
+        """With the lock held: have the IO loop give the spilled buffers to the transport."""
+        if self._spill_scheduled:
+            return
+        self._spill_scheduled = True
+        if threading.get_ident() == self._io_thread:
+            self._loop.call_soon(self._drain_spill)
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self._drain_spill)
+            except RuntimeError:  # the node's loop is closed: so is the connection
+                self._spill.clear()
+
+    def _drain_spill(self) -> None:
+        """On the IO loop: hand the spilled buffers to the transport, in order."""
+        with self._wlock:
+            self._spill_scheduled = False
+            spill, self._spill = self._spill, []
+            transport = self._transport
+            if transport is None or self.closed or transport.is_closing():
+                return
+            for buffer in spill:
+                transport.write(buffer)
+            if transport.get_write_buffer_size() == 0:
+                self._via_transport = False
+            else:
+                self._via_transport = True  # until resume_writing
 
     # -- ticks ----------------------------------------------------------------------------
     def _schedule_tick(self) -> None:
@@ -184,7 +327,10 @@ class DistConnection(asyncio.BufferedProtocol):
             self.abort(exc)
             return
         if data and self._transport is not None:
-            self._transport.write(data)
+            try:
+                self._write([data])
+            except NodeDown:
+                return
         self._schedule_tick()
 
     # -- closing --------------------------------------------------------------------------
@@ -192,5 +338,19 @@ class DistConnection(asyncio.BufferedProtocol):
         """Drop the connection; ``error`` is what the calls in flight on it get."""
         if self._error is None:
             self._error = error
+        with self._wlock:
+            self._direct = None
         if self._transport is not None:
             self._transport.abort()
+
+
+def _after(buffers: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
+    """What of ``buffers`` is left once their first ``sent`` bytes are written."""
+    for i, buffer in enumerate(buffers):
+        if sent < len(buffer):
+            rest = buffers[i:]
+            if sent:
+                rest[0] = memoryview(buffer)[sent:]
+            return rest
+        sent -= len(buffer)
+    return []

@@ -404,6 +404,12 @@ class Node:
     async def _send_parts(self, node: str, parts: list[bytes | memoryview]) -> None:
         io = self._runtime()
         loop = asyncio.get_running_loop()
+        if loop is not io.loop:
+            conn = self._peers.connection(node)
+            if conn is not None and conn.direct:  # written from this thread, now
+                conn.send_parts(parts, loop)
+                conn.flush_loop(loop)
+                return
         call = Pending(loop, loop.create_future(), node)
         if loop is io.loop:
             self._peers.submit(node, parts, call)
@@ -445,7 +451,14 @@ class Node:
         if loop is io.loop:
             self._calls.start(peer, request, call)
         else:
-            self._handoff.to_io(io, self._calls.start, peer, request, call)
+            conn = self._peers.connection(peer)
+            # connected over plain TCP: sent from this thread, no wake-up of the IO thread
+            if (
+                conn is None
+                or not conn.direct
+                or not self._calls.start_direct(conn, request, call, loop)
+            ):
+                self._handoff.to_io(io, self._calls.start, peer, request, call)
         timer = None if limit is None else loop.call_later(limit, expire, call, limit)
         try:
             result = await fut

@@ -213,7 +213,11 @@ class Peers:
                 try:
                     transport, conn = await loop.create_connection(
                         lambda: DistConnection(
-                            session, self._on_message, self._lost, on_received=self._handoff.flush
+                            session,
+                            self._on_message,
+                            self._lost,
+                            on_received=self._handoff.flush,
+                            sock=sock,
                         ),
                         sock=sock,
                         ssl=self._ssl_context,
