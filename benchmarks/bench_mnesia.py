@@ -15,7 +15,7 @@ Starts its own two-node ``LocalCluster`` (Mnesia tables replicated on both nodes
    transaction per chunk (sequential, and with 8 concurrent writers) against batches in one
    ``write_many`` transaction, for 1 KiB, 64 KiB and 1 MiB chunks, for our client and for
    ``native_mnesia.escript``, a hidden BEAM node with the cluster's scheduler flags that sends
-   the very same ``mnesia:transaction`` calls to the same ``rex``.
+   the very same ``mnesia:sync_transaction`` calls to the same ``rex``.
 
 No assertions on timings: it prints the environment and two tables, and exits 0.
 """
@@ -290,8 +290,8 @@ async def reset_table(node: Node, nodes: list[str], table: str) -> None:
 
 
 async def check_count(node: Node, nodes: list[str], table: str, n: int, what: str) -> None:
-    """``n`` records on every replica (untimed). ``mnesia:transaction`` returns once the
-    coordinator committed: the other replica may still be applying the last commits."""
+    """``n`` records on every replica (untimed). ``mnesia:sync_transaction`` returns once
+    every replica committed; the check waits a little anyway, as for a plain transaction."""
     deadline = time.monotonic() + 60
     for peer in nodes:
         while True:

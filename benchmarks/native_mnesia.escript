@@ -2,11 +2,12 @@
 %% -*- erlang -*-
 %%! -hidden +S 1 +sbwt none +sbwtdcpu none +sbwtdio none +zdbbl 65536
 %% The native side of benchmarks/bench_mnesia.py: a hidden BEAM node that writes chunks into
-%% a Mnesia table exactly the way MnesiaClient does, through the server's rex:
+%% a Mnesia table exactly the way MnesiaClient does (sync_transaction: it returns once every
+%% active replica committed), through the server's rex:
 %%
 %%   per chunk: gen_server:call({rex, Server},
-%%                  {call, mnesia, transaction, [fun mnesia:write/1, [Rec]], user}, infinity)
-%%   batch:     ... {call, mnesia, transaction,
+%%                  {call, mnesia, sync_transaction, [fun mnesia:write/1, [Rec]], user}, infinity)
+%%   batch:     ... {call, mnesia, sync_transaction,
 %%                  [fun lists:foreach/2, [fun mnesia:write/1, Recs]], user} ...
 %%
 %% Usage (bench_mnesia.py runs it; the scheduler flags match LocalCluster's nodes):
@@ -16,7 +17,8 @@
 %% After connecting it prints one JSON line ({"ready": true, ...}), then reads commands from
 %% stdin, one per line, and answers each with one JSON line on stdout:
 %%   run Table Size Mode N Param   Mode: seq (Param unused), conc (Param writers),
-%%                                 batch (Param chunks per transaction)
+%%                                 batch (Param chunks per transaction),
+%%                                 dread (N dirty reads of the records a run wrote)
 %%   quit
 %% Chunk data is generated once per size and reused for every call. Deadline is in seconds:
 %% the script halts with status 3 if it runs longer; it also halts when stdin closes.
@@ -90,7 +92,9 @@ key(I) ->
     {<<"bench">>, {I, 0}}.
 
 write_one(Server, Tab, Data, I) ->
-    {atomic, ok} = call(Server, mnesia, transaction, [fun mnesia:write/1, [{Tab, key(I), Data}]]),
+    {atomic, ok} = call(
+        Server, mnesia, sync_transaction, [fun mnesia:write/1, [{Tab, key(I), Data}]]
+    ),
     ok.
 
 run(Server, Tab, Data, "seq", N, _) ->
@@ -108,12 +112,22 @@ run(Server, Tab, Data, "conc", N, Writers) ->
      || W <- lists:seq(0, Writers - 1)
     ],
     lists:foreach(fun(Pid) -> receive {done, Pid} -> ok end end, Pids);
+run(Server, Tab, Data, "dread", N, _) ->
+    %% mnesia:dirty_read through rex, as MnesiaClient.read does
+    Size = byte_size(Data),
+    lists:foreach(
+        fun(I) ->
+            [{Tab, _, Got}] = call(Server, mnesia, dirty_read, [Tab, key(I)]),
+            Size = byte_size(Got)
+        end,
+        lists:seq(0, N - 1)
+    );
 run(Server, Tab, Data, "batch", N, Batch) ->
     lists:foreach(
         fun(First) ->
             Recs = [{Tab, key(I), Data} || I <- lists:seq(First, min(N, First + Batch) - 1)],
             {atomic, ok} = call(
-                Server, mnesia, transaction, [fun lists:foreach/2, [fun mnesia:write/1, Recs]]
+                Server, mnesia, sync_transaction, [fun lists:foreach/2, [fun mnesia:write/1, Recs]]
             )
         end,
         lists:seq(0, N - 1, Batch)
