@@ -138,6 +138,11 @@ class WriteBuffer(_SliceView):
     async def set(self, key: str, value: Buffer) -> None:
         self._pending[key] = value.as_numpy_array().data  # a view: no copy of the chunk
 
+    def keep(self, key: str, data: bytes | memoryview | None) -> None:
+        """Write ``data`` under ``key`` at :meth:`commit` (``None``: delete), as encoded
+        already (the codec-free path of ``set_slice``, see ``rawchunks.py``)."""
+        self._pending[key] = data
+
     async def delete(self, key: str) -> None:
         self._pending[key] = None
 
@@ -182,6 +187,11 @@ class Snapshot(_SliceView):
 
     async def _bytes(self, key: str) -> bytes | memoryview | None:
         return self._chunks.get(key)
+
+    @property
+    def chunks(self) -> dict[str, Any]:
+        """The chunks read, by key (``None``: missing)."""
+        return self._chunks
 
     async def set(self, key: str, value: Buffer) -> None:
         self._check_writable()
