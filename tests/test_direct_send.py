@@ -194,3 +194,25 @@ async def test_forked_child_never_writes_on_the_parents_socket(cluster: LocalClu
     hidden = await parent.rpc(peer, "erlang", "nodes", [Atom("hidden")])
     assert Atom(parent.name) in hidden
     assert child_name != parent.name
+
+
+async def test_a_reply_costs_the_io_loop_one_flush_not_an_extra_turn(
+    node: Node, cluster: LocalCluster
+) -> None:
+    """Replies for a caller's loop are sent at the end of the received batch; nothing more is
+    scheduled on the IO loop for them (an extra turn would hold the GIL as the caller wakes)."""
+    peer = cluster.nodes[0]
+    node.start_io_thread()
+    flushes: list[int] = []
+    flush = node._handoff.flush
+
+    def counting() -> None:
+        flushes.append(1)
+        flush()
+
+    node._handoff.flush = counting  # type: ignore[method-assign]
+    await node.rpc(peer, "erlang", "node", [])  # connects, with the counting flush in place
+    flushes.clear()
+    for i in range(100):
+        assert await node.rpc(peer, "erlang", "+", [i, 1]) == i + 1
+    assert len(flushes) <= 110  # one per received batch (a tick may add one); was two per reply

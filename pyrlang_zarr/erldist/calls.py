@@ -154,9 +154,9 @@ class Calls:
                 result = own_binaries(result)
             except RecursionError:
                 error = DecodeError(f"reply to {call.what} is nested too deep to copy")
-                self._handoff.fail(call, error)
+                self._handoff.fail(call, error, receiving=True)
                 return
-        self._handoff.succeed(call, result)
+        self._handoff.succeed(call, result, receiving=True)
 
     def on_undecodable(self, event: C.Undecodable) -> bool:
         """A message to our pid that could not be decoded: if its tag names a call waiting
@@ -173,7 +173,7 @@ class Calls:
             "cannot represent as given (or a malformed one); only this call failed, the "
             "connection and the calls on it go on"
         )
-        self._handoff.fail(call, error)
+        self._handoff.fail(call, error, receiving=True)
         return True
 
     def fail_peer(self, peer: str, error: BaseException, *, lost: bool) -> None:

@@ -95,22 +95,26 @@ class Handoff:
         self._after_batch()
 
     # -- out of the IO loop ---------------------------------------------------------------
-    def succeed(self, call: Pending, value: Any) -> None:
-        self.complete(call, value, None)
+    def succeed(self, call: Pending, value: Any, *, receiving: bool = False) -> None:
+        self.complete(call, value, None, receiving=receiving)
 
-    def fail(self, call: Pending, error: BaseException) -> None:
-        self.complete(call, None, error)
+    def fail(self, call: Pending, error: BaseException, *, receiving: bool = False) -> None:
+        self.complete(call, None, error, receiving=receiving)
 
-    def complete(self, call: Pending, value: Any, error: BaseException | None) -> None:
+    def complete(
+        self, call: Pending, value: Any, error: BaseException | None, *, receiving: bool = False
+    ) -> None:
         """On the IO loop. Results for other loops are sent once per loop iteration, all of
-        a loop's together: one wake-up of that loop however many results are ready."""
+        a loop's together: one wake-up of that loop however many results are ready.
+        ``receiving``: called while a received batch is handled, whose end flushes (no
+        extra turn of the IO loop, which would hold the GIL as the caller wakes)."""
         io_loop = asyncio.get_running_loop()
         if call.loop is io_loop:
             resolve(call.future, value, error)
             return
         box = self._outbox.get(call.loop)
         if box is None:
-            if not self._outbox:
+            if not self._outbox and not receiving:
                 io_loop.call_soon(self.flush)
             box = self._outbox[call.loop] = []
         box.append((call.future, value, error))
