@@ -51,6 +51,10 @@ class Params:
     reps: int
 
 
+#: the array rows' commit, the engine's bound for them: 8 MiB per transaction, one node
+ENGINE_ROW = "Mnesia write 8 MiB/txn, 1 node"
+
+
 def mnesia_cells(scale: int) -> tuple[tuple[str, int, str, int, int], ...]:
     return (
         ("Mnesia write 1 KiB, 1 txn/chunk", KIB, "seq", 2048 // scale, 1),
@@ -58,6 +62,7 @@ def mnesia_cells(scale: int) -> tuple[tuple[str, int, str, int, int], ...]:
         ("Mnesia write 1 MiB, 1 txn/chunk", MIB, "seq", 64 // scale, 1),
         ("Mnesia dirty read 1 MiB", MIB, "dread", 64 // scale, 1),
         ("Mnesia 64 concurrent writes 1 MiB", MIB, "conc", 256 // scale, 64),
+        (ENGINE_ROW, MIB, "batch", 32, 8),
     )
 
 
@@ -130,10 +135,12 @@ async def mnesia_side(
     p: Params,
     reps: harness.Reps[Any],
 ) -> None:
-    nodes = cluster.nodes
-    client = MnesiaClient(node, TABLE, nodes[0], timeout=300)
     blobs: dict[int, bytes] = {}
     for label, size, mode, n, param in mnesia_rows(p):
+        # the engine row writes where the array rows do: disc_copies on node 1 only
+        nodes = cluster.nodes[:1] if label == ENGINE_ROW else cluster.nodes
+        table = bench_array.DISC_TABLE if label == ENGINE_ROW else TABLE
+        client = MnesiaClient(node, table, nodes[0], timeout=300)
         data = blobs.setdefault(size, os.urandom(size))
         if mode == "dread":  # reads what the 1 MiB writes just wrote
             t0 = time.perf_counter_ns()
@@ -143,18 +150,19 @@ async def mnesia_side(
                     assert got is not None and len(got) == size
                 ns = time.perf_counter_ns() - t0
             else:
-                ns = await native.run(TABLE, size, mode, n, param)
+                ns = await native.run(table, size, mode, n, param)
         else:
-            await bench_mnesia.reset_table(node, nodes, TABLE)
+            await bench_mnesia.reset_table(node, nodes, table)
             if side == "ours":
                 t0 = time.perf_counter_ns()
                 await bench_mnesia.OURS[mode](client, data, n, param)
                 ns = time.perf_counter_ns() - t0
             else:
-                ns = await native.run(TABLE, size, mode, n, param)
-            await bench_mnesia.check_count(node, nodes, TABLE, n, f"{side} {mode}")
+                ns = await native.run(table, size, mode, n, param)
+            await bench_mnesia.check_count(node, nodes, table, n, f"{side} {mode}")
         reps.add((label, side), n * size / 1e6 / (ns / 1e9))
-    await bench_mnesia.reset_table(node, nodes, TABLE)
+    await bench_mnesia.reset_table(node, cluster.nodes, TABLE)
+    await bench_mnesia.reset_table(node, cluster.nodes[:1], bench_array.DISC_TABLE)
 
 
 def array_cases(cluster: LocalCluster) -> dict[str, dict[str, bench_array.Case]]:
@@ -231,6 +239,7 @@ async def amain(settings: harness.Settings[Params]) -> int:
         blob = os.urandom(MIB)  # downloads: stored once, not built per call
         await node.rpc(nodes[0], "persistent_term", "put", [bench_node.BLOB_KEY, blob])
         await ensure_table(node, nodes, TABLE)
+        await ensure_table(node, nodes[:1], bench_array.DISC_TABLE)
         node_rows()  # the table's rows in this order
         mnesia_rows(p)
         cases = array_cases(cluster)
