@@ -1,7 +1,7 @@
 """Every per-call figure side by side with its native reference, in one run, as ratios.
 
-    python -m benchmarks.bench_overview            # full run (about 6 min)
-    python -m benchmarks.bench_overview --quick    # small counts (about 1 min)
+    python -m benchmarks.bench_overview            # full run (about 3 min)
+    python -m benchmarks.bench_overview --quick    # small counts (under a minute)
 
 One two-node ``LocalCluster`` (Mnesia tables ``disc_copies`` on both nodes) and one run of
 each of these, ours and the reference alternating (who goes first alternates too):
