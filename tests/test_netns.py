@@ -136,8 +136,8 @@ def test_cut_and_heal(net: NetnsCluster) -> None:
     try:
         started = time.monotonic()
         assert net.erl_eval(0, "net_adm:ping('node3@host3').") == "pang"
+        # how long it took is printed, not asserted (no test asserts on time)
         print(f"\ncut host seen as down after {time.monotonic() - started:.2f} s")
-        assert time.monotonic() - started < 3 * TICKTIME
         # The cut host's node keeps running, alone.
         eventually(lambda: net.erl_eval(2, "nodes().") == "[]")
         assert net.erl_eval(0, "lists:sort(nodes()).") == "[node2@host2]"
