@@ -51,8 +51,11 @@ class Params:
     reps: int
 
 
-#: the array rows' commit, the engine's bound for them: 8 MiB per transaction, one node
+#: the array rows' commit and read, the engine's bound for them: 8 MiB per transaction
+#: on the arrays' table (one node)
 ENGINE_ROW = "Mnesia write 8 MiB/txn, 1 node"
+ENGINE_READ_ROW = "Mnesia read 8 MiB/txn, 1 node"
+ENGINE_ROWS = (ENGINE_ROW, ENGINE_READ_ROW)
 
 
 def mnesia_cells(scale: int) -> tuple[tuple[str, int, str, int, int], ...]:
@@ -63,6 +66,7 @@ def mnesia_cells(scale: int) -> tuple[tuple[str, int, str, int, int], ...]:
         ("Mnesia dirty read 1 MiB", MIB, "dread", 64 // scale, 1),
         ("Mnesia 64 concurrent writes 1 MiB", MIB, "conc", 256 // scale, 64),
         (ENGINE_ROW, MIB, "batch", 32, 8),
+        (ENGINE_READ_ROW, MIB, "tread", 32, 8),
     )
 
 
@@ -138,16 +142,22 @@ async def mnesia_side(
     blobs: dict[int, bytes] = {}
     for label, size, mode, n, param in mnesia_rows(p):
         # the engine row writes where the array rows do: disc_copies on node 1 only
-        nodes = cluster.nodes[:1] if label == ENGINE_ROW else cluster.nodes
-        table = bench_array.DISC_TABLE if label == ENGINE_ROW else TABLE
+        nodes = cluster.nodes[:1] if label in ENGINE_ROWS else cluster.nodes
+        table = bench_array.DISC_TABLE if label in ENGINE_ROWS else TABLE
         client = MnesiaClient(node, table, nodes[0], timeout=300)
         data = blobs.setdefault(size, os.urandom(size))
-        if mode == "dread":  # reads what the 1 MiB writes just wrote
+        if mode in ("dread", "tread"):  # reads what the row before just wrote
             t0 = time.perf_counter_ns()
-            if side == "ours":
+            if side == "ours" and mode == "dread":
                 for i in range(n):
                     got = await client.read(bench_mnesia.bench_key(i))
                     assert got is not None and len(got) == size
+                ns = time.perf_counter_ns() - t0
+            elif side == "ours":
+                for first in range(0, n, param):
+                    keys = [bench_mnesia.bench_key(i) for i in range(first, min(n, first + param))]
+                    found = await client.read_many(keys, consistent=True)
+                    assert all(got is not None and len(got) == size for got in found)
                 ns = time.perf_counter_ns() - t0
             else:
                 ns = await native.run(table, size, mode, n, param)

@@ -18,7 +18,8 @@
 %% stdin, one per line, and answers each with one JSON line on stdout:
 %%   run Table Size Mode N Param   Mode: seq (Param unused), conc (Param writers),
 %%                                 batch (Param chunks per transaction),
-%%                                 dread (N dirty reads of the records a run wrote)
+%%                                 dread (N dirty reads of the records a run wrote),
+%%                                 tread (the same records, Param per sync_transaction)
 %%   quit
 %% Chunk data is generated once per size and reused for every call. Deadline is in seconds:
 %% the script halts with status 3 if it runs longer; it also halts when stdin closes.
@@ -121,6 +122,20 @@ run(Server, Tab, Data, "dread", N, _) ->
             Size = byte_size(Got)
         end,
         lists:seq(0, N - 1)
+    );
+run(Server, Tab, Data, "tread", N, Batch) ->
+    %% lists:map(fun mnesia:read/1, Oids) in one sync_transaction, as MnesiaClient.read_many
+    %% (consistent=True) does for a get_slice
+    Size = byte_size(Data),
+    lists:foreach(
+        fun(First) ->
+            Oids = [{Tab, key(I)} || I <- lists:seq(First, min(N, First + Batch) - 1)],
+            {atomic, Found} = call(
+                Server, mnesia, sync_transaction, [fun lists:map/2, [fun mnesia:read/1, Oids]]
+            ),
+            [Size = byte_size(D) || [{_, _, D}] <- Found]
+        end,
+        lists:seq(0, N - 1, Batch)
     );
 run(Server, Tab, Data, "batch", N, Batch) ->
     lists:foreach(
