@@ -278,7 +278,10 @@ class DistConnection(asyncio.BufferedProtocol):
             except OSError as exc:
                 self._direct = None
                 error = NodeDown(f"connection to {self.peer_name} lost: {exc}")
-                self._loop.call_soon_threadsafe(self.abort, error)
+                try:  # the IO loop drops it; its calls fail from connection_lost
+                    self._loop.call_soon_threadsafe(self.abort, error)
+                except RuntimeError:  # the node's loop is closed: so is the connection
+                    pass
                 raise error from None
             rest = _after(buffers, sent)
             if rest:  # the socket is full: the transport writes the rest when it can
