@@ -1,7 +1,9 @@
 """The hidden node: the public face composing peers, calls, processes and the hand-off.
 
-Every socket lives on the node's own :class:`IoThread`; public coroutines may be awaited from
-any event loop in any thread and hand their work over thread-safely (``handoff.py``). One
+Every socket is read on the node's own :class:`IoThread`; public coroutines may be awaited
+from any event loop in any thread. Over a connected plain TCP peer a call is written from the
+caller's thread (``connection.py``); otherwise work is handed over thread-safely
+(``handoff.py``). Replies come back through the IO thread either way. One
 connection per peer, made on first use and made again after the peer restarts
 (``peers.py``); remote calls go through each peer's ``rex`` (``calls.py``); our processes
 take part in links and monitors (``processes.py``). The protocol itself is sans-IO
