@@ -526,8 +526,15 @@ def _describes(root: Root, metadata: Any) -> bool:
         stored = cls.from_dict(json.loads(doc))
     except Exception:  # another document, or not one zarr reads
         return False
-    plain = dataclasses.replace(stored, attributes={})
-    return bool(plain == dataclasses.replace(metadata, attributes={}))
+    return _canonical(stored) == _canonical(metadata)
+
+
+def _canonical(metadata: Any) -> dict[str, bytes]:
+    """``metadata``'s documents as zarr writes them, attributes aside: compared as text, so a
+    NaN fill value equals itself (as dataclass fields it never would)."""
+    plain = dataclasses.replace(metadata, attributes={})
+    docs = plain.to_buffer_dict(default_buffer_prototype())
+    return {name: buf.to_bytes() for name, buf in docs.items()}
 
 
 def _dims(name: str, dims: Sequence[int], *, allow_zero: bool) -> tuple[int, ...]:
