@@ -300,14 +300,18 @@ class Watch:
         return repr(self.async_watch)
 
     def next(self, timeout: float | None = None) -> ChangeEvent:
-        """The next event; ``TimeoutError`` if none comes within ``timeout`` seconds."""
-        return run(self.async_watch.next(timeout))
+        """The next event; ``TimeoutError`` if none comes within ``timeout`` seconds,
+        ``StopIteration`` once the watch is closed."""
+        try:
+            return run(self.async_watch.next(timeout))
+        except StopAsyncIteration:
+            raise StopIteration from None
 
     def __iter__(self) -> Iterator[ChangeEvent]:
         while True:
             try:
                 yield self.next()
-            except StopAsyncIteration:
+            except StopIteration:
                 return
 
     def close(self) -> None:
