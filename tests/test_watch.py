@@ -269,7 +269,12 @@ async def test_killing_the_python_side_leaves_nothing_on_the_cluster(
 
 def test_the_blocking_twin(cluster: LocalCluster) -> None:
     arr = pzs.create(
-        new_id(), shape=(4,), chunks=(2,), node=cluster.nodes[0], cookie=cluster.cookie
+        new_id(),
+        shape=(4,),
+        chunks=(2,),
+        node=cluster.nodes[0],
+        cookie=cluster.cookie,
+        nodes=cluster.nodes,
     )
     with arr.watch() as w:
         arr[2:4] = 1.0
@@ -282,6 +287,51 @@ def test_the_blocking_twin(cluster: LocalCluster) -> None:
     with store_watch:
         arr[0:1] = 2.0
         assert store_watch.next(timeout=30).key == "c/0"
+
+
+def test_the_command_line_prints_changes_as_they_happen(cluster: LocalCluster) -> None:
+    arr = pzs.create(
+        new_id(),
+        shape=(10, 10),
+        chunks=(5, 5),
+        node=cluster.nodes[0],
+        cookie=cluster.cookie,
+        nodes=cluster.nodes,
+    )
+    url = f"mnesia://{cluster.nodes[1]}/zarr_storage/{arr.array_id}"
+    env = {**os.environ, "ERLANG_COOKIE": cluster.cookie}
+    command = [sys.executable, "-m", "pyrlang_zarr", "watch", url, "--count", "2"]
+    proc = subprocess.Popen(
+        [*command, "--region", "0,5:10,10"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        ready = proc.stderr.readline()
+        assert ready.startswith(f"watching {url}"), ready + proc.stderr.read()
+        arr[0:10, 0:10] = 1.0  # four chunks; two in the region
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2, out
+    assert sorted(line.split(" ", 1)[1] for line in lines) == [
+        f"write chunk 0,1 [0:5, 5:10] via {cluster.nodes[1]}",
+        f"write chunk 1,1 [5:10, 5:10] via {cluster.nodes[1]}",
+    ]
+    bad = subprocess.run(
+        [*command[:4], url.rsplit("/", 1)[0]], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 1 and "expected mnesia://NODE/TABLE/ARRAY_ID" in bad.stderr
+    bad = subprocess.run(
+        [*command, "--region", "0-5"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 1 and "expected START:STOP" in bad.stderr
 
 
 @pytest.mark.slow
