@@ -339,7 +339,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
         node=url.node,
         table_name=url.table,
         read_only=True,
-        **({"cookie": cookie} if cookie else {}),
+        cookie=cookie,
     )
     seen = 0
     async with arr.watch(region) as w:
