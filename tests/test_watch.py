@@ -354,3 +354,18 @@ async def test_kill_9_of_the_subscribed_node_moves_the_watch_with_a_resync() -> 
             event = await w.next(timeout=30)
             assert (event.kind, event.chunk) == ("write", (3, 3))
         assert not await alive(client.node, fwd)
+
+
+@pytest.mark.slow
+def test_the_live_follow_example() -> None:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "examples/live_follow.py", "--rows", "12"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("matches the instrument: True") == 12
+    assert "followed 12 rows live" in done.stdout
