@@ -28,6 +28,7 @@ Bounded on both sides, never silent:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ DEFAULT_WINDOW = 256
 DEFAULT_BACKLOG = 10_000
 #: How long a watch whose forwarder was lost keeps trying the replicas before it fails.
 FAILOVER_TIMEOUT = 60.0
+#: After this many seconds without a message, a watch asks the forwarder's node whether the
+#: forwarder still runs (and moves if no answer comes in as long).
+PROBE_INTERVAL = 5.0
 
 _PZ_WATCH = Atom("pz_watch")
 _READY = Atom("ready")
@@ -322,7 +326,14 @@ class Watch:
             msg = await proc.receive(timeout=0)
         except TimeoutError:  # about to wait: first let the forwarder send again
             await self._ack()
-            msg = await proc.receive()
+            while True:
+                try:
+                    msg = await proc.receive(timeout=PROBE_INTERVAL)
+                    break
+                except TimeoutError:  # quiet: is the forwarder's node still there?
+                    if not await self._forwarder_alive():
+                        await self._failover(self.node, "its node does not answer")
+                        return
         match msg:
             case (tag, sender, body) if tag == _PZ_WATCH and sender == self._forwarder:
                 self._unacked += 1
@@ -335,6 +346,19 @@ class Watch:
                 await self._failover(str(pid.node) if isinstance(pid, Pid) else None, reason)
             case _:
                 log.debug("watch dropped a stale message %r", msg)
+
+    async def _forwarder_alive(self) -> bool:
+        """A silent node is not a dead one to the distribution for a whole tick time: ask."""
+        fwd = self._forwarder
+        if fwd is None:
+            return True
+        try:
+            answer = await self._client.node.rpc(
+                str(fwd.node), "erlang", "is_process_alive", [fwd], timeout=PROBE_INTERVAL
+            )
+        except (NodeDown, NodeUnreachable, RpcError, RpcTimeout):
+            return False
+        return answer is True
 
     async def _ack(self) -> None:
         if self._unacked and self._forwarder is not None:
@@ -351,7 +375,12 @@ class Watch:
             lost,
             reason,
         )
+        old, ref = self._forwarder, self._monitor
         self._forwarder = self._monitor = None
+        if old is not None and self._proc is not None:  # if it still runs: stop, unheard
+            with contextlib.suppress(Exception):
+                await self._proc.demonitor(ref)
+                await asyncio.wait_for(self._client.node.send(old, _STOP), PROBE_INTERVAL)
         deadline = asyncio.get_running_loop().time() + FAILOVER_TIMEOUT
         await self._subscribe(exclude=lost, deadline=deadline)
         self._pending.append(self._resync())

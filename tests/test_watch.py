@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -369,3 +370,40 @@ def test_the_live_follow_example() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("matches the instrument: True") == 12
     assert "followed 12 rows live" in done.stdout
+
+
+@pytest.mark.slow
+async def test_a_cut_off_subscribed_node_moves_the_watch_and_its_forwarder_exits() -> None:
+    """SIGSTOP: the node holding the subscription falls silent without closing anything.
+    The watch moves with a resync; once the node runs again, its forwarder finds us gone
+    and exits, leaving no subscriber there."""
+    with LocalCluster(n=3, ticktime=4) as c:
+        arr = await grid_array(c)
+        client = await arr.store.client()
+        one = np.ones((1, 1), dtype=np.int32)
+        async with arr.watch() as w:
+            old = w.forwarder
+            assert old is not None and w.node == c.nodes[0]
+            stopped = c[0].process.pid
+            os.kill(stopped, signal.SIGSTOP)
+            try:
+                resync = await w.next(timeout=60)
+                assert resync.kind == "resync" and w.node in c.nodes[1:]
+                await arr.set_slice(one, (10, 10), (11, 11))
+                event = await w.next(timeout=30)
+                while event.kind == "resync":
+                    event = await w.next(timeout=30)
+                assert event.chunk == (1, 1)
+            finally:
+                os.kill(stopped, signal.SIGCONT)
+
+            async def old_gone() -> bool:
+                try:
+                    return not await alive(client.node, old) and not await subscribers(
+                        client.node, c.nodes[0]
+                    )
+                except pz.PyrlangZarrError:
+                    return False
+
+            await until(old_gone, "the cut-off node's forwarder exited", tries=600)
+            assert w.forwarder in await subscribers(client.node, str(w.node))
