@@ -37,6 +37,7 @@ from benchmarks import harness
 from pyrlang_zarr.mnesia.expr import tree
 from pyrlang_zarr.term import Atom
 from pyrlang_zarr.testing.cluster import LocalCluster
+from pyrlang_zarr.watch import DEFAULT_BACKLOG
 
 # (writer, window): transactions as applications write; dirty writes, faster than a watch
 CASES = (("tx", 256), ("dirty", 64), ("dirty", 256), ("dirty", 1024))
@@ -66,10 +67,11 @@ class Params:
     reps: int
     paced: int  # writes 5 ms apart, per latency sample set
     burst: int  # writes back to back, per throughput run
+    backlog: int  # the forwarder's mailbox limit (the watch's backlog=)
 
 
-FULL = Params(reps=5, paced=300, burst=5000)
-QUICK = Params(reps=1, paced=60, burst=1000)
+FULL = Params(reps=5, paced=300, burst=5000, backlog=DEFAULT_BACKLOG)
+QUICK = Params(reps=1, paced=60, burst=1000, backlog=DEFAULT_BACKLOG)
 
 
 async def write_from_erlang(
@@ -112,14 +114,14 @@ async def latency(arr: pz.MnesiaArray, writer: str, watcher: str, count: int) ->
 
 
 async def throughput(
-    arr: pz.MnesiaArray, writer: str, count: int, window: int, dirty: bool
+    arr: pz.MnesiaArray, writer: str, count: int, window: int, dirty: bool, backlog: int
 ) -> dict[str, float]:
     client = await arr.store.client()
     client.coordinator = writer
     events = resyncs = 0
     before_resync: int | None = None
     first = last = 0.0
-    async with arr.watch(window=window) as w:
+    async with arr.watch(window=window, backlog=backlog) as w:
 
         async def consume() -> None:
             nonlocal events, resyncs, before_resync, first, last
@@ -175,7 +177,9 @@ async def amain(settings: harness.Settings[Params]) -> int:
                 lat.add(side + " p50", statistics.median(ms))
                 lat.add(side + " p99", float(np.percentile(ms, 99)))
             for kind, window in harness.alternate(rep, *CASES):
-                result = await throughput(arr, c.nodes[0], p.burst, window, kind == "dirty")
+                result = await throughput(
+                    arr, c.nodes[0], p.burst, window, kind == "dirty", p.backlog
+                )
                 for k, v in result.items():
                     tput.add((kind, window, k), v)
     print(harness.environment(erlang, load_before))
@@ -198,7 +202,8 @@ async def amain(settings: harness.Settings[Params]) -> int:
     print(harness.render(["watch", "p50 ms", "p99 ms", "max ms"], rows))
     print()
     print(
-        f"Throughput, {p.burst} writes back to back by one Erlang process (medians of "
+        f"Throughput, {p.burst} writes back to back by one Erlang process, backlog "
+        f"{p.backlog} (medians of "
         f"{p.reps} reps, range in brackets):"
     )
     print()
@@ -231,4 +236,5 @@ async def amain(settings: harness.Settings[Params]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(harness.main(__doc__, FULL, QUICK, amain))
+    options = {"backlog": "the forwarder's mailbox limit", "burst": "writes per burst"}
+    sys.exit(harness.main(__doc__, FULL, QUICK, amain, options=options))

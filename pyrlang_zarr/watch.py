@@ -70,29 +70,7 @@ begin
     WRef = erlang:monitor(process, Watcher),
     MRef = erlang:monitor(process, mnesia_subscr),
     Send = fun(Msg) -> Watcher ! {pz_watch, Self, Msg} end,
-    Inside = fun(Idx) ->
-        case Region of
-            any -> true;
-            {Rank, Lo, Hi} ->
-                tuple_size(Idx) =:= Rank andalso
-                lists:all(fun({I, L, H}) -> is_integer(I) andalso L =< I andalso I < H end,
-                          lists:zip3(tuple_to_list(Idx), Lo, Hi))
-        end
-    end,
-    Wanted = fun(Key) ->
-        case Key of
-            {Id, {chunk, Idx}} when is_tuple(Idx) -> Inside(Idx);
-            {Id, Idx} when is_tuple(Idx) -> Inside(Idx);
-            {Id, metadata} -> true;
-            {Id, _} -> Other;
-            _ -> false
-        end
-    end,
-    KeyOf = fun({write, Rec, _}) -> {write, element(2, Rec)};
-               ({delete_object, Rec, _}) -> {delete, element(2, Rec)};
-               ({delete, {_, K}, _}) -> {delete, K};
-               (_) -> none
-            end,
+    Filter = ets:match_spec_compile(Spec),
     Drain = fun Drain(N) ->
         receive {mnesia_table_event, _} -> Drain(N + 1) after 0 -> N end
     end,
@@ -115,13 +93,9 @@ begin
                 {Out2, Owe2} = case Queued > Backlog of
                     true -> Drain(0), Drop(Out, Owe);
                     false ->
-                        case KeyOf(Event) of
-                            {Kind, Key} ->
-                                case Wanted(Key) of
-                                    true -> Push({Kind, element(2, Key)}, Out, Owe);
-                                    false -> {Out, Owe}
-                                end;
-                            none -> {Out, Owe}
+                        case ets:match_spec_run([Event], Filter) of
+                            [Msg] -> Push(Msg, Out, Owe);
+                            [] -> {Out, Owe}
                         end
                 end,
                 Loop(Out2, Owe2);
@@ -142,6 +116,45 @@ begin
     end
 end.
 """
+
+
+def _guards(region: Any) -> list[Any]:
+    """Match spec guards (all must hold; one that fails, as ``element/2`` out of range does,
+    is false): ``$1`` is a chunk index inside ``region`` (``any``: any tuple)."""
+    idx = Atom("$1")
+    if region == _ANY:
+        return [(Atom("is_tuple"), idx)]
+    rank, lo, hi = region
+    # size/1, not tuple_size/1: match specs of OTP 25 do not know the latter
+    guards: list[Any] = [(Atom("is_tuple"), idx), (Atom("=="), (Atom("size"), idx), rank)]
+    for d, (a, b) in enumerate(zip(lo, hi, strict=True), start=1):
+        i = (Atom("element"), d, idx)
+        guards += [(Atom("is_integer"), i), (Atom(">="), i, a), (Atom("<"), i, b)]
+    return guards
+
+
+def filter_spec(array_key: Any, region: Any, *, other: bool) -> list[Any]:
+    """The forwarder's filter, a match spec run on each table event (natively, by
+    ``ets:match_spec_run/2``): the chunk records of ``array_key`` inside ``region`` (in
+    ExZarr's ``{chunk, Index}`` form, or the earlier bare ``Index``), its metadata record,
+    and with ``other`` its other records; each gives ``{write | delete, X}``."""
+    any_ = Atom("_")
+    idx = Atom("$1")
+    guards = _guards(region)
+    spec: list[Any] = []
+    for tag, out in ((_WRITE, _WRITE), (Atom("delete_object"), _DELETE), (_DELETE, _DELETE)):
+
+        def head(x: Any, tag: Atom = tag) -> Any:
+            if tag == _DELETE:  # {delete, {Tab, Key}, Tid}
+                return (tag, (any_, (array_key, x)), any_)
+            return (tag, (any_, (array_key, x), any_), any_)  # {write, Record, Tid}
+
+        spec.append((head((CHUNK, idx)), guards, [((out, ((CHUNK, idx),)),)]))
+        spec.append((head(idx), guards, [((out, idx),)]))
+        spec.append((head(METADATA), [], [((out, METADATA),)]))
+        if other:
+            spec.append((head(idx), [], [((out, idx),)]))
+    return spec
 
 
 class WatchError(PyrlangZarrError):
@@ -228,9 +241,7 @@ class Watch:
         binds = {
             "Watcher": pid,
             "Tab": self._client.table_atom,
-            "Id": self._id,
-            "Region": region,
-            "Other": self._store is not None,
+            "Spec": filter_spec(self._id, region, other=self._store is not None),
             "Window": self.window,
             "Backlog": self.backlog,
         }
