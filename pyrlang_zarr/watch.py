@@ -219,6 +219,7 @@ class Watch:
         self._unacked = 0
         self._closed = False
         self._pending: list[ChangeEvent] = []
+        self._handling: asyncio.Future[None] | None = None
         self._layout: Any = None
         self.node: str | None = None
 
@@ -331,20 +332,37 @@ class Watch:
             return await self.__anext__()
 
     async def _next_message(self) -> None:
+        """Take one message and act on it. What is taken is handled to the end even if
+        the caller gives up meanwhile (``next(timeout=...)``): handling runs as a task of
+        its own, which the next call waits for before taking another (so nothing taken is
+        lost, and events keep their order)."""
+        if self._handling is None:
+            msg = await self._take()
+            if msg is None:  # the forwarder's node went quiet and did not answer
+                msg = (atoms.DOWN, self._monitor, None, None, Atom("no_answer"))
+            self._handling = asyncio.ensure_future(self._handle(msg))
+        task = self._handling
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._handling = None
+
+    async def _take(self) -> Any:
         proc = self._proc
         assert proc is not None
         try:
-            msg = await proc.receive(timeout=0)
+            return await proc.receive(timeout=0)
         except TimeoutError:  # about to wait: first let the forwarder send again
             await self._ack()
-            while True:
-                try:
-                    msg = await proc.receive(timeout=PROBE_INTERVAL)
-                    break
-                except TimeoutError:  # quiet: is the forwarder's node still there?
-                    if not await self._forwarder_alive():
-                        await self._failover(self.node, "its node does not answer")
-                        return
+        while True:
+            try:
+                return await proc.receive(timeout=PROBE_INTERVAL)
+            except TimeoutError:  # quiet: is the forwarder's node still there?
+                if not await self._forwarder_alive():
+                    return None
+
+    async def _handle(self, msg: Any) -> None:
         match msg:
             case (tag, sender, body) if tag == _PZ_WATCH and sender == self._forwarder:
                 self._unacked += 1
@@ -353,8 +371,8 @@ class Watch:
                 event = await self._event(body)
                 if event is not None:
                     self._pending.append(event)
-            case (tag, ref, _, pid, reason) if tag == atoms.DOWN and ref == self._monitor:
-                await self._failover(str(pid.node) if isinstance(pid, Pid) else None, reason)
+            case (tag, ref, _, _, reason) if tag == atoms.DOWN and ref == self._monitor:
+                await self._failover(self.node, reason)
             case _:
                 log.debug("watch dropped a stale message %r", msg)
 
