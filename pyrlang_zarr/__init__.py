@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from pyrlang_zarr.erldist.node import Node, Process
     from pyrlang_zarr.store import MnesiaStore
     from pyrlang_zarr.term import Atom, ExportFun, ImproperList, Pid, Port, Reference
-    from pyrlang_zarr.transaction import Transaction, get_slices, transaction
+    from pyrlang_zarr.transactions import Transaction, get_slices, transaction
     from pyrlang_zarr.watch import ChangeEvent, Watch
 
 # A library's logging is the application's to configure (failover warnings and the like).
@@ -81,9 +81,9 @@ _LAZY = {
     "Pid": "pyrlang_zarr.term",
     "Port": "pyrlang_zarr.term",
     "Reference": "pyrlang_zarr.term",
-    "Transaction": "pyrlang_zarr.transaction",
-    "transaction": "pyrlang_zarr.transaction",
-    "get_slices": "pyrlang_zarr.transaction",
+    "Transaction": "pyrlang_zarr.transactions",
+    "transaction": "pyrlang_zarr.transactions",
+    "get_slices": "pyrlang_zarr.transactions",
     "Watch": "pyrlang_zarr.watch",
     "ChangeEvent": "pyrlang_zarr.watch",
 }

@@ -1,5 +1,7 @@
 """Several arrays changed together or not at all, and read together consistently.
 
+(The module is ``transactions``: ``pyrlang_zarr.transaction`` is the function.)
+
 ``async with pz.transaction() as tx:`` collects ``set_slice`` calls on any arrays (same or
 different tables, reached through one node); on leaving the block they are committed in
 **one** Mnesia transaction, with the checks of a single ``set_slice``: every chunk read to
