@@ -5,8 +5,9 @@ Nothing is installed: the forwarder is an ``erl_eval`` expression (its tree buil
 :mod:`pyrlang_zarr.mnesia.expr`) spawned with ``erlang:spawn/3`` on a node holding the table.
 It calls ``mnesia:subscribe({table, Tab, simple})``, so it sees every committed write and
 delete whoever made it (this library, ExZarr, a plain ``mnesia:write``), keeps only the
-records of one array (and of one region of it) and sends ``{Kind, X}`` for the key
-``{ArrayId, X}``.
+records of one array (and of one region of it; a match spec built here, run natively by
+``ets:match_spec_run/2``) and sends ``{Kind, X}`` for the key ``{ArrayId, X}``: keys only,
+never chunk bytes.
 
 Bounded on both sides, never silent:
 

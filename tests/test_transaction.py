@@ -200,3 +200,28 @@ def test_the_blocking_twin(cluster: LocalCluster) -> None:
         tx2.set_slice(a, np.zeros(6, dtype=np.int32), (0,), (6,))
         raise KeyError("nope")
     assert a[:].tolist() == [0, 0, 1, 2, 3, 0]
+
+
+async def test_a_durable_transaction_forces_the_log_of_every_table(cluster: LocalCluster) -> None:
+    """Arrays opened ``durable=True``: the transaction commits, then ``sync_log`` runs on
+    the disc replicas of both tables (counted on a node) before it returns."""
+    from tests.erl import CallCounts
+
+    a, b = await two_arrays(cluster)
+    da = await pz.open(a.array_id, node=cluster.nodes[0], cookie=cluster.cookie, durable=True)
+    db = await pz.open(
+        b.array_id,
+        node=cluster.nodes[0],
+        cookie=cluster.cookie,
+        table_name=OTHER_TABLE,
+        durable=True,
+    )
+    client = await da.store.client()
+    async with CallCounts(client.node, cluster.nodes[1], [("mnesia", "sync_log", 0)]) as calls:
+        async with pz.transaction() as tx:
+            await tx.set_slice(da, np.full(20, 4), (0,), (20,))
+            await tx.set_slice(db, np.full((4, 4), 4.0), (0, 0), (4, 4))
+        synced = (await calls.counts())[("mnesia", "sync_log", 0)]
+    assert synced == 1  # once per node, for both tables
+    got_a, got_b = await pz.get_slices([(a, None, None), (b, None, None)])
+    assert (got_a == 4).all() and (got_b == 4.0).all()

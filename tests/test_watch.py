@@ -407,3 +407,22 @@ async def test_a_cut_off_subscribed_node_moves_the_watch_and_its_forwarder_exits
 
             await until(old_gone, "the cut-off node's forwarder exited", tries=600)
             assert w.forwarder in await subscribers(client.node, str(w.node))
+
+
+async def test_a_sharded_array_reports_shards(cluster: LocalCluster) -> None:
+    """The records of a sharded array are its shards: one event per shard, its region the
+    shard's box."""
+    arr = await pz.create(
+        new_id(),
+        shape=(40, 40),
+        chunks=(5, 5),
+        shards=(20, 20),
+        dtype="int32",
+        node=cluster.nodes[0],
+        cookie=cluster.cookie,
+        nodes=cluster.nodes,
+    )
+    async with arr.watch(((20, 20), (40, 40))) as w:
+        await arr.set_slice(np.ones((40, 40), dtype=np.int32), (0, 0), (40, 40))
+        (event,) = await chunk_events(w, 1)
+        assert (event.chunk, event.region) == ((1, 1), ((20, 20), (40, 40)))
