@@ -426,3 +426,32 @@ async def test_a_sharded_array_reports_shards(cluster: LocalCluster) -> None:
         await arr.set_slice(np.ones((40, 40), dtype=np.int32), (0, 0), (40, 40))
         (event,) = await chunk_events(w, 1)
         assert (event.chunk, event.region) == ((1, 1), ((20, 20), (40, 40)))
+
+
+async def test_giving_up_on_next_loses_no_event(cluster: LocalCluster) -> None:
+    """``next(timeout=...)`` that expires while a message is being handled (its ack on the
+    way: with ``window=2`` every event is acked at once) keeps that message. In lockstep,
+    one write per event received, every write comes out, once, in order."""
+    arr = await pz.create(
+        new_id(),
+        shape=(40,),
+        chunks=(1,),
+        dtype="int8",
+        node=cluster.nodes[0],
+        cookie=cluster.cookie,
+        nodes=cluster.nodes,
+    )
+    expired = 0
+    async with arr.watch(window=2) as w:
+        for i in range(40):
+            await arr.set_slice(np.ones(1, dtype=np.int8), (i,), (i + 1,))
+            for _ in range(20_000):
+                try:
+                    event = await w.next(timeout=0.0002)
+                    break
+                except TimeoutError:
+                    expired += 1
+            else:
+                raise AssertionError(f"the event of write {i} never came")
+            assert (event.kind, event.chunk) == ("write", (i,))
+    assert expired > 0  # the timeouts did cut into the waits
