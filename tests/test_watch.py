@@ -455,3 +455,42 @@ async def test_giving_up_on_next_loses_no_event(cluster: LocalCluster) -> None:
                 raise AssertionError(f"the event of write {i} never came")
             assert (event.kind, event.chunk) == ("write", (i,))
     assert expired > 0  # the timeouts did cut into the waits
+
+
+async def test_a_forwarder_that_cannot_keep_up_empties_its_mailbox_and_says_so(
+    cluster: LocalCluster,
+) -> None:
+    """``backlog=``: when table events pile up in the forwarder's own mailbox faster than it
+    filters them (an Erlang process making dirty writes in a tight loop), it drops them
+    all and sends a resync, instead of letting its mailbox grow."""
+    arr = await pz.create(
+        new_id(),
+        shape=(2000,),
+        chunks=(1,),
+        dtype="int8",
+        node=cluster.nodes[0],
+        cookie=cluster.cookie,
+        nodes=cluster.nodes,
+    )
+    client = await arr.store.client()
+    aid = arr.store.mnesia_key(None)[0]
+    kinds: list[str] = []
+    async with arr.watch(window=4096, backlog=8) as w:
+        await spawn_eval(
+            client.node,
+            cluster.nodes[0],
+            "[mnesia:dirty_write({zarr_storage, {Id, {chunk, {I}}}, <<1>>})"
+            " || I <- lists:seq(0, 1999)].",
+            Id=aid,
+        )
+        while True:
+            try:
+                kinds.append((await w.next(timeout=3)).kind)
+            except TimeoutError:
+                break
+        fwd = w.forwarder
+        _, queued = await client.node.rpc(
+            cluster.nodes[0], "erlang", "process_info", [fwd, Atom("message_queue_len")]
+        )
+        assert queued == 0
+    assert "resync" in kinds and kinds.count("write") < 2000
