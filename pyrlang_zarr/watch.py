@@ -229,7 +229,8 @@ class Watch:
 
     @property
     def forwarder(self) -> Pid | None:
-        """The forwarder's pid on the cluster (``None`` before the first event is awaited)."""
+        """The forwarder's pid on the cluster (``None`` before :meth:`start`, which the
+        first ``next`` or ``async with`` calls, and after :meth:`close`)."""
         return self._forwarder
 
     def _bindings(self, pid: Pid) -> list[tuple[Atom, Any]]:
@@ -254,9 +255,14 @@ class Watch:
         if self._proc is None:
             self._client = await self._source.client()
             self._proc = self._client.node.process()
-            if self._store is not None:
-                self._layout = await self._store.root()
-            await self._subscribe(exclude=None, deadline=None)
+            try:
+                if self._store is not None:
+                    self._layout = await self._store.root()
+                await self._subscribe(exclude=None, deadline=None)
+            except BaseException:  # not started: the next call tries again from scratch
+                proc, self._proc = self._proc, None
+                await proc.close()
+                raise
         return self
 
     async def _subscribe(self, *, exclude: str | None, deadline: float | None) -> None:
@@ -296,8 +302,9 @@ class Watch:
             try:
                 msg = await proc.receive(timeout=10)
             except TimeoutError:
-                await self._client.node.send(pid, _STOP)
-                await proc.demonitor(ref)
+                with contextlib.suppress(NodeDown, NodeUnreachable):
+                    await self._client.node.send(pid, _STOP)
+                    await proc.demonitor(ref)
                 raise WatchError(f"the forwarder on {peer} did not subscribe in 10 s") from None
             match msg:
                 case (tag, sender, (status, value)) if tag == _PZ_WATCH and sender == pid:

@@ -21,7 +21,7 @@ from pyrlang_zarr import Atom, Node, Pid
 from pyrlang_zarr.mnesia.expr import parse_exprs
 from pyrlang_zarr.term.encode import encode
 from pyrlang_zarr.testing.cluster import LocalCluster
-from pyrlang_zarr.watch import FORWARDER, ChangeEvent, Watch
+from pyrlang_zarr.watch import FORWARDER, ChangeEvent, Watch, WatchError, watch_store
 from tests.erl import parse, spawn_eval
 
 pytestmark = pytest.mark.erlang
@@ -494,3 +494,22 @@ async def test_a_forwarder_that_cannot_keep_up_empties_its_mailbox_and_says_so(
         )
         assert queued == 0
     assert "resync" in kinds and kinds.count("write") < 2000
+
+
+async def test_a_watch_that_cannot_start_says_why_each_time(cluster: LocalCluster) -> None:
+    """No such table: the error names the table, and a second try fails the same way
+    instead of waiting forever on a watch that never started."""
+    await grid_array(cluster)  # Mnesia runs on the cluster
+    store = pz.MnesiaStore(
+        "anything",
+        node=cluster.nodes[0],
+        cookie=cluster.cookie,
+        nodes=cluster.nodes,
+        table_name="no_such_table_here",
+        read_only=True,
+    )
+    w = watch_store(store)
+    for _ in range(2):
+        with pytest.raises((WatchError, pz.TableNotFound), match="no_such_table_here"):
+            await w.next(timeout=60)
+    assert w.forwarder is None
