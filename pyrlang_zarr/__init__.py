@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from pyrlang_zarr.erldist.node import Node, Process
     from pyrlang_zarr.store import MnesiaStore
     from pyrlang_zarr.term import Atom, ExportFun, ImproperList, Pid, Port, Reference
+    from pyrlang_zarr.transactions import Transaction, get_slices, transaction
+    from pyrlang_zarr.watch import ChangeEvent, Watch
 
 # A library's logging is the application's to configure (failover warnings and the like).
 logging.getLogger(__name__).addHandler(logging.NullHandler())
@@ -37,6 +39,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "Atom",
     "AuthenticationError",
+    "ChangeEvent",
     "ExportFun",
     "ImproperList",
     "MnesiaArray",
@@ -53,10 +56,14 @@ __all__ = [
     "RpcError",
     "RpcTimeout",
     "TableNotFound",
+    "Transaction",
     "TransactionError",
+    "Watch",
     "create",
     "errors",
+    "get_slices",
     "open",
+    "transaction",
 ]
 
 # Where each lazily loaded name lives. The array and store modules pull in zarr and numpy,
@@ -74,6 +81,11 @@ _LAZY = {
     "Pid": "pyrlang_zarr.term",
     "Port": "pyrlang_zarr.term",
     "Reference": "pyrlang_zarr.term",
+    "Transaction": "pyrlang_zarr.transactions",
+    "transaction": "pyrlang_zarr.transactions",
+    "get_slices": "pyrlang_zarr.transactions",
+    "Watch": "pyrlang_zarr.watch",
+    "ChangeEvent": "pyrlang_zarr.watch",
 }
 
 

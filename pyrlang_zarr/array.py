@@ -37,7 +37,7 @@ import itertools
 import json
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +59,9 @@ from pyrlang_zarr.overlay import Snapshot, WriteBuffer
 from pyrlang_zarr.progress import ProgressCallback, SliceProgress
 from pyrlang_zarr.settings import DEFAULT_TABLE, StoreSettings
 from pyrlang_zarr.store import MnesiaStore
+
+if TYPE_CHECKING:
+    from pyrlang_zarr.watch import Watch
 
 MAX_RETRIES = 20
 
@@ -288,6 +291,21 @@ class MnesiaArray:
             return raw
         result = await self._on(snapshot).getitem(selection)
         return np.asarray(result)
+
+    def watch(
+        self,
+        region: tuple[Sequence[int], Sequence[int]] | None = None,
+        *,
+        window: int = 256,
+        backlog: int = 10_000,
+    ) -> Watch:
+        """Changes to the chunks ``region`` (``(start, stop)``, default all) touches, as they
+        are committed by anyone: an async iterator of
+        :class:`~pyrlang_zarr.watch.ChangeEvent` (see :mod:`pyrlang_zarr.watch`), to use
+        with ``async with`` (it closes the subscription on the cluster)."""
+        from pyrlang_zarr.watch import watch_array
+
+        return watch_array(self, region, window=window, backlog=backlog)
 
     async def _follow(self, root: Root) -> None:
         """Take ``root`` as the array's if it still describes the same array (another client

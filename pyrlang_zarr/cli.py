@@ -7,6 +7,7 @@
     pyrlang-zarr info URL                   one array: shape, chunks, codecs, bytes, replicas
     pyrlang-zarr rm URL                     delete one array
     pyrlang-zarr cp SRC DST                 copy between a local zarr and mnesia://, any way
+    pyrlang-zarr watch URL                  print an array's chunk changes as they commit
     pyrlang-zarr demo                       the main job end to end on a cluster it starts
 
 URLs are ``mnesia://NODE/TABLE/ARRAY_ID`` (see :mod:`pyrlang_zarr.url`). The cookie comes from
@@ -291,6 +292,66 @@ async def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- watch -----------------------------------------------------------------------------------
+def _region_arg(text: str | None) -> tuple[list[int], list[int]] | None:
+    """``--region 0,0:10,20`` (start:stop, one index per dimension)."""
+    if text is None:
+        return None
+    try:
+        start, stop = text.split(":")
+        return [int(i) for i in start.split(",")], [int(i) for i in stop.split(",")]
+    except ValueError:
+        raise Fail(f"--region {text!r}: expected START:STOP such as 0,0:10,20") from None
+
+
+def _event_line(event: Any, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(
+            {
+                "time": time.time(),
+                "kind": event.kind,
+                "chunk": event.chunk,
+                "region": event.region,
+                "node": event.node,
+            }
+        )
+    stamp = time.strftime("%H:%M:%S") + f".{int(time.time() * 1000) % 1000:03d}"
+    where = ""
+    if event.region is not None:
+        where = " [" + ", ".join(f"{a}:{b}" for a, b in zip(*event.region, strict=True)) + "]"
+    chunk = "" if event.chunk is None else " chunk " + ",".join(map(str, event.chunk))
+    note = {"resync": " (changes may have been missed: read the region again)"}.get(event.kind, "")
+    return f"{stamp} {event.kind}{chunk}{where} via {event.node}{note}"
+
+
+async def cmd_watch(args: argparse.Namespace) -> int:
+    from pyrlang_zarr.url import parse_url
+
+    url = parse_url(args.url)
+    if url.table is None or url.array_id is None or url.path:
+        raise Fail(f"watch follows a root array: expected mnesia://NODE/TABLE/ARRAY_ID, got {url}")
+    if args.count is not None and args.count < 1:
+        raise Fail("--count must be at least 1")
+    region = _region_arg(args.region)
+    cookie = _cookie(args, url.node)
+    arr = await pz.open(
+        url.array_id,
+        node=url.node,
+        table_name=url.table,
+        read_only=True,
+        cookie=cookie,
+    )
+    seen = 0
+    async with arr.watch(region) as w:
+        print(f"watching {url} {_dims(arr.shape)} via {w.node}", file=sys.stderr, flush=True)
+        async for event in w:
+            print(_event_line(event, args.json), flush=True)
+            seen += 1
+            if args.count is not None and seen >= args.count:
+                break
+    return 0
+
+
 # -- cp --------------------------------------------------------------------------------------
 async def cmd_cp(args: argparse.Namespace) -> int:
     from pyrlang_zarr import transfer
@@ -426,6 +487,15 @@ def _parser() -> argparse.ArgumentParser:
         help="a bar on a terminal, plain lines otherwise (auto, the default)",
     )
     p.set_defaults(func=cmd_cp)
+
+    p = sub.add_parser(
+        "watch", parents=[cookie, where], help="print an array's chunk changes as they commit"
+    )
+    p.add_argument("url", metavar="URL", help="mnesia://NODE/TABLE/ARRAY_ID")
+    p.add_argument("--region", metavar="START:STOP", help="only chunks this box touches: 0,0:10,20")
+    p.add_argument("--count", type=int, help="stop after this many events")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_watch)
     return parser
 
 

@@ -162,6 +162,22 @@ class WriteBuffer(_SliceView):
                 ops.append(Write(forms[0], value, replaces=tuple(forms[1:])))
         await self._client.checked_batch(reads, ops)
 
+    async def plan(self) -> tuple[list[Guard], list[Write | Delete]]:
+        """What :meth:`commit` sends, for a transaction that commits several buffers at
+        once: the guards (chunks read, under a write lock; the root metadata, under a read
+        lock) and the writes."""
+        root = await self.root()
+        guards = [Guard(k, v, write=True) for k, v in self._versions.items()]
+        guards += [Guard(self._store.mnesia_key(x), v) for x, v in root.guards()]
+        ops: list[Write | Delete] = []
+        for key, value in self._pending.items():
+            forms = await self._forms(key)
+            if value is None:
+                ops += [Delete(k) for k in forms]
+            else:
+                ops.append(Write(forms[0], value, replaces=tuple(forms[1:])))
+        return guards, ops
+
 
 class Snapshot(_SliceView):
     """``get_slice``'s view: chunks read in one transaction beforehand (:meth:`read`)."""

@@ -45,7 +45,7 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from zarr.abc.store import (
     ByteRequest,
@@ -76,6 +76,9 @@ from pyrlang_zarr.mnesia import Delete, MnesiaClient, Write, ensure_table
 from pyrlang_zarr.mnesia.client import Conflict, DeleteSelect, Guard, Move
 from pyrlang_zarr.settings import DEFAULT_TABLE, StoreSettings
 from pyrlang_zarr.term import Atom
+
+if TYPE_CHECKING:
+    from pyrlang_zarr.watch import Watch
 
 __all__ = ["DEFAULT_TABLE", "MnesiaStore", "StoreSettings"]
 
@@ -752,6 +755,14 @@ class MnesiaStore(Store):
             except ValueError:
                 out[rel] = None
         return out
+
+    def watch(self, *, window: int = 256, backlog: int = 10_000) -> Watch:
+        """Changes to any key of this store as they are committed by anyone: an async
+        iterator of :class:`~pyrlang_zarr.watch.ChangeEvent` (``kind="key"``, or
+        ``"resync"``), to use with ``async with``."""
+        from pyrlang_zarr.watch import watch_store
+
+        return watch_store(self, window=window, backlog=backlog)
 
     async def __aenter__(self) -> Self:
         await self._ensure_open()

@@ -19,8 +19,8 @@ loop too (a Jupyter notebook, an ``async def``) as ``zarr.open_array`` does ther
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +32,11 @@ import pyrlang_zarr as pz
 from pyrlang_zarr.array import summary_html
 from pyrlang_zarr.progress import ProgressCallback
 
-__all__ = ["Array", "create", "open", "run"]
+if TYPE_CHECKING:
+    from pyrlang_zarr.watch import ChangeEvent
+    from pyrlang_zarr.watch import Watch as _AsyncWatch
+
+__all__ = ["Array", "Transaction", "Watch", "create", "get_slices", "open", "run", "transaction"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -247,6 +251,17 @@ class Array:
             )
         )
 
+    def watch(
+        self,
+        region: tuple[Sequence[int], Sequence[int]] | None = None,
+        *,
+        window: int = 256,
+        backlog: int = 10_000,
+    ) -> Watch:
+        """Blocking :meth:`pyrlang_zarr.MnesiaArray.watch`: iterate for the change events;
+        ``with`` closes the subscription."""
+        return Watch(self.async_array.watch(region, window=window, backlog=backlog))
+
     def __getitem__(self, key: Any) -> Any:
         box = _Box(key, self.shape)
         values = self.get_slice(box.start, box.stop)
@@ -272,3 +287,92 @@ class Array:
     def __array__(self, dtype: npt.DTypeLike | None = None, copy: bool | None = None) -> Any:
         values = self.get_slice()
         return values if dtype is None else values.astype(dtype, copy=False)
+
+
+class Watch:
+    """Blocking twin of :class:`pyrlang_zarr.watch.Watch`: ``for event in watch`` (it
+    ends when the watch is closed), ``watch.next(timeout)``, ``with``."""
+
+    def __init__(self, watch: _AsyncWatch) -> None:
+        self.async_watch = watch
+
+    def __repr__(self) -> str:
+        return repr(self.async_watch)
+
+    def next(self, timeout: float | None = None) -> ChangeEvent:
+        """The next event; ``TimeoutError`` if none comes within ``timeout`` seconds,
+        ``StopIteration`` once the watch is closed."""
+        try:
+            return run(self.async_watch.next(timeout))
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def __iter__(self) -> Iterator[ChangeEvent]:
+        while True:
+            try:
+                yield self.next()
+            except StopIteration:
+                return
+
+    def close(self) -> None:
+        run(self.async_watch.close())
+
+    def __enter__(self) -> Watch:
+        run(self.async_watch.start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def watch_store(store: pz.MnesiaStore, *, window: int = 256, backlog: int = 10_000) -> Watch:
+    """Blocking :meth:`pyrlang_zarr.MnesiaStore.watch`."""
+    return Watch(store.watch(window=window, backlog=backlog))
+
+
+def _unwrap(array: Array | pz.MnesiaArray) -> pz.MnesiaArray:
+    return array.async_array if isinstance(array, Array) else array
+
+
+class Transaction:
+    """Blocking twin of :class:`pyrlang_zarr.Transaction`: ``with pzs.transaction() as tx:
+    tx.set_slice(arr, data, start, stop)``; committed on leaving the block, all or none."""
+
+    def __init__(self, *, retries: int | None = None) -> None:
+        self.async_transaction = (
+            pz.transaction() if retries is None else pz.transaction(retries=retries)
+        )
+
+    @property
+    def committed(self) -> bool:
+        return self.async_transaction.committed
+
+    def set_slice(
+        self,
+        array: Array | pz.MnesiaArray,
+        data: npt.ArrayLike,
+        start: Sequence[int] | None = None,
+        stop: Sequence[int] | None = None,
+    ) -> None:
+        run(self.async_transaction.set_slice(_unwrap(array), data, start, stop))
+
+    def commit(self) -> None:
+        run(self.async_transaction.commit())
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        run(self.async_transaction.__aexit__(exc_type, None, None))
+
+
+def transaction(*, retries: int | None = None) -> Transaction:
+    """Blocking :func:`pyrlang_zarr.transaction`."""
+    return Transaction(retries=retries)
+
+
+def get_slices(
+    requests: Sequence[tuple[Array | pz.MnesiaArray, Sequence[int] | None, Sequence[int] | None]],
+) -> list[np.ndarray[Any, Any]]:
+    """Blocking :func:`pyrlang_zarr.get_slices` (arrays of either API)."""
+    return run(pz.get_slices([(_unwrap(a), start, stop) for a, start, stop in requests]))

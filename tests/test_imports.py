@@ -87,6 +87,7 @@ def test_first_use_loads_the_home_module() -> None:
 EXPORTS = [
     "Atom",
     "AuthenticationError",
+    "ChangeEvent",
     "ExportFun",
     "ImproperList",
     "MnesiaArray",
@@ -103,10 +104,14 @@ EXPORTS = [
     "RpcError",
     "RpcTimeout",
     "TableNotFound",
+    "Transaction",
     "TransactionError",
+    "Watch",
     "create",
     "errors",
+    "get_slices",
     "open",
+    "transaction",
 ]
 
 
@@ -126,6 +131,11 @@ def test_every_export_is_still_there() -> None:
     assert (pz.create, pz.open, pz.MnesiaArray) == (create, open, MnesiaArray)
     assert (pz.MnesiaStore, pz.Node, pz.Process) == (MnesiaStore, Node, Process)
     assert pz.Atom is types.Atom and pz.errors.NodeDown is pz.NodeDown
+    from pyrlang_zarr.transactions import Transaction, get_slices, transaction
+    from pyrlang_zarr.watch import ChangeEvent, Watch
+
+    assert (pz.transaction, pz.get_slices, pz.Transaction) == (transaction, get_slices, Transaction)
+    assert (pz.Watch, pz.ChangeEvent) == (Watch, ChangeEvent)
     assert (pyrlang_zarr.erldist.Node, pyrlang_zarr.erldist.Process) == (Node, Process)
     assert {"Node", "Process"} <= set(dir(pyrlang_zarr.erldist))
 

@@ -810,3 +810,102 @@ class MnesiaClient:
         if keys:
             await self.batch([Delete((prefix, x)) for x in keys])
         return len(keys)
+
+
+# Guarded writes on several tables in one transaction (the checks and writes of
+# _GUARDED_WRITES_BODY, for each {Tab, G, Ops} of Parts): a stale guard anywhere aborts the
+# whole with {conflict, [{Tab, Key}]}, so all the parts are written or none.
+_GUARDED_ACROSS_BODY = """
+fun() ->
+    Stale = [{Tab, K} || {Tab, G, _} <- Parts, {K, V, L} <- G,
+                         [erlang:md5(D) || {_, _, D} <- mnesia:read(Tab, K, L)] =/= V],
+    case Stale of
+        [] -> [case O of {K, D} -> mnesia:write({Tab, K, D});
+                         [K] -> mnesia:read(Tab, K, read) =:= [] orelse mnesia:delete({Tab, K})
+               end || {Tab, _, Ops} <- Parts, O <- Ops],
+              ok;
+        S -> mnesia:abort({conflict, S})
+    end
+end
+"""
+_GUARDED_ACROSS = f"mnesia:sync_transaction({_GUARDED_ACROSS_BODY})."
+_GUARDED_ACROSS_DURABLE = f"""
+begin
+    Result = mnesia:sync_transaction({_GUARDED_ACROSS_BODY}),
+    case Result of
+        {{atomic, _}} ->
+            Replicas = lists:usort(lists:append(
+                [mnesia:table_info(T, disc_copies) || {{T, _, _}} <- Parts])),
+            {{_, Bad}} = rpc:multicall(Replicas, mnesia, sync_log, [], Timeout),
+            {{Result, Bad}};
+        _ ->
+            {{Result, []}}
+    end
+end.
+"""
+
+
+def _guarded_terms(guards: Sequence[Guard], ops: Sequence[Op]) -> tuple[list[Any], list[Any]]:
+    """``guards`` and ``ops`` in the small form of :data:`_GUARDED_WRITES_BODY`."""
+    small: list[Any] = []
+    for op in ops:
+        if isinstance(op, Write):
+            small.append((op.key, op.data))
+            small += [[k] for k in op.replaces]
+        elif isinstance(op, Delete):
+            small.append([op.key])
+        else:
+            raise TypeError(f"guarded writes take Write and Delete operations, not {op!r}")
+    terms = [
+        (g.key, [] if g.md5 is None else [g.md5], Atom("write" if g.write else "read"))
+        for g in guards
+    ]
+    return terms, small
+
+
+async def guarded_across(
+    via: MnesiaClient,
+    parts: Sequence[tuple[MnesiaClient, Sequence[Guard], Sequence[Op]]],
+) -> None:
+    """The guarded writes of several clients' tables (same node, any tables) in **one**
+    transaction run through ``via`` (its failover): if a guard of any part is stale, raise
+    :class:`Conflict` with ``(table, key)`` pairs and write nothing; else apply every part's
+    ops. Durable if any of the clients is."""
+    if not parts:
+        return
+    terms: list[Any] = []
+    for client, guards, ops in parts:
+        if client.node is not via.node:
+            raise ValueError(
+                f"{client!r} talks through another node than {via!r}: one transaction "
+                "spans one cluster, reached through one node"
+            )
+        g, o = _guarded_terms(guards, ops)
+        terms.append((client.table_atom, g, o))
+    durable = any(client.durable for client, _, _ in parts)
+    what = f"transaction over {len(parts)} part(s)"
+    bindings = {"Parts": terms, "Timeout": via._sync_ms}
+    text = _GUARDED_ACROSS_DURABLE if durable else _GUARDED_ACROSS
+    result = await via._eval(text, bindings, what, durable=durable)
+    match result:
+        case (atoms.ABORTED, (atoms.CONFLICT, stale)):
+            raise Conflict([(str(t), k) for t, k in stale])
+    via._unwrap(result, what)
+
+
+async def read_across(via: MnesiaClient, oids: Sequence[tuple[str, Any]]) -> list[Any | None]:
+    """The data under each ``(table, key)`` (``None`` where missing), read in **one**
+    transaction through ``via``: a consistent view across tables."""
+    if not oids:
+        return []
+    terms = [(Atom(table), key) for table, key in oids]
+    found = await via._rpc(
+        "mnesia",
+        "sync_transaction",
+        [_MAP, [_READ, terms]],
+        f"read of {len(oids)}",
+        unwrap=True,
+        copy=False,
+        reading=True,
+    )
+    return [records[0][2] if records else None for records in list(found)]

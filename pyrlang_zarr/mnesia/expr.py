@@ -137,11 +137,14 @@ class _Parser:
             out.append(self.expr())
         return out
 
-    def expr(self) -> Any:  # expr_100: Pattern = Expr (right-associative)
+    def expr(self) -> Any:  # expr_100: Pattern = Expr, Pid ! Message (right-associative)
         left = self.expr_150()
         if self.peek() == "=":
             self.take()
             return (_a("match"), _first_anno(left), left, self.expr())
+        if self.peek() == "!":
+            line = self.take()[2]
+            return (_a("op"), line, _a("!"), left, self.expr())
         return left
 
     def expr_150(self) -> Any:  # orelse, right-associative
@@ -244,8 +247,12 @@ class _Parser:
                 clauses.append(self.case_clause())
             self.take("end")
             return (_a("case"), line, subject, clauses)
+        if kind == "receive":
+            return self.receive()
         if kind == "fun":
             self.take()
+            if self.peek() == "var":  # fun Name(...) -> ... end, a fun that calls itself
+                return self.named_fun(line)
             if self.peek() == "atom":  # fun M:F/A, an external fun
                 module = self.expr_max()
                 self.take(":")
@@ -266,6 +273,50 @@ class _Parser:
                 raise ValueError(f"fun at line {line}: clauses of different arities")
             return (_a("fun"), line, (_a("clauses"), clauses))
         raise self.error("expected an expression")
+
+    def receive(self) -> Any:
+        """``receive Clauses [after T -> Body] end`` (the ``after`` part alone too)."""
+        line = self.take("receive")[2]
+        clauses = []
+        if self.peek() != "after":
+            clauses.append(self.case_clause())
+            while self.peek() == ";":
+                self.take()
+                clauses.append(self.case_clause())
+        if self.peek() == "after":
+            self.take()
+            timeout = self.expr()
+            self.take("->")
+            body = self.exprs()
+            self.take("end")
+            return (_a("receive"), line, clauses, timeout, body)
+        self.take("end")
+        if not clauses:
+            raise self.error("a receive needs clauses or an after part")
+        return (_a("receive"), line, clauses)
+
+    def named_fun(self, line: int) -> Any:
+        """``fun Name(Args) -> ...; Name(Args) -> ... end``: Name is bound in the body."""
+        clauses = []
+        name = None
+        while True:
+            _, var, var_line = self.take("var")
+            if name is not None and var != name:
+                raise ValueError(f"fun at line {line}: clauses of different names")
+            name = var
+            self.take("(")
+            patterns = [] if self.peek() == ")" else self.exprs()
+            self.take(")")
+            guard = self.guard()
+            self.take("->")
+            clauses.append((_a("clause"), var_line, patterns, guard, self.exprs()))
+            if self.peek() != ";":
+                break
+            self.take()
+        self.take("end")
+        if any(len(c[2]) != len(clauses[0][2]) for c in clauses):
+            raise ValueError(f"fun at line {line}: clauses of different arities")
+        return (_a("named_fun"), line, Atom(name), clauses)
 
     def list(self) -> Any:
         line = self.take("[")[2]
