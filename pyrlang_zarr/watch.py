@@ -19,6 +19,9 @@ Bounded on both sides, never silent:
   seeing it misses nothing.
 - If its own mailbox grows past ``backlog`` (it cannot keep up with the table), it empties
   it and counts that as a drop.
+- On a fragmented table (``mnesia_frag``) it subscribes to every fragment, and to the
+  schema: a fragment added while it runs is subscribed to as well, and a ``resync`` is
+  sent (records moved into the new fragment may show as deletes from their old one).
 - It monitors our process and ``mnesia_subscr``: closing the watch, losing the connection
   to us, or Mnesia stopping there ends it (Mnesia drops the subscription of a process that
   exits).
@@ -87,8 +90,30 @@ begin
             false -> Drop(Out, Owe)
         end
     end,
+    Frags = fun() ->
+        mnesia:activity(async_dirty, fun mnesia:table_info/2, [Tab, frag_names], mnesia_frag)
+    end,
+    Grow = fun() ->
+        Known = get(pz_known),
+        New = lists:subtract(Frags(), Known),
+        lists:foreach(fun(T) -> mnesia:subscribe({table, T, simple}) end, New),
+        put(pz_known, Known ++ New),
+        New
+    end,
+    Unsubscribe = fun() ->
+        lists:foreach(
+            fun(T) -> mnesia:unsubscribe({table, T, simple}) end, [schema | get(pz_known)]
+        )
+    end,
     Loop = fun Loop(Out, Owe) ->
         receive
+            {mnesia_table_event, {write, {schema, _, _}, _}} ->
+                case Grow() of
+                    [] -> Loop(Out, Owe);
+                    _ -> {Out4, Owe4} = Drop(Out, Owe), Loop(Out4, Owe4)
+                end;
+            {mnesia_table_event, {_, {schema, _, _}, _}} ->
+                Loop(Out, Owe);
             {mnesia_table_event, Event} ->
                 {message_queue_len, Queued} = erlang:process_info(Self, message_queue_len),
                 {Out2, Owe2} = case Queued > Backlog of
@@ -106,13 +131,18 @@ begin
                     true -> {Out3, Owe3} = Drop(Left, Owe), Loop(Out3, Owe3);
                     false -> Loop(Left, false)
                 end;
-            {_, WRef, _, _, _} -> mnesia:unsubscribe({table, Tab, simple}), done;
-            stop -> mnesia:unsubscribe({table, Tab, simple}), done;
+            {_, WRef, _, _, _} -> Unsubscribe(), done;
+            stop -> Unsubscribe(), done;
             {_, MRef, _, _, Why} -> exit({mnesia_subscr_down, Why})
         end
     end,
     case mnesia:subscribe({table, Tab, simple}) of
-        {ok, _} -> Send({ready, node()}), Loop(0, false);
+        {ok, _} ->
+            mnesia:subscribe({table, schema, simple}),
+            put(pz_known, [Tab]),
+            Grow(),
+            Send({ready, node()}),
+            Loop(0, false);
         Error -> Send({error, Error}), Error
     end
 end.
