@@ -5,9 +5,14 @@ under load, a node killed during writes, and reads that go to the fragments' own
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +31,25 @@ from tests.erl import CallCounts
 from tests.faults import REPORT, FaultRun
 
 pytestmark = pytest.mark.erlang
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(c: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """``pyrlang-zarr ARGS`` in a process of its own, the cluster's cookie in its
+    environment."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ERLANG_COOKIE": c.cookie}
+    done = subprocess.run(
+        [sys.executable, "-m", "pyrlang_zarr", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done
+
 
 TAB = "pz_frag"
 
@@ -212,8 +236,12 @@ async def test_grow_live_while_reading_and_writing(cluster4: LocalCluster, node4
     # a fourth node joins the pool, and fragments are added (the new ones go to it first)
     pool_now = await add_pool_nodes(node4, pool[0], table, [cluster4.nodes[3]])
     assert cluster4.nodes[3] in pool_now
-    assert await add_fragments(node4, pool[0], table, 3) == 5
-    await asyncio.sleep(0.3)
+    assert await add_fragments(node4, pool[0], table, 2) == 4
+    await asyncio.sleep(0.2)
+    # and one more from the command line, reads and writes still going on
+    out = await asyncio.to_thread(cli, cluster4, "frag", pool[1], "--table", table, "--add", "1")
+    assert f"{table}: 5 fragments" in out.stdout
+    await asyncio.sleep(0.2)
     stop.set()
     await asyncio.gather(*tasks)
     assert errors == [] and reads > 0 and len(written) > 0
@@ -226,11 +254,17 @@ async def test_grow_live_while_reading_and_writing(cluster4: LocalCluster, node4
     props = await frag_properties(node4, pool[1], table)
     assert props["n_fragments"] == 5
     assert len(await fragment_names(node4, pool[1], table)) == 5
+    # the command line shows the fragments as Mnesia has them, and ls counts them all
+    shown = json.loads(cli(cluster4, "frag", pool[0], "--table", table, "--json").stdout)
+    assert shown["pool"] == sorted(cluster4.nodes)
+    assert {f["name"]: f["records"] for f in shown["fragments"]} == {
+        name: count for name, (count, _) in census.items()
+    }
+    listed = json.loads(cli(cluster4, "ls", pool[0], "--table", table, "--json").stdout)
+    assert [(a["array_id"], a["records"]) for a in listed] == [(aid, 65)]
 
 
-async def test_spread_read_goes_to_the_fragment_owners(
-    cluster4: LocalCluster, node4: Node
-) -> None:
+async def test_spread_read_goes_to_the_fragment_owners(cluster4: LocalCluster, node4: Node) -> None:
     pool = cluster4.nodes[:3]
     table = "pz_frag_spread"
     await ensure_table(node4, pool, table, fragments=3)  # one fragment per node
@@ -254,7 +288,9 @@ async def test_spread_read_goes_to_the_fragment_owners(
     assert sum(per_node) == 48
 
 
-async def test_kill_a_host_during_writes_with_two_copies() -> None:
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [0, 2], ids=["coordinator", "another-holder"])
+async def test_kill_a_host_during_writes_with_two_copies(victim: int) -> None:
     with LocalCluster(n=3, ticktime=4) as c:
         arr = await pz.create(
             array_id="kill-frag",
@@ -271,7 +307,7 @@ async def test_kill_a_host_during_writes_with_two_copies() -> None:
         refused: list[int] = []
         for i in range(64):
             if i == 20:
-                c.kill(2)  # a host holding copies of some fragments, not the coordinator
+                c.kill(victim)  # holds a copy of some fragments (and may coordinate)
             try:
                 await arr.set_slice(np.full(16, i + 1.0), start=(i * 16,), stop=(i * 16 + 16,))
             except PyrlangZarrError:
@@ -281,15 +317,14 @@ async def test_kill_a_host_during_writes_with_two_copies() -> None:
         data = await arr.get_slice()
         spread = await arr.get_slice(consistent=False)
         lost = [i for i, v in acked.items() if not np.all(data[i * 16 : i * 16 + 16] == v)]
-        lost_spread = [
-            i for i, v in acked.items() if not np.all(spread[i * 16 : i * 16 + 16] == v)
-        ]
+        lost_spread = [i for i, v in acked.items() if not np.all(spread[i * 16 : i * 16 + 16] == v)]
         # what Erlang holds on the survivors, fragment by fragment
         census = fragment_census(c, 1, TAB, "kill-frag")
+        who = "the connected node" if victim == 0 else "another fragment holder"
         REPORT.append(
             FaultRun(
                 "3 nodes, 4 fragments x 2 copies",
-                "kill -9 of a fragment holder",
+                f"kill -9 of {who}",
                 64,
                 len(acked),
                 len(refused),
@@ -299,6 +334,21 @@ async def test_kill_a_host_during_writes_with_two_copies() -> None:
         )
         assert refused == [] and lost == [] and lost_spread == []
         assert sum(n for n, _ in census.values()) == 65
-        assert Atom(c.nodes[2]) not in await arr.store._client.node.rpc(  # type: ignore[union-attr]
-            c.nodes[0], "mnesia", "system_info", [Atom("running_db_nodes")]
+        client = await arr.store.client()
+        running = await client.node.rpc(
+            c.nodes[1], "mnesia", "system_info", [Atom("running_db_nodes")]
         )
+        assert Atom(c.nodes[victim]) not in running
+
+
+def test_url_options_reach_the_store_settings() -> None:
+    from pyrlang_zarr.url import MnesiaFileSystem, parse_url
+
+    url = "mnesia://a@h/t/x?nodes=a@h,b@h&fragments=8&frag_copies=2&disc_only_copies=true"
+    store = parse_url(url).store()
+    assert (store.settings.fragments, store.settings.frag_copies) == (8, 2)
+    assert store.settings.disc_only_copies
+    with pytest.raises(ValueError, match="fragments='many'"):
+        MnesiaFileSystem(fragments="many")
+    with pytest.raises(ValueError, match="frag_copies=3 needs at least 3 nodes"):
+        parse_url("mnesia://a@h/t/x?nodes=a@h&fragments=2&frag_copies=3").store()

@@ -444,11 +444,14 @@ class MnesiaClient:
         props = await self.node.rpc(
             peer, "mnesia", "table_info", [self._tab, Atom("frag_properties")], timeout=10
         )
-        self._frag = isinstance(props, list) and bool(props)
+        found = (
+            dict(p for p in props if isinstance(p, tuple) and len(p) == 2)
+            if isinstance(props, list)
+            else {}
+        )
+        self._frag = Atom("n_fragments") in found  # [] for a table that is not fragmented
         if self._frag:
-            for item in props:
-                if isinstance(item, tuple) and len(item) == 2 and item[0] == Atom("node_pool"):
-                    self._pool = [str(n) for n in item[1]]
+            self._pool = [str(n) for n in found.get(Atom("node_pool"), [])]
 
     async def fragmented(self) -> bool:
         """Whether the table is fragmented (``frag_properties``), asked once of the first
