@@ -3,11 +3,15 @@
 Needs root (network namespaces, ``tc``): four hosts (``testing/netns.py``), each host's link
 limited both ways by a token bucket (``tc qdisc ... tbf rate 100mbit``; the kernel has no
 netem), so the network, not the CPU, is the bottleneck. For N = 1..4 an array lives in a
-table of 16 fragments (one copy each) over the first N hosts; the client (its own namespace,
+table of 16 x N fragments (one RAM copy each) over the first N hosts; the client (its own namespace,
 its link not limited) reads the whole array with ``get_slice(consistent=False)``, which
 fetches each fragment's chunks from its owner in parallel, and with ``get_slice()`` (one
 transaction: every chunk through the coordinator), and writes it with ``set_slice`` (one
 transaction, one coordinator). Configurations alternate within each rep.
+
+Then, on two local nodes (no rate limit): what listing one array costs as the fragments
+grow (``MnesiaClient.keys_under``: a ``select`` through ``mnesia_frag``, one per
+fragment), and ``disc_only_copies`` (dets) against ``disc_copies`` for the same array.
 
     python -m benchmarks.bench_fragments [--quick] [--reps N] [--mib N] [--rate-mbit N]
 """
@@ -31,7 +35,7 @@ from benchmarks import harness
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTS = 4
-FRAGMENTS = 16
+FRAGMENTS_PER_HOST = 16
 MB = 1e6
 
 
@@ -41,10 +45,94 @@ class Params:
     mib: int  # array size
     chunk_kib: int
     rate_mbit: int
+    list_chunks: int  # chunks of the array listed
 
 
-FULL = Params(reps=5, mib=16, chunk_kib=64, rate_mbit=100)
-QUICK = Params(reps=1, mib=4, chunk_kib=64, rate_mbit=100)
+FULL = Params(reps=5, mib=16, chunk_kib=64, rate_mbit=100, list_chunks=2000)
+QUICK = Params(reps=1, mib=4, chunk_kib=64, rate_mbit=100, list_chunks=200)
+LIST_FRAGMENTS = (0, 1, 4, 16, 64)  # 0: a table that is not fragmented
+
+
+async def local_parts(p: Params) -> tuple[str, str]:
+    """The listing and storage tables, on two local nodes."""
+    import pyrlang_zarr as pz
+    from pyrlang_zarr.erldist.node_registry import shared_node
+    from pyrlang_zarr.mnesia import MnesiaClient, ensure_table
+    from pyrlang_zarr.testing.cluster import LocalCluster
+
+    reps: harness.Reps[tuple[str, Any]] = harness.Reps()
+    async with LocalCluster(n=2) as c:
+        node = shared_node(c.cookie)
+        clients = {}
+        for f in LIST_FRAGMENTS:
+            table = f"pz_list{f}"
+            await ensure_table(node, c.nodes, table, fragments=f or None)
+            client = MnesiaClient(node, table, c.nodes[0])
+            # the listed array among 4 others of the same size
+            for aid in (b"a", b"b", b"c", b"d", b"e"):
+                items = [
+                    ((aid, (pz.Atom("chunk"), (i,))), b"x" * 100) for i in range(p.list_chunks)
+                ]
+                for b in range(0, len(items), 500):
+                    await client.write_many(items[b : b + 500])
+            clients[f] = client
+        for rep in range(max(p.reps, 3)):
+            for f in harness.alternate(rep, *LIST_FRAGMENTS):
+                t0 = time.perf_counter()
+                keys = await clients[f].keys_under(b"c")
+                reps.add(("list", f), (time.perf_counter() - t0) * 1000)
+                assert len(keys) == p.list_chunks
+        listing = harness.render(
+            ("fragments", "list one array, ms", "min-max"),
+            [
+                (
+                    str(f) if f else "not fragmented",
+                    f"{reps.median(('list', f)):.1f}",
+                    reps.spread(("list", f), ".1f"),
+                )
+                for f in LIST_FRAGMENTS
+            ],
+        )
+        side = p.chunk_kib * 1024 // 8
+        shape = (p.mib * 1024 * 1024 // 8,)
+        data = np.random.default_rng(3).random(shape)
+        arrays = {}
+        for kind in ("disc_copies", "disc_only_copies"):
+            arrays[kind] = await pz.create(
+                array_id="store",
+                shape=shape,
+                chunks=(side,),
+                node=c.nodes[0],
+                cookie=c.cookie,
+                nodes=c.nodes,
+                fragments=4,
+                disc_only_copies=kind == "disc_only_copies",
+                table_name=f"pz_{kind}",
+                compressors=None,
+            )
+        for rep in range(max(p.reps, 3)):
+            for kind in harness.alternate(rep, "disc_copies", "disc_only_copies"):
+                t0 = time.perf_counter()
+                await arrays[kind].set_slice(data, start=(0,), stop=shape)
+                reps.add(("write", kind), data.nbytes / MB / (time.perf_counter() - t0))
+                t0 = time.perf_counter()
+                await arrays[kind].get_slice()
+                reps.add(("read", kind), data.nbytes / MB / (time.perf_counter() - t0))
+        storage = harness.render(
+            ("storage (4 fragments, 2 nodes)", "write MB/s", "min-max", "read MB/s", "min-max"),
+            [
+                (
+                    kind,
+                    f"{reps.median(('write', kind)):.1f}",
+                    reps.spread(("write", kind), ".1f"),
+                    f"{reps.median(('read', kind)):.1f}",
+                    reps.spread(("read", kind), ".1f"),
+                )
+                for kind in ("disc_copies", "disc_only_copies")
+            ],
+        )
+        await node.close()
+    return listing, storage
 
 
 # -- the client, in the client namespace -------------------------------------------------------
@@ -69,8 +157,9 @@ async def client(cfg: dict[str, Any]) -> dict[str, Any]:
             dtype="float64",
             node=nodes[0],
             nodes=nodes[:k],
-            fragments=FRAGMENTS,
+            fragments=FRAGMENTS_PER_HOST * k,
             frag_copies=1,
+            ram_copies=True,  # the network is measured, not the discs' log dumps
             table_name=f"pz_bench_frag{k}",
             compressors=None,
             overwrite=True,
@@ -100,7 +189,7 @@ async def client(cfg: dict[str, Any]) -> dict[str, Any]:
         for k in harness.alternate(rep, *range(1, HOSTS + 1)):
             arr = arrays[k]
             for what in ("read", "read1", "write"):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 if what == "write":
                     await arr.set_slice(data, start=(0,), stop=shape)
                 else:
@@ -108,6 +197,9 @@ async def client(cfg: dict[str, Any]) -> dict[str, Any]:
                     ok = ok and bool(np.array_equal(got, data))
                 dt = time.perf_counter() - t0
                 timings.setdefault(f"{what}{k}", []).append(data.nbytes / MB / dt)
+                timings.setdefault(f"cpu{what}{k}", []).append(
+                    100 * (time.process_time() - c0) / dt
+                )
             print(f"rep {rep + 1}, {k} host(s) done", file=sys.stderr, flush=True)
     return {"timings": timings, "spread": spread, "ok": ok, "chunks": n_chunks}
 
@@ -130,6 +222,7 @@ def table(timings: dict[str, list[float]], spread: dict[str, list[int]]) -> str:
                 reps.spread(f"read{k}", ".1f"),
                 f"{reps.median(f'read{k}') / reps.median('read1'):.2f}",
                 f"{reps.median(f'read{k}') / (k * reps.median('read1')):.2f}",
+                f"{reps.median(f'cpuread{k}'):.0f} %",
                 f"{reps.median(f'read1{k}'):.1f}",
                 f"{reps.median(f'write{k}'):.1f}",
                 reps.spread(f"write{k}", ".1f"),
@@ -143,6 +236,7 @@ def table(timings: dict[str, list[float]], spread: dict[str, list[int]]) -> str:
         "min-max",
         "x 1 host",
         "/ (N x 1 host)",
+        "client CPU",
         "read MB/s (1 transaction)",
         "write MB/s",
         "min-max",
@@ -186,12 +280,21 @@ async def amain(settings: harness.Settings[Params]) -> int:
                 f"{HOSTS} hosts (network namespaces), each link limited to {p.rate_mbit} Mbit/s "
                 f"both ways (tc tbf); the client's link not limited",
                 f"array: {p.mib} MiB float64, {result['chunks']} chunks of {p.chunk_kib} KiB, "
-                f"no compression; table: {FRAGMENTS} fragments x 1 copy over the first N hosts",
+                f"no compression; table: 16 x N fragments x 1 copy (ram_copies) over the "
+                "first N hosts",
             ],
         )
     )
     print(f"\nmedians of {p.reps} rep(s), configurations interleaved; 1 MB = 10^6 bytes")
     print(table(result["timings"], result["spread"]))
+    listing, storage = await local_parts(p)
+    print(
+        f"\nlisting one array of {p.list_chunks} chunks among 5 such arrays (keys only), "
+        f"2 local nodes, median of {max(p.reps, 3)}"
+    )
+    print(listing)
+    print(f"\nthe same {p.mib} MiB array, one transaction each way, 2 local nodes")
+    print(storage)
     print(f"\ntotal run time {time.perf_counter() - t_start:.0f} s")
     if not result["ok"]:
         print("DATA MISMATCH: a read gave other data than was written")
@@ -211,5 +314,6 @@ if __name__ == "__main__":
         "mib": "array size in MiB",
         "chunk_kib": "KiB per chunk",
         "rate_mbit": "Mbit/s per link",
+        "list_chunks": "chunks of the listed array",
     }
     sys.exit(harness.main(__doc__, FULL, QUICK, amain, options=sizes, configure=options))

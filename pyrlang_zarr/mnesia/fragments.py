@@ -45,9 +45,10 @@ FRAG_READ = ExportFun("mnesia", "read", 2)
 FRAG_SELECT = ExportFun("mnesia", "select", 2)
 _DIRTY_READ_1 = ExportFun("mnesia", "dirty_read", 1)
 
-#: Keys per call of a spread read, and calls in flight at once.
-SPREAD_BATCH = 16
-SPREAD_IN_FLIGHT = 8
+#: Keys per call of a spread read, and calls in flight at once to each node: a few, so
+#: that every node's link stays busy while the client takes an answer in.
+SPREAD_BATCH = 8
+SPREAD_PER_NODE = 3
 
 STORAGE_KINDS = ("disc_copies", "ram_copies", "disc_only_copies")
 
@@ -158,11 +159,12 @@ async def spread_read(
 ) -> tuple[list[Any], bool]:
     """The records of each key (lists, in order), read from the nodes holding their
     fragments: per fragment, batches of :data:`SPREAD_BATCH` keys, spread round-robin over
-    its up-to-date replicas, :data:`SPREAD_IN_FLIGHT` calls at once. Keys found missing, or
-    whose call failed, are read again with ``fallback`` (through ``mnesia_frag``).
+    its up-to-date replicas; each node works through its batches with
+    :data:`SPREAD_PER_NODE` calls in flight, all nodes at once. Keys found missing, or whose
+    call failed, are read again with ``fallback`` (through ``mnesia_frag``).
 
-    Returns the records and whether the fallback found something the layout missed (the
-    layout is stale)."""
+    Returns the records and whether the layout looks stale (the fallback found a key the
+    layout missed, or a node failed)."""
     groups: dict[int, list[int]] = {}
     for i, n in enumerate(numbers):
         if not 1 <= n <= layout.n_fragments:  # grown since: let mnesia_frag find it
@@ -171,11 +173,23 @@ async def spread_read(
             groups.setdefault(n, []).append(i)
     out: list[Any] = [[] for _ in keys]
     retry: list[int] = list(groups.pop(0, []))
-    limit = asyncio.Semaphore(SPREAD_IN_FLIGHT)
+    failed = False
     turn = start
+    queues: dict[str, list[tuple[Atom, list[int]]]] = {}
+    for n, idx in groups.items():
+        readers = layout.readers[n - 1]
+        if not readers:
+            retry.extend(idx)
+            continue
+        for b in range(0, len(idx), SPREAD_BATCH):
+            peer = readers[turn % len(readers)]
+            turn += 1
+            queues.setdefault(peer, []).append((layout.names[n - 1], idx[b : b + SPREAD_BATCH]))
 
-    async def one(peer: str, frag: Atom, idx: list[int]) -> None:
-        async with limit:
+    async def worker(peer: str, queue: list[tuple[Atom, list[int]]]) -> None:
+        nonlocal failed
+        while queue:
+            frag, idx = queue.pop(0)
             try:
                 found = await node.rpc(
                     peer,
@@ -186,29 +200,25 @@ async def spread_read(
                     copy_binaries=False,
                 )
             except PyrlangZarrError:  # any failure there: ask through mnesia_frag instead
+                failed = True
                 retry.extend(idx)
+                for _, rest in queue:
+                    retry.extend(rest)
+                queue.clear()
                 return
-        if not isinstance(found, list):
-            retry.extend(idx)
-            return
-        for i, records in zip(idx, found, strict=True):
-            if records:
-                out[i] = records
-            else:
-                retry.append(i)
+            if not isinstance(found, list) or len(found) != len(idx):
+                retry.extend(idx)
+                continue
+            for i, records in zip(idx, found, strict=True):
+                if records:
+                    out[i] = records
+                else:
+                    retry.append(i)
 
-    jobs = []
-    for n, idx in groups.items():
-        readers = layout.readers[n - 1]
-        if not readers:
-            retry.extend(idx)
-            continue
-        for b in range(0, len(idx), SPREAD_BATCH):
-            peer = readers[turn % len(readers)]
-            turn += 1
-            jobs.append(one(peer, layout.names[n - 1], idx[b : b + SPREAD_BATCH]))
-    await asyncio.gather(*jobs)
-    stale = False
+    await asyncio.gather(
+        *(worker(peer, queue) for peer, queue in queues.items() for _ in range(SPREAD_PER_NODE))
+    )
+    stale = failed
     if retry:
         retry.sort()
         again = await fallback([keys[i] for i in retry])
