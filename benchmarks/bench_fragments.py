@@ -3,11 +3,12 @@
 Needs root (network namespaces, ``tc``): four hosts (``testing/netns.py``), each host's link
 limited both ways by a token bucket (``tc qdisc ... tbf rate 100mbit``; the kernel has no
 netem), so the network, not the CPU, is the bottleneck. For N = 1..4 an array lives in a
-table of 16 x N fragments (one RAM copy each) over the first N hosts; the client (its own namespace,
-its link not limited) reads the whole array with ``get_slice(consistent=False)``, which
-fetches each fragment's chunks from its owner in parallel, and with ``get_slice()`` (one
-transaction: every chunk through the coordinator), and writes it with ``set_slice`` (one
-transaction, one coordinator). Configurations alternate within each rep.
+table of 64 fragments (``--copies`` RAM copies each, at most N) over the first N hosts; the
+client (its own namespace, its link not limited) reads the whole array with
+``get_slice(consistent=False)``, which fetches each fragment's chunks from the nodes holding
+it in parallel, and with ``get_slice()`` (one transaction: every chunk through the
+coordinator), and writes it with ``set_slice`` (one transaction, one coordinator).
+Configurations alternate within each rep.
 
 Then, on two local nodes (no rate limit): what listing one array costs as the fragments
 grow (``MnesiaClient.keys_under``: a ``select`` through ``mnesia_frag``, one per
@@ -35,7 +36,7 @@ from benchmarks import harness
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTS = 4
-FRAGMENTS_PER_HOST = 16
+FRAGMENTS = 64  # a power of two: linear hashing gives every fragment the same share
 MB = 1e6
 
 
@@ -46,10 +47,11 @@ class Params:
     chunk_kib: int
     rate_mbit: int
     list_chunks: int  # chunks of the array listed
+    copies: int  # copies of each fragment (at most N)
 
 
-FULL = Params(reps=5, mib=16, chunk_kib=64, rate_mbit=100, list_chunks=2000)
-QUICK = Params(reps=1, mib=4, chunk_kib=64, rate_mbit=100, list_chunks=200)
+FULL = Params(reps=5, mib=16, chunk_kib=64, rate_mbit=100, list_chunks=2000, copies=1)
+QUICK = Params(reps=1, mib=4, chunk_kib=64, rate_mbit=100, list_chunks=200, copies=1)
 LIST_FRAGMENTS = (0, 1, 4, 16, 64)  # 0: a table that is not fragmented
 
 
@@ -157,8 +159,8 @@ async def client(cfg: dict[str, Any]) -> dict[str, Any]:
             dtype="float64",
             node=nodes[0],
             nodes=nodes[:k],
-            fragments=FRAGMENTS_PER_HOST * k,
-            frag_copies=1,
+            fragments=FRAGMENTS,
+            frag_copies=min(cfg["copies"], k),
             ram_copies=True,  # the network is measured, not the discs' log dumps
             table_name=f"pz_bench_frag{k}",
             compressors=None,
@@ -180,7 +182,7 @@ async def client(cfg: dict[str, Any]) -> dict[str, Any]:
             ],
         )
         per_host = dict.fromkeys(nodes[:k], 0)
-        for n in numbers:
+        for n in numbers:  # the first holder's (with several copies, reads share them)
             per_host[layout.readers[n - 1][0]] += 1
         spread[k] = sorted(per_host.values(), reverse=True)
     timings: dict[str, list[float]] = {}
@@ -207,7 +209,7 @@ async def client(cfg: dict[str, Any]) -> dict[str, Any]:
 # -- the harness side --------------------------------------------------------------------------
 
 
-def table(timings: dict[str, list[float]], spread: dict[str, list[int]]) -> str:
+def table(timings: dict[str, list[float]], spread: dict[str, list[int]], copies: int) -> str:
     reps: harness.Reps[str] = harness.Reps()
     for key, values in timings.items():
         for v in values:
@@ -217,7 +219,7 @@ def table(timings: dict[str, list[float]], spread: dict[str, list[int]]) -> str:
         rows.append(
             (
                 str(k),
-                " ".join(map(str, spread[str(k)])),
+                " ".join(map(str, spread[str(k)])) if copies == 1 or k == 1 else "shared",
                 f"{reps.median(f'read{k}'):.1f}",
                 reps.spread(f"read{k}", ".1f"),
                 f"{reps.median(f'read{k}') / reps.median('read1'):.2f}",
@@ -280,13 +282,16 @@ async def amain(settings: harness.Settings[Params]) -> int:
                 f"{HOSTS} hosts (network namespaces), each link limited to {p.rate_mbit} Mbit/s "
                 f"both ways (tc tbf); the client's link not limited",
                 f"array: {p.mib} MiB float64, {result['chunks']} chunks of {p.chunk_kib} KiB, "
-                f"no compression; table: 16 x N fragments x 1 copy (ram_copies) over the "
-                "first N hosts",
+                f"no compression; table: {FRAGMENTS} fragments x min({p.copies}, N) copies "
+                "(ram_copies) over the first N hosts",
             ],
         )
     )
     print(f"\nmedians of {p.reps} rep(s), configurations interleaved; 1 MB = 10^6 bytes")
-    print(table(result["timings"], result["spread"]))
+    print(table(result["timings"], result["spread"], p.copies))
+    print(f"\ntotal run time so far {time.perf_counter() - t_start:.0f} s")
+    if not settings.args.local:
+        return 0 if result["ok"] else 1
     listing, storage = await local_parts(p)
     print(
         f"\nlisting one array of {p.list_chunks} chunks among 5 such arrays (keys only), "
@@ -304,6 +309,12 @@ async def amain(settings: harness.Settings[Params]) -> int:
 
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client", metavar="JSON", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-local",
+        dest="local",
+        action="store_false",
+        help="skip the listing and storage tables (two local nodes)",
+    )
 
 
 if __name__ == "__main__":
@@ -315,5 +326,6 @@ if __name__ == "__main__":
         "chunk_kib": "KiB per chunk",
         "rate_mbit": "Mbit/s per link",
         "list_chunks": "chunks of the listed array",
+        "copies": "copies of each fragment (at most N)",
     }
     sys.exit(harness.main(__doc__, FULL, QUICK, amain, options=sizes, configure=options))

@@ -391,6 +391,12 @@ async def create(
         tls=tls,
         pickle_cookie=pickle_cookie,
     )
+    if exzarr and fragments is not None:  # ExZarr's plain mnesia:read sees one fragment
+        raise ValueError(
+            "exzarr=True cannot go with fragments=: ExZarr reads with plain mnesia:read, "
+            "which sees the first fragment only; keep arrays shared with ExZarr in a table "
+            "that is not fragmented"
+        )
     if exzarr:
         order = zarr_options.pop("order", "C")
         name = exzarr_format.check(

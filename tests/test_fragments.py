@@ -20,6 +20,7 @@ import pytest
 import zarr
 
 import pyrlang_zarr as pz
+import pyrlang_zarr.sync as pzs
 from pyrlang_zarr import Atom, Node
 from pyrlang_zarr.errors import IncompatibleTable, PyrlangZarrError
 from pyrlang_zarr.mnesia import MnesiaClient, add_fragments, add_pool_nodes, ensure_table
@@ -110,6 +111,8 @@ def test_bad_fragment_options_fail_before_anything_is_sent() -> None:
         StoreSettings("x", nodes=nodes, frag_copies=2)
     with pytest.raises(ValueError, match="not both"):
         StoreSettings("x", nodes=nodes, ram_copies=True, disc_only_copies=True)
+    with pytest.raises(ValueError, match="ExZarr reads with plain mnesia:read"):
+        pzs.create("x", (4,), (2,), nodes=nodes, fragments=2, exzarr=True)
 
 
 async def test_fragmented_array_spread_and_replicated_seen_from_erlang(
@@ -181,6 +184,35 @@ async def test_setup_options_and_existing_tables(cluster4: LocalCluster, node4: 
     assert await client.read_many([(b"d", i) for i in range(20)]) == [
         bytes([i]) * 100 for i in range(20)
     ]
+    # durable commits force the log of every node of the pool, through mnesia_frag too
+    durable = MnesiaClient(node4, "pz_frag_setup", pool[1], durable=True)
+    await durable.write_many([((b"u", i), b"v") for i in range(10)])
+    assert await durable.insert_if_absent((b"u", 99), b"w")
+    assert not await durable.insert_if_absent((b"u", 99), b"z")
+    assert await durable.compare_and_set((b"u", 99), b"w", None)
+    assert sorted(await durable.keys_under(b"u")) == list(range(10))
+
+
+async def test_concurrent_partial_writes_lose_no_update(
+    cluster4: LocalCluster, node4: Node
+) -> None:
+    """set_slice's check that merged chunks are unchanged works across fragments: two
+    writers of different cells of the same chunks, each retried on conflict."""
+    pool = cluster4.nodes[:3]
+    opts: dict[str, Any] = {"cookie": cluster4.cookie, "table_name": TAB}
+    aid = f"race-{uuid.uuid4().hex[:6]}"
+    a = await pz.create(aid, (8, 8), (4, 4), "int32", node=pool[0], nodes=pool, fragments=6, **opts)
+    b = await pz.open(aid, node=pool[1], **opts)
+
+    async def fill(arr: pz.MnesiaArray, row: int) -> None:
+        for col in range(8):
+            await arr.set_slice(
+                np.array([[row * 10 + col]], "int32"), (row, col), (row + 1, col + 1)
+            )
+
+    await asyncio.gather(fill(a, 0), fill(b, 1), fill(a, 2), fill(b, 3))
+    got = await a.get_slice()
+    assert [list(got[r]) for r in range(4)] == [[r * 10 + c for c in range(8)] for r in range(4)]
 
 
 async def test_grow_live_while_reading_and_writing(cluster4: LocalCluster, node4: Node) -> None:

@@ -158,8 +158,8 @@ async def spread_read(
     start: int = 0,
 ) -> tuple[list[Any], bool]:
     """The records of each key (lists, in order), read from the nodes holding their
-    fragments: per fragment, batches of :data:`SPREAD_BATCH` keys, spread round-robin over
-    its up-to-date replicas; each node works through its batches with
+    fragments: per fragment, batches of :data:`SPREAD_BATCH` keys, each to the least loaded
+    of its up-to-date replicas (ties taken in turn); each node works through its batches with
     :data:`SPREAD_PER_NODE` calls in flight, all nodes at once. Keys found missing, or whose
     call failed, are read again with ``fallback`` (through ``mnesia_frag``).
 
@@ -176,15 +176,22 @@ async def spread_read(
     failed = False
     turn = start
     queues: dict[str, list[tuple[Atom, list[int]]]] = {}
-    for n, idx in groups.items():
+    load: dict[str, int] = {}  # keys given to each node so far
+    # the biggest fragments first, each batch to the least loaded of its fragment's readers
+    for n, idx in sorted(groups.items(), key=lambda item: -len(item[1])):
         readers = layout.readers[n - 1]
         if not readers:
             retry.extend(idx)
             continue
         for b in range(0, len(idx), SPREAD_BATCH):
-            peer = readers[turn % len(readers)]
             turn += 1
-            queues.setdefault(peer, []).append((layout.names[n - 1], idx[b : b + SPREAD_BATCH]))
+            peer = min(
+                readers,
+                key=lambda r: (load.get(r, 0), (readers.index(r) - turn) % len(readers)),
+            )
+            batch = idx[b : b + SPREAD_BATCH]
+            load[peer] = load.get(peer, 0) + len(batch)
+            queues.setdefault(peer, []).append((layout.names[n - 1], batch))
 
     async def worker(peer: str, queue: list[tuple[Atom, list[int]]]) -> None:
         nonlocal failed
