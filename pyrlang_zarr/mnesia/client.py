@@ -18,6 +18,9 @@ decision must be taken on the server, as an ``erl_eval`` expression (:mod:`.expr
   the received packet: multi-MB chunks are not copied again after the socket.
 - ``durable=True`` commits with ``sync_transaction`` and then forces the transaction log to
   disc on every disc replica (``mnesia:sync_log/0``) before returning.
+- A fragmented table (``mnesia_frag``, asked once per client) is reached the same ways, each
+  inside ``mnesia:activity(_, _, _, mnesia_frag)``; dirty reads of many keys go to the
+  nodes holding their fragments (:mod:`.fragments`).
 """
 
 from __future__ import annotations
