@@ -233,7 +233,7 @@ async def test_grow_live_while_reading_and_writing(cluster4: LocalCluster, node4
     await arr.set_slice(np.zeros(4096), start=(0,), stop=(4096,))
     stop = asyncio.Event()
     written: dict[int, float] = {}
-    errors: list[Exception] = []
+    errors: list[str] = []
     reads = 0
 
     async def writer() -> None:
@@ -243,7 +243,7 @@ async def test_grow_live_while_reading_and_writing(cluster4: LocalCluster, node4
             try:
                 await arr.set_slice(np.full(64, float(i)), start=(k * 64,), stop=(k * 64 + 64,))
             except PyrlangZarrError as exc:
-                errors.append(exc)
+                errors.append(f"{exc!r} <- {exc.__context__!r}")
             else:
                 written[k] = float(i)
             i += 1
@@ -255,7 +255,7 @@ async def test_grow_live_while_reading_and_writing(cluster4: LocalCluster, node4
             try:
                 got = await arr.get_slice(consistent=False)
             except PyrlangZarrError as exc:
-                errors.append(exc)
+                errors.append(f"{exc!r} <- {exc.__context__!r}")
             else:
                 # each chunk is whole, and none went missing while records moved
                 for k, v in before.items():

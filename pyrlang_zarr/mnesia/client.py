@@ -53,10 +53,11 @@ from pyrlang_zarr.mnesia.fragments import (
     FRAG_SELECT,
     LAYOUT,
     MNESIA_FRAG,
+    NUMBERS,
     SYNC_TRANSACTION,
     FragLayout,
     frag_text,
-    fragment_numbers_call,
+    hash_state_call,
     parse_layout,
     spread_read,
 )
@@ -876,10 +877,12 @@ class MnesiaClient:
         """The records of each key of a fragmented table, read from the nodes holding
         their fragments in parallel (:func:`~.fragments.spread_read`)."""
         layout = await self.frag_layout()
-        module, function, args = fragment_numbers_call(layout, keys)
-        numbers = await self._rpc(module, function, args, "fragment of keys", reading=True)
+        value = await self._eval(NUMBERS, {"Tab": self._tab, "Keys": keys}, "fragment of keys")
+        state, numbers = value
         if not isinstance(numbers, list) or len(numbers) != len(keys):
             return await self._frag_dirty_read(keys)
+        if state != layout.hash_state:  # grown since: where are the new fragments?
+            layout = await self.frag_layout(refresh=True)
         self._turn += 1
         found, stale = await spread_read(
             self.node,
@@ -892,6 +895,10 @@ class MnesiaClient:
         )
         if stale:
             self._layout = None
+        after = await self._rpc(*hash_state_call(self._tab), "fragment layout", reading=True)
+        if after[-1] != state:  # records moved while we read: read them all again
+            self._layout = None
+            return await self._frag_dirty_read(keys)
         return found
 
     async def size(self, key: Any) -> int | None:

@@ -15,9 +15,11 @@ into fragments ``T``, ``T_frag2``, ... each on ``frag_copies`` nodes of a node p
   (one call for many keys), never reproduced here; the hash state and each fragment's
   up-to-date replicas are read once and kept (:class:`FragLayout`).
 - A read of many keys then goes straight to the nodes holding their fragments, in parallel
-  (:func:`spread_read`). A key missing there is read again through ``mnesia_frag``: a table
-  grown since the layout was read moves keys between fragments, and a stale layout may
-  only cost a second look, never a wrong answer.
+  (:func:`spread_read`). A key missing there is read again through ``mnesia_frag``, and if
+  the hash state changed while the read ran (fragments added: records moved, and an old
+  fragment may still hold a moved record's earlier value for a moment), the whole read is
+  done again through ``mnesia_frag``: a stale layout costs a second look, never an old
+  value.
 - Listing one array is ``mnesia:select`` through ``mnesia_frag``: one ordered range per
   fragment (ordered within a fragment only), so its cost grows with the number of
   fragments, and the order across fragments is not kept.
@@ -138,10 +140,19 @@ def parse_layout(value: Any) -> FragLayout:
     )
 
 
-def fragment_numbers_call(layout: FragLayout, keys: Sequence[Any]) -> tuple[str, str, list[Any]]:
-    """The rpc ``(module, function, args)`` giving the fragment number of each key."""
-    fun = ExportFun(str(layout.hash_module), "key_to_frag_number", 2)
-    return ("lists", "zipwith", [fun, [layout.hash_state] * len(keys), list(keys)])
+# The hash state now, and each key's fragment number by it (one round trip).
+NUMBERS = """
+begin
+    {_, _, _, Mod, State} = mnesia:table_info(Tab, frag_hash),
+    {State, [erlang:apply(Mod, key_to_frag_number, [State, K]) || K <- Keys]}
+end.
+"""
+
+
+def hash_state_call(table: Atom) -> tuple[str, str, list[Any]]:
+    """The rpc ``(module, function, args)`` giving the table's ``frag_hash``; its last
+    element is the hash state."""
+    return ("mnesia", "table_info", [table, Atom("frag_hash")])
 
 
 Fallback = Callable[[list[Any]], Awaitable[list[Any]]]
