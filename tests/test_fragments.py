@@ -36,7 +36,7 @@ pytestmark = pytest.mark.erlang
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cli(c: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(c: LocalCluster, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
     """``pyrlang-zarr ARGS`` in a process of its own, the cluster's cookie in its
     environment."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ERLANG_COOKIE": c.cookie}
@@ -48,7 +48,7 @@ def cli(c: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=180,
         check=False,
     )
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert done.returncode == code, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done
 
 
@@ -173,6 +173,12 @@ async def test_setup_options_and_existing_tables(cluster4: LocalCluster, node4: 
         await ensure_table(node4, pool, "pz_plain_setup", fragments=2)
     with pytest.raises(IncompatibleTable, match="not fragmented"):
         await add_fragments(node4, pool[0], "pz_plain_setup")
+    refused = cli(cluster4, "frag", pool[0], "--table", "pz_plain_setup", "--add", "1", code=1)
+    assert "is not fragmented: nothing to add to" in refused.stderr
+    shown = cli(cluster4, "frag", pool[0], "--table", "pz_plain_setup").stdout
+    assert "pz_plain_setup is not fragmented" in shown
+    plain = cluster4.erl_eval(0, "mnesia:table_info(pz_plain_setup, frag_properties).")
+    assert plain == "[]"  # nothing changed on the cluster
     disc_only = await ensure_table(
         node4, pool, "pz_frag_dets", fragments=2, frag_copies=2, disc_only_copies=True
     )
