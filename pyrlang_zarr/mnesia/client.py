@@ -53,10 +53,10 @@ from pyrlang_zarr.mnesia.fragments import (
     FRAG_SELECT,
     LAYOUT,
     MNESIA_FRAG,
-    NUMBERS,
     SYNC_TRANSACTION,
     FragLayout,
     frag_text,
+    fragment_numbers_call,
     hash_state_call,
     parse_layout,
     spread_read,
@@ -877,12 +877,10 @@ class MnesiaClient:
         """The records of each key of a fragmented table, read from the nodes holding
         their fragments in parallel (:func:`~.fragments.spread_read`)."""
         layout = await self.frag_layout()
-        value = await self._eval(NUMBERS, {"Tab": self._tab, "Keys": keys}, "fragment of keys")
-        state, numbers = value
+        module, function, args = fragment_numbers_call(layout, keys)
+        numbers = await self._rpc(module, function, args, "fragment of keys", reading=True)
         if not isinstance(numbers, list) or len(numbers) != len(keys):
             return await self._frag_dirty_read(keys)
-        if state != layout.hash_state:  # grown since: where are the new fragments?
-            layout = await self.frag_layout(refresh=True)
         self._turn += 1
         found, stale = await spread_read(
             self.node,
@@ -895,8 +893,10 @@ class MnesiaClient:
         )
         if stale:
             self._layout = None
+        # The hash state only changes when fragments are added or removed: if it is still
+        # the layout's, every key was looked for in its fragment, as no record had moved.
         after = await self._rpc(*hash_state_call(self._tab), "fragment layout", reading=True)
-        if after[-1] != state:  # records moved while we read: read them all again
+        if after[-1] != layout.hash_state:  # grown since the layout was read: again, safely
             self._layout = None
             return await self._frag_dirty_read(keys)
         return found

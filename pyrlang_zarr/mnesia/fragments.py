@@ -15,11 +15,11 @@ into fragments ``T``, ``T_frag2``, ... each on ``frag_copies`` nodes of a node p
   (one call for many keys), never reproduced here; the hash state and each fragment's
   up-to-date replicas are read once and kept (:class:`FragLayout`).
 - A read of many keys then goes straight to the nodes holding their fragments, in parallel
-  (:func:`spread_read`). A key missing there is read again through ``mnesia_frag``, and if
-  the hash state changed while the read ran (fragments added: records moved, and an old
-  fragment may still hold a moved record's earlier value for a moment), the whole read is
-  done again through ``mnesia_frag``: a stale layout costs a second look, never an old
-  value.
+  (:func:`spread_read`). A key missing there is read again through ``mnesia_frag``, and if,
+  once the read is done, the hash state is no longer the layout's (fragments were added:
+  records moved, and an old fragment may still hold a moved record's earlier value for a
+  moment), the whole read is done again through ``mnesia_frag``: a stale layout costs a
+  second look, never an old value.
 - Listing one array is ``mnesia:select`` through ``mnesia_frag``: one ordered range per
   fragment (ordered within a fragment only), so its cost grows with the number of
   fragments, and the order across fragments is not kept.
@@ -140,13 +140,11 @@ def parse_layout(value: Any) -> FragLayout:
     )
 
 
-# The hash state now, and each key's fragment number by it (one round trip).
-NUMBERS = """
-begin
-    {_, _, _, Mod, State} = mnesia:table_info(Tab, frag_hash),
-    {State, [erlang:apply(Mod, key_to_frag_number, [State, K]) || K <- Keys]}
-end.
-"""
+def fragment_numbers_call(layout: FragLayout, keys: Sequence[Any]) -> tuple[str, str, list[Any]]:
+    """The rpc ``(module, function, args)`` giving each key's fragment number by the
+    layout's hash state: ``lists:zipwith(fun Mod:key_to_frag_number/2, States, Keys)``."""
+    fun = ExportFun(str(layout.hash_module), "key_to_frag_number", 2)
+    return ("lists", "zipwith", [fun, [layout.hash_state] * len(keys), list(keys)])
 
 
 def hash_state_call(table: Atom) -> tuple[str, str, list[Any]]:
