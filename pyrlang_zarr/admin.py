@@ -1,6 +1,7 @@
 """What is in a table: the arrays, their size and replicas; and removing one.
 
-Counting runs on the server: one ``dirty_select`` over the table with the sizes computed in
+Counting runs on the server: one dirty ``select`` over the table (through ``mnesia_frag``,
+so over every fragment of a fragmented table) with the sizes computed in
 the match spec, summed per array id by an expression ``erl_eval`` runs on the node, so only
 one small map per table crosses the network. Shapes and dtypes come from each array's root
 metadata document, read through :class:`~pyrlang_zarr.MnesiaStore`.
@@ -20,9 +21,12 @@ from pyrlang_zarr.term import Atom
 
 __all__ = [
     "ArrayInfo",
+    "FragmentInfo",
     "TableReplicas",
     "array_info",
     "evaluate",
+    "fragments",
+    "grow_fragments",
     "list_arrays",
     "remove_array",
     "table_replicas",
@@ -36,15 +40,17 @@ _COUNT = """
 lists:foldl(
     fun({A, S}, M) -> maps:update_with(A, fun({C, B}) -> {C + 1, B + S} end, {1, S}, M) end,
     #{},
-    mnesia:dirty_select(Tab, [{{Tab, {'$1', '_'}, '$2'},
-                               [{is_binary, '$1'}, {is_binary, '$2'}],
-                               [{{'$1', {byte_size, '$2'}}}]}])).
+    mnesia:activity(async_dirty, fun mnesia:select/2,
+                    [Tab, [{{Tab, {'$1', '_'}, '$2'},
+                            [{is_binary, '$1'}, {is_binary, '$2'}],
+                            [{{'$1', {byte_size, '$2'}}}]}]], mnesia_frag)).
 """
 
 _COUNT_ONE = """
 lists:foldl(fun(S, {C, B}) -> {C + 1, B + S} end, {0, 0},
-    mnesia:dirty_select(Tab, [{{Tab, {Aid, '_'}, '$1'}, [{is_binary, '$1'}],
-                               [{byte_size, '$1'}]}])).
+    mnesia:activity(async_dirty, fun mnesia:select/2,
+                    [Tab, [{{Tab, {Aid, '_'}, '$1'}, [{is_binary, '$1'}],
+                            [{byte_size, '$1'}]}]], mnesia_frag)).
 """
 
 
@@ -325,3 +331,91 @@ async def remove_array(
     info = await array_info(peer, table, array_id, cookie=cookie, tls=tls)
     await pz.MnesiaStore(array_id, node=peer, cookie=cookie, tls=tls, table_name=table).clear()
     return info
+
+
+# Per fragment: {Name, Records, Memory (words), Nodes holding a copy}, asked where it is.
+_FRAGMENTS = """
+begin
+    Info = fun(Item) ->
+        mnesia:activity(async_dirty, fun mnesia:table_info/2, [Tab, Item], mnesia_frag)
+    end,
+    Memory = maps:from_list(Info(frag_memory)),
+    [{F, Size, maps:get(F, Memory), lists:sort(mnesia:table_info(F, all_nodes))}
+     || {F, Size} <- Info(frag_size)]
+end.
+"""
+
+
+@dataclass(frozen=True)
+class FragmentInfo:
+    """One fragment of a fragmented table."""
+
+    name: str
+    records: int
+    memory_words: int
+    nodes: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "records": self.records,
+            "memory_words": self.memory_words,
+            "nodes": list(self.nodes),
+        }
+
+
+async def fragments(
+    peer: str,
+    table: str = DEFAULT_TABLE,
+    *,
+    cookie: str | None = None,
+    node: pz.Node | None = None,
+    tls: Any = None,
+) -> tuple[list[str], list[FragmentInfo]]:
+    """A table's node pool and fragments (one fragment, no pool: not fragmented)."""
+    from pyrlang_zarr.mnesia.expr import Expressions
+    from pyrlang_zarr.mnesia.setup import frag_properties
+
+    async with _node(node, cookie, tls) as n:
+        await _check_table(n, peer, table)
+        props = await frag_properties(n, peer, table)
+        found = await Expressions(n).eval(peer, _FRAGMENTS, {"Tab": Atom(table)}, timeout=60)
+    pool = sorted(str(x) for x in props.get("node_pool", []))
+    frags = [
+        FragmentInfo(
+            str(f),
+            size if isinstance(size, int) else 0,
+            memory if isinstance(memory, int) else 0,
+            tuple(map(str, nodes)),
+        )
+        for f, size, memory, nodes in found
+    ]
+    return pool, frags
+
+
+async def grow_fragments(
+    peer: str,
+    table: str = DEFAULT_TABLE,
+    *,
+    add: int = 0,
+    nodes: list[str] | tuple[str, ...] = (),
+    cookie: str | None = None,
+    node: pz.Node | None = None,
+    tls: Any = None,
+) -> int:
+    """Grow a fragmented table while it is in use: ``nodes`` join its node pool (Mnesia
+    set up on them), then ``add`` fragments are added, each on the least loaded nodes.
+    Returns the number of fragments."""
+    from pyrlang_zarr.mnesia.setup import add_fragments, add_pool_nodes, fragment_names
+
+    if isinstance(add, bool) or not isinstance(add, int) or add < 0:
+        raise ValueError(f"add must be a non-negative int, got {add!r}")
+    if not add and not nodes:
+        raise ValueError("nothing to do: pass add=N fragments and/or nodes=[...] to join the pool")
+    async with _node(node, cookie, tls) as n:
+        await _check_table(n, peer, table)
+        if nodes:
+            await add_pool_nodes(n, peer, table, list(nodes))
+        if add:
+            return await add_fragments(n, peer, table, add)
+        return len(await fragment_names(n, peer, table))

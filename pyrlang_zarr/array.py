@@ -263,11 +263,14 @@ class MnesiaArray:
         *,
         progress: ProgressCallback | bool | None = None,
         part_chunks: int | None = None,
+        consistent: bool = True,
     ) -> np.ndarray[Any, Any]:
         """The values in ``[start, stop)``, from chunks read in one transaction.
 
         With ``progress`` (as for :meth:`set_slice`) the region is read in parts, each part
-        one transaction: consistent per part only.
+        one transaction: consistent per part only. ``consistent=False`` reads each chunk on
+        its own (dirty; each chunk whole, but not one snapshot): on a fragmented table the
+        chunks then come from the nodes holding them, in parallel.
         """
         if progress is not None and progress is not False:
             return await SliceProgress(self, progress, part_chunks).get_slice(start, stop)
@@ -280,7 +283,10 @@ class MnesiaArray:
         )
         client = await self.store.client()
         known = await self._known_root()
-        reads: list[Any] = [Snapshot.read(self.store, client, keys, known), self.store.root()]
+        reads: list[Any] = [
+            Snapshot.read(self.store, client, keys, known, consistent=consistent),
+            self.store.root(),
+        ]
         if self.store.settings.majority:
             reads.append(self._warn_if_minority(client))
         snapshot, root, *_ = await asyncio.gather(*reads)
@@ -348,6 +354,9 @@ async def create(
     ram_copies: bool = False,
     majority: bool = False,
     table_name: str = DEFAULT_TABLE,
+    fragments: int | None = None,
+    frag_copies: int | None = None,
+    disc_only_copies: bool = False,
     fill_value: Any = 0,
     zarr_format: int | None = None,
     overwrite: bool = False,
@@ -372,6 +381,11 @@ async def create(
     ``compressor`` ``"zstd"`` (default), ``"zlib"`` or ``None``, a dtype ExZarr knows, a
     finite fill value, the metadata text ``ExZarr.save/2`` writes. Anything ExZarr cannot
     share raises ``ValueError``/``TypeError`` (see :mod:`pyrlang_zarr.exzarr`).
+
+    ``fragments=N`` creates a new table in N fragments spread over ``nodes``
+    (``mnesia_frag``), each on ``frag_copies`` (default 1) of them: an array larger than
+    one node's memory, read from every node at once. ``disc_only_copies=True`` keeps a new
+    table on disc only (dets: 2 GB per fragment, a ``set``).
 
     ``tls`` joins a cluster running TLS distribution (a ``TlsConfig``, the cluster's
     ``ssl_dist_optfile``, an ``ssl.SSLContext``; see :class:`~pyrlang_zarr.Node`);
@@ -398,9 +412,18 @@ async def create(
         ram_copies=ram_copies,
         majority=majority,
         durable=durable,
+        fragments=fragments,
+        frag_copies=frag_copies,
+        disc_only_copies=disc_only_copies,
         tls=tls,
         pickle_cookie=pickle_cookie,
     )
+    if exzarr and fragments is not None:  # ExZarr's plain mnesia:read sees one fragment
+        raise ValueError(
+            "exzarr=True cannot go with fragments=: ExZarr reads with plain mnesia:read, "
+            "which sees the first fragment only; keep arrays shared with ExZarr in a table "
+            "that is not fragmented"
+        )
     if exzarr:
         order = zarr_options.pop("order", "C")
         name = exzarr_format.check(
@@ -491,11 +514,14 @@ async def open(
     durable: bool = False,
     tls: Any = None,
     pickle_cookie: bool = False,
+    fragments: int | None = None,
+    frag_copies: int | None = None,
 ) -> MnesiaArray:
     """Open an existing array; :class:`NotFound` if there is none under ``array_id``.
 
     ``array_id`` may be an :class:`~pyrlang_zarr.Atom` for an array an Elixir application
-    keyed with an atom. ``tls`` and ``pickle_cookie`` as for :func:`create`."""
+    keyed with an atom. ``tls``, ``pickle_cookie``, ``fragments`` and ``frag_copies`` as
+    for :func:`create` (a fragmented table is recognised whatever they say)."""
     settings = StoreSettings(
         array_id,
         node=node,
@@ -504,6 +530,8 @@ async def open(
         nodes=nodes,
         majority=majority,
         durable=durable,
+        fragments=fragments,
+        frag_copies=frag_copies,
         tls=tls,
         pickle_cookie=pickle_cookie,
     )

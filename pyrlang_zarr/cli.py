@@ -6,6 +6,7 @@
     pyrlang-zarr ls NODE [--table T]        the arrays in a table
     pyrlang-zarr info URL                   one array: shape, chunks, codecs, bytes, replicas
     pyrlang-zarr rm URL                     delete one array
+    pyrlang-zarr frag NODE [--add N] [--node N2 ...]   a fragmented table; grow it live
     pyrlang-zarr cp SRC DST                 copy between a local zarr and mnesia://, any way
     pyrlang-zarr watch URL                  print an array's chunk changes as they commit
     pyrlang-zarr demo                       the main job end to end on a cluster it starts
@@ -200,6 +201,38 @@ async def cmd_ping(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"{args.node}: {'usable' if not failed else f'{len(failed)} problem(s)'}")
     return 1 if failed else 0
+
+
+# -- frag ------------------------------------------------------------------------------------
+async def cmd_frag(args: argparse.Namespace) -> int:
+    from pyrlang_zarr import admin
+
+    if "@" not in args.node or args.node.startswith("mnesia://"):
+        raise Fail(f"frag takes a node name (name@host), got {args.node!r}")
+    if args.add < 0:
+        raise Fail(f"--add takes a number of fragments to add, got {args.add}")
+    cookie = _cookie(args, args.node)
+    if args.add or args.pool:
+        t0 = time.perf_counter()
+        n = await admin.grow_fragments(
+            args.node, args.table, add=args.add, nodes=args.pool or (), cookie=cookie
+        )
+        if not args.json:
+            print(f"{args.table}: {n} fragments ({time.perf_counter() - t0:.1f} s)")
+    pool, frags = await admin.fragments(args.node, args.table, cookie=cookie)
+    if args.json:
+        print(json.dumps({"pool": pool, "fragments": [f.as_dict() for f in frags]}, indent=2))
+        return 0
+    if not pool:
+        print(f"{args.table} is not fragmented: one table on {', '.join(frags[0].nodes)}")
+        return 0
+    rows = [("FRAGMENT", "RECORDS", "NODES")]
+    rows += [(f.name, str(f.records), " ".join(f.nodes)) for f in frags]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print(_table_row(row, widths))
+    print(f"{len(frags)} fragment(s) over the pool {' '.join(pool)}")
+    return 0
 
 
 # -- ls, info, rm ----------------------------------------------------------------------------
@@ -469,6 +502,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("url", metavar="URL", help="mnesia://NODE/TABLE/ARRAY_ID")
     p.add_argument("-n", "--dry-run", action="store_true", help="say what would be removed")
     p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser(
+        "frag",
+        parents=[cookie, where],
+        help="a fragmented table's fragments; add fragments or nodes while it is in use",
+    )
+    p.add_argument("node", metavar="NODE", help="name@host")
+    p.add_argument("--table", default=DEFAULT_TABLE)
+    p.add_argument("--add", type=int, default=0, metavar="N", help="add N fragments")
+    p.add_argument(
+        "--node",
+        dest="pool",
+        action="append",
+        metavar="NODE",
+        help="a node to join the table's node pool first (repeatable)",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_frag)
 
     p = sub.add_parser(
         "cp",

@@ -191,14 +191,21 @@ class Snapshot(_SliceView):
 
     @classmethod
     async def read(
-        cls, store: MnesiaStore, client: MnesiaClient, keys: Sequence[str], root: Root | None = None
+        cls,
+        store: MnesiaStore,
+        client: MnesiaClient,
+        keys: Sequence[str],
+        root: Root | None = None,
+        *,
+        consistent: bool = True,
     ) -> Self:
-        """The chunks ``keys`` (absent ones as missing), read consistently in one go, each
-        from the first present of its records as ``root`` (default: read now) maps them."""
+        """The chunks ``keys`` (absent ones as missing), read consistently in one go
+        (``consistent=False``: each on its own), each from the first present of its records
+        as ``root`` (default: read now) maps them."""
         if root is None:
             root = await store.root()
         items = [Either(tuple(store.mnesia_key(x) for x in root.candidates(k))) for k in keys]
-        found = await client.read_many(items, consistent=True)
+        found = await client.read_many(items, consistent=consistent)
         return cls(store, dict(zip(keys, found, strict=True)))
 
     async def _bytes(self, key: str) -> bytes | memoryview | None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from pyrlang_zarr.erldist.node import split_node_name
 from pyrlang_zarr.erldist.tls import TlsConfig, normalize
+from pyrlang_zarr.mnesia.setup import check_frag_args
 from pyrlang_zarr.term import Atom
 
 DEFAULT_TABLE = "zarr_storage"
@@ -39,7 +40,9 @@ class StoreSettings:
     and the table are set up on them when a writable store opens, and calls fail over among
     them. ``ram_copies`` picks RAM-only replicas for a new table; ``majority`` makes its
     writes need a majority of replicas; ``durable`` forces each commit to disc; ``timeout``
-    bounds each call (seconds, ``None``: no bound). ``cookie`` and ``tls`` default as
+    bounds each call (seconds, ``None``: no bound). ``fragments=N`` creates the table in N
+    fragments over ``nodes`` (``mnesia_frag``), each on ``frag_copies`` nodes;
+    ``disc_only_copies`` keeps a new table's records on disc only. ``cookie`` and ``tls`` default as
     :class:`~pyrlang_zarr.Node`'s (``tls``: a ``TlsConfig``, an ``ssl_dist_optfile`` path,
     an ``ssl.SSLContext``, ``False`` for plain TCP, ``None`` for
     ``$PYRLANG_ZARR_SSL_DIST_OPTFILE`` if set). ``pickle_cookie=True`` keeps the cookie in
@@ -55,6 +58,9 @@ class StoreSettings:
     majority: bool
     durable: bool
     timeout: float | None
+    fragments: int | None
+    frag_copies: int | None
+    disc_only_copies: bool
     cookie: str | None = field(repr=False, compare=False)
     tls: TlsConfig | ssl.SSLContext | bool | None = field(repr=False, compare=False)
     pickle_cookie: bool = field(repr=False, compare=False)
@@ -70,6 +76,9 @@ class StoreSettings:
         majority: bool = False,
         durable: bool = False,
         timeout: float | None = 60.0,
+        fragments: int | None = None,
+        frag_copies: int | None = None,
+        disc_only_copies: bool = False,
         cookie: str | None = None,
         tls: Any = None,
         pickle_cookie: bool = False,
@@ -102,6 +111,9 @@ class StoreSettings:
             raise ValueError(
                 f"timeout must be a positive number of seconds or None, got {timeout!r}"
             )
+        check_frag_args(
+            replicas or (node,), fragments, frag_copies, bool(ram_copies), bool(disc_only_copies)
+        )
         if cookie is not None and not isinstance(cookie, str):
             raise TypeError("cookie must be a str")
         tls = normalize(tls)  # an optfile is read now: a bad one fails before anything is sent
@@ -115,6 +127,9 @@ class StoreSettings:
         put(self, "majority", bool(majority))
         put(self, "durable", bool(durable))
         put(self, "timeout", timeout)
+        put(self, "fragments", fragments)
+        put(self, "frag_copies", frag_copies)
+        put(self, "disc_only_copies", bool(disc_only_copies))
         put(self, "cookie", cookie)
         put(self, "tls", tls)
         put(self, "pickle_cookie", bool(pickle_cookie))
@@ -141,6 +156,9 @@ class StoreSettings:
             "majority": self.majority,
             "durable": self.durable,
             "timeout": self.timeout,
+            "fragments": self.fragments,
+            "frag_copies": self.frag_copies,
+            "disc_only_copies": self.disc_only_copies,
             "cookie": self.cookie if self.pickle_cookie else None,
             "tls": self.tls,
             "pickle_cookie": self.pickle_cookie,

@@ -208,6 +208,9 @@ class MnesiaStore(Store):
                     s.table_name,
                     ram_copies=s.ram_copies,
                     majority=s.majority or None,
+                    fragments=s.fragments,
+                    frag_copies=s.frag_copies,
+                    disc_only_copies=s.disc_only_copies,
                 )
             client = MnesiaClient(
                 node,

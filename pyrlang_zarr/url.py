@@ -12,6 +12,9 @@ parameters or ``storage_options`` (the latter win)::
                           sets Mnesia and the table up on them first (as ``create`` does)
 ``ram_copies``            a table created by a write gets RAM replicas (``true``/``false``)
 ``majority``, ``durable`` as for :func:`pyrlang_zarr.create`
+``fragments``             a table created by a write gets N fragments over ``nodes``
+``frag_copies``           ... each fragment on this many of them (default 1)
+``disc_only_copies``      a table created by a write keeps its records on disc only
 ``timeout``               seconds per call (``none``: no limit); default 60
 ``cookie_file``           a file holding the cookie (owner-only access, like erl's)
 ``cookie``                ``storage_options`` only, never in a URL (URLs end up in logs);
@@ -63,6 +66,9 @@ OPTIONS = (
     "ram_copies",
     "majority",
     "durable",
+    "fragments",
+    "frag_copies",
+    "disc_only_copies",
     "timeout",
     "cookie_file",
     "pickle_cookie",
@@ -107,8 +113,14 @@ def _options(raw: dict[str, Any]) -> dict[str, Any]:
             if isinstance(value, str):
                 value = [n for n in (unquote(x).strip() for x in value.split(",")) if n]
             out["nodes"] = (list(value) or None) if value is not None else None
-        elif name in ("ram_copies", "majority", "durable", "pickle_cookie"):
+        elif name in ("ram_copies", "majority", "durable", "pickle_cookie", "disc_only_copies"):
             out[name] = _flag(name, value)
+        elif name in ("fragments", "frag_copies"):
+            if value is not None:
+                try:
+                    out[name] = value if isinstance(value, int) else int(str(value))
+                except ValueError:
+                    raise ValueError(f"{name}={value!r}: expected a whole number") from None
         elif name == "timeout":
             if value is None or str(value).lower() == "none":
                 out["timeout"] = None
@@ -254,6 +266,9 @@ class MnesiaFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec is unty
         durable: bool | str = False,
         timeout: float | str | None = 60.0,
         pickle_cookie: bool | str = False,
+        fragments: int | str | None = None,
+        frag_copies: int | str | None = None,
+        disc_only_copies: bool | str = False,
         tls: Any = None,
         tls_optfile: str | None = None,
         asynchronous: bool = False,
@@ -274,6 +289,9 @@ class MnesiaFileSystem(AsyncFileSystem):  # type: ignore[misc]  # fsspec is unty
             "ram_copies": ram_copies,
             "majority": majority,
             "durable": durable,
+            "fragments": fragments,
+            "frag_copies": frag_copies,
+            "disc_only_copies": disc_only_copies,
             "timeout": timeout,
             "cookie_file": cookie_file,
             "cookie": cookie,

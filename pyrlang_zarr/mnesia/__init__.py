@@ -4,6 +4,8 @@ from pyrlang_zarr.mnesia.client import Delete, MnesiaClient, Write
 from pyrlang_zarr.mnesia.setup import (
     TableFacts,
     TableInfo,
+    add_fragments,
+    add_pool_nodes,
     describe_table,
     ensure_mnesia,
     ensure_table,
@@ -15,6 +17,8 @@ __all__ = [
     "TableFacts",
     "TableInfo",
     "Write",
+    "add_fragments",
+    "add_pool_nodes",
     "describe_table",
     "ensure_mnesia",
     "ensure_table",

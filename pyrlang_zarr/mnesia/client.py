@@ -18,6 +18,9 @@ decision must be taken on the server, as an ``erl_eval`` expression (:mod:`.expr
   the received packet: multi-MB chunks are not copied again after the socket.
 - ``durable=True`` commits with ``sync_transaction`` and then forces the transaction log to
   disc on every disc replica (``mnesia:sync_log/0``) before returning.
+- A fragmented table (``mnesia_frag``, asked once per client) is reached the same ways, each
+  inside ``mnesia:activity(_, _, _, mnesia_frag)``; dirty reads of many keys go to the
+  nodes holding their fragments (:mod:`.fragments`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,20 @@ from pyrlang_zarr.errors import (
 )
 from pyrlang_zarr.mnesia.aborts import abort_error, from_rpc_error
 from pyrlang_zarr.mnesia.expr import Expressions
+from pyrlang_zarr.mnesia.fragments import (
+    ASYNC_DIRTY,
+    FRAG_READ,
+    FRAG_SELECT,
+    LAYOUT,
+    MNESIA_FRAG,
+    SYNC_TRANSACTION,
+    FragLayout,
+    frag_text,
+    fragment_numbers_call,
+    hash_state_call,
+    parse_layout,
+    spread_read,
+)
 from pyrlang_zarr.term import Atom, ExportFun, atoms
 
 log = logging.getLogger(__name__)
@@ -64,6 +81,10 @@ _MAP = ExportFun("lists", "map", 2)
 _FOLDL = ExportFun("lists", "foldl", 3)
 _SELECT = ExportFun("mnesia", "select", 3)
 _APPEND = ExportFun("lists", "append", 1)
+#: How long a call waits for a fragment being added to appear where it runs (seconds).
+FRAG_SETTLE = 15.0
+#: the dirty functions as they run inside a mnesia_frag activity
+_FRAG_FUNS = {_DIRTY_READ: FRAG_READ, _DIRTY_SELECT: FRAG_SELECT}
 _CONST = Atom("const")
 _BADARITY = Atom("badarity")
 _READ_LOCK = Atom("read")
@@ -95,6 +116,9 @@ end.
 
 
 _DURABLE_COMMIT = _durable("mnesia:sync_transaction(F, A)")
+
+# the texts above and below as they run on a fragmented table (see fragments.frag_text)
+_frag_texts: dict[str, str] = {}
 
 _INSERT_IF_ABSENT = """
 mnesia:sync_transaction(fun() ->
@@ -330,6 +354,11 @@ class MnesiaClient:
         # how long a durable commit waits for the replicas' sync_log, in ms
         self._sync_ms = int((timeout or 30.0) * 1000)
         self._discovered = False
+        # fragmented (mnesia_frag)? None until a node said; every access depends on it
+        self._frag: bool | None = None
+        self._pool: list[str] = []
+        self._layout: FragLayout | None = None
+        self._turn = 0
 
     def __repr__(self) -> str:
         return f"<MnesiaClient {self.table} via {self.coordinator}>"
@@ -399,17 +428,93 @@ class MnesiaClient:
         )
 
     async def _discover(self) -> None:
-        """Add the table's replicas as Mnesia knows them to the failover candidates."""
+        """Add the table's replicas as Mnesia knows them to the failover candidates (for a
+        fragmented table: its node pool)."""
         for peer in list(self.replicas):
             try:
                 nodes = await self.node.rpc(
                     peer, "mnesia", "table_info", [self._tab, Atom("all_nodes")], timeout=10
                 )
+                await self._detect_on(peer)
             except (RpcError, *FAILOVER):
                 continue
+            if self._frag:
+                nodes = list(self._pool)
             if isinstance(nodes, list):
                 self.replicas = list(dict.fromkeys([*self.replicas, *map(str, nodes)]))
             return
+
+    async def _detect_on(self, peer: str) -> None:
+        props = await self.node.rpc(
+            peer, "mnesia", "table_info", [self._tab, Atom("frag_properties")], timeout=10
+        )
+        found = (
+            dict(p for p in props if isinstance(p, tuple) and len(p) == 2)
+            if isinstance(props, list)
+            else {}
+        )
+        self._frag = Atom("n_fragments") in found  # [] for a table that is not fragmented
+        if self._frag:
+            self._pool = [str(n) for n in found.get(Atom("node_pool"), [])]
+
+    async def fragmented(self) -> bool:
+        """Whether the table is fragmented (``frag_properties``), asked once of the first
+        replica that answers. If none does, False for now (the call itself then reports
+        the failure) and asked again next time."""
+        if self._frag is None:
+            for peer in [self.coordinator, *self.replicas]:
+                try:
+                    await self._detect_on(peer)
+                    break
+                except (RpcError, *FAILOVER):
+                    continue
+        return bool(self._frag)
+
+    async def frag_layout(self, *, refresh: bool = False) -> FragLayout:
+        """The fragments, their hash state and up-to-date replicas (kept until a read
+        finds it stale, or ``refresh``)."""
+        if self._layout is None or refresh:
+            value = await self._eval(LAYOUT, {"Tab": self._tab}, "fragment layout")
+            self._layout = parse_layout(value)
+        return self._layout
+
+    def _fragment_missing(self, reason: Any) -> bool:
+        """``{no_exists, Fragment}`` (or ``[Fragment, Key]``) of one of our fragments."""
+        match reason:
+            case (atoms.EXIT, (atoms.ABORTED, (atoms.NO_EXISTS, what))) | (
+                atoms.ABORTED,
+                (atoms.NO_EXISTS, what),
+            ):
+                name = what[0] if isinstance(what, list) and what else what
+                return isinstance(name, Atom) and str(name).startswith(f"{self.table}_frag")
+        return False
+
+    async def _frag_settled(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, again while it fails on a fragment that does not exist yet where
+        it ran: while fragments are added, a node may see the new hash state before the
+        new fragment (an abort: nothing was written). Up to :data:`FRAG_SETTLE` seconds."""
+        if not self._frag:
+            return await call()
+        delay, waited = 0.02, 0.0
+        while True:
+            try:
+                result = await call()
+            except RpcError as exc:
+                if waited >= FRAG_SETTLE or not self._fragment_missing(exc.reason):
+                    raise
+            else:
+                if waited >= FRAG_SETTLE or not self._fragment_missing(result):
+                    return result
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.5)
+
+    async def _activity(
+        self, kind: Atom, fun: ExportFun, args: list[Any], what: str, **kw: Any
+    ) -> Any:
+        """``mnesia:activity(Kind, Fun, Args, mnesia_frag)``: exits (aborts) arrive as
+        rpc errors and are mapped like aborts."""
+        return await self._rpc("mnesia", "activity", [kind, fun, args, MNESIA_FRAG], what, **kw)
 
     async def _rpc(
         self,
@@ -424,8 +529,10 @@ class MnesiaClient:
     ) -> Any:
         async def attempt(peer: str) -> Any:
             try:
-                result = await self.node.rpc(
-                    peer, module, function, args, timeout=self.timeout, copy_binaries=copy
+                result = await self._frag_settled(
+                    lambda: self.node.rpc(
+                        peer, module, function, args, timeout=self.timeout, copy_binaries=copy
+                    )
                 )
                 return self._unwrap(result, what) if unwrap else result
             except RpcError as exc:
@@ -443,10 +550,19 @@ class MnesiaClient:
     ) -> Any:
         """Evaluate ``text``; with ``durable`` it yields ``{Result, BadNodes}`` (unwrapped)."""
 
+        frag = await self.fragmented()
+        if frag:
+            text = _frag_texts.get(text) or _frag_texts.setdefault(text, frag_text(text))
+
         async def attempt(peer: str) -> Any:
             try:
-                result = await self._exprs.eval(peer, text, bindings, timeout=self.timeout)
+                result = await self._frag_settled(
+                    lambda: self._exprs.eval(peer, text, bindings, timeout=self.timeout)
+                )
             except RpcError as exc:
+                match exc.reason:  # mnesia_frag's abort is an exit: back to {aborted, R}
+                    case (atoms.EXIT, (atoms.ABORTED, reason)) if frag:
+                        return (atoms.ABORTED, reason)
                 raise from_rpc_error(exc, self.table, what) from None
             if not durable:
                 return result
@@ -472,6 +588,8 @@ class MnesiaClient:
             return self._unwrap(
                 await self._eval(_DURABLE_COMMIT, bindings, what, durable=True), what
             )
+        if await self.fragmented():
+            return await self._activity(SYNC_TRANSACTION, fun, args, what, copy=copy)
         return await self._rpc(
             "mnesia", "sync_transaction", [fun, args], what, unwrap=True, copy=copy
         )
@@ -647,6 +765,14 @@ class MnesiaClient:
     async def replica_view(self) -> tuple[list[str], list[str]]:
         """``(replicas, reachable)`` as the coordinator sees them: the table's replicas and
         those among them it currently runs Mnesia with."""
+        if await self.fragmented():
+            layout = await self.frag_layout(refresh=True)
+            running = await self._rpc(
+                "mnesia", "system_info", [Atom("running_db_nodes")], "replica view", reading=True
+            )
+            live = {str(n) for n in running}
+            pool = sorted(set(self._pool) | set(layout.owners()))
+            return pool, [n for n in pool if n in live]
         replicas, running = await asyncio.gather(
             self._rpc(
                 "mnesia",
@@ -664,6 +790,11 @@ class MnesiaClient:
 
     async def read(self, key: Any) -> Any | None:
         """The data under ``key`` (dirty read), or ``None``."""
+        if await self.fragmented():
+            records = await self._activity(
+                ASYNC_DIRTY, FRAG_READ, [self._tab, key], "read", copy=False, reading=True
+            )
+            return records[0][2] if records else None
         records = await self._rpc(
             "mnesia", "dirty_read", [self._tab, key], "read", copy=False, reading=True
         )
@@ -694,6 +825,19 @@ class MnesiaClient:
                 out.append(next((v for v in found if v is not None), None))
             return out
         oids = [(self._tab, k) for k in keys]
+        if await self.fragmented():
+            if consistent:
+                found = await self._activity(
+                    SYNC_TRANSACTION,
+                    _MAP,
+                    [_READ, oids],
+                    f"read of {len(keys)}",
+                    copy=False,
+                    reading=True,
+                )
+            else:
+                found = await self._spread_read(list(keys))
+            return [records[0][2] if records else None for records in list(found)]
         if consistent:
             found = await self._rpc(  # a read has nothing to force to disc, even when durable
                 "mnesia",
@@ -714,6 +858,48 @@ class MnesiaClient:
                 reading=True,
             )
         return [records[0][2] if records else None for records in list(found)]
+
+    async def _frag_dirty_read(self, keys: list[Any]) -> list[Any]:
+        """The records of each key, read through ``mnesia_frag`` by the coordinator."""
+        if not keys:
+            return []
+        found = await self._activity(
+            ASYNC_DIRTY,
+            _MAP,
+            [_READ, [(self._tab, k) for k in keys]],
+            f"read of {len(keys)}",
+            copy=False,
+            reading=True,
+        )
+        return list(found)
+
+    async def _spread_read(self, keys: list[Any]) -> list[Any]:
+        """The records of each key of a fragmented table, read from the nodes holding
+        their fragments in parallel (:func:`~.fragments.spread_read`)."""
+        layout = await self.frag_layout()
+        module, function, args = fragment_numbers_call(layout, keys)
+        numbers = await self._rpc(module, function, args, "fragment of keys", reading=True)
+        if not isinstance(numbers, list) or len(numbers) != len(keys):
+            return await self._frag_dirty_read(keys)
+        self._turn += 1
+        found, stale = await spread_read(
+            self.node,
+            layout,
+            numbers,
+            keys,
+            self._frag_dirty_read,
+            timeout=self.timeout,
+            start=self._turn,
+        )
+        if stale:
+            self._layout = None
+        # The hash state only changes when fragments are added or removed: if it is still
+        # the layout's, every key was looked for in its fragment, as no record had moved.
+        after = await self._rpc(*hash_state_call(self._tab), "fragment layout", reading=True)
+        if after[-1] != layout.hash_state:  # grown since the layout was read: again, safely
+            self._layout = None
+            return await self._frag_dirty_read(keys)
+        return found
 
     async def size(self, key: Any) -> int | None:
         """``byte_size`` of the data under ``key``, computed on the server."""
@@ -740,9 +926,13 @@ class MnesiaClient:
             return []
         funs = [f for f, _ in calls]
         args = [a for _, a in calls]
-        found: list[Any] = await self._rpc(
-            "lists", "zipwith", [_APPLY, funs, args], what, copy=False
-        )
+        if await self.fragmented():
+            funs = [_FRAG_FUNS.get(f, f) for f in funs]
+            found: list[Any] = await self._activity(
+                ASYNC_DIRTY, _ZIPWITH, [_APPLY, funs, args], what, copy=False
+            )
+            return list(found)
+        found = await self._rpc("lists", "zipwith", [_APPLY, funs, args], what, copy=False)
         return list(found)
 
     def read_call(self, key: Any) -> tuple[ExportFun, list[Any]]:
@@ -788,6 +978,11 @@ class MnesiaClient:
         return await self._select(spec, what, copy=False)
 
     async def _select(self, spec: list[Any], what: str, *, copy: bool = True) -> list[Any]:
+        if await self.fragmented():  # every fragment, one after the other, by the coordinator
+            selected: list[Any] = await self._activity(
+                ASYNC_DIRTY, FRAG_SELECT, [self._tab, spec], what, copy=copy, reading=True
+            )
+            return selected
         found: list[Any] = await self._rpc(
             "mnesia", "dirty_select", [self._tab, spec], what, copy=copy, reading=True
         )

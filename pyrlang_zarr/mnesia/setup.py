@@ -11,6 +11,13 @@ Run from one place (this client) against the nodes the table should live on:
    compatibility and given a replica on every node of ``nodes`` that lacks one;
 5. wait until every replica has loaded the table.
 
+A **fragmented** table (``fragments=N``: ``mnesia_frag``'s ``frag_properties``) has N
+fragments spread over ``nodes`` (its node pool), each on ``frag_copies`` of them; step 4 then
+adds missing nodes to the pool instead of copying the table there, and
+:func:`add_fragments` / :func:`add_pool_nodes` grow it while it is in use.
+``disc_only_copies`` keeps records on disc only (dets: no ``ordered_set``, 2 GB per file,
+so per fragment).
+
 Nothing else on the cluster is touched: other tables and other nodes' roles stay as they are.
 
 Why ``ordered_set``: a key ``{ArrayId, ChunkIndex}`` sorts by ``ArrayId`` first, so one array's
@@ -21,6 +28,7 @@ range. On a ``set`` (ExZarr's default, accepted here) the same listing scans the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +36,7 @@ from typing import Any
 from pyrlang_zarr.erldist import Node
 from pyrlang_zarr.erldist.node import split_node_name
 from pyrlang_zarr.errors import IncompatibleTable, MnesiaNotRunning, TransactionError
-from pyrlang_zarr.term import Atom, atoms
+from pyrlang_zarr.term import Atom, ExportFun, atoms
 from pyrlang_zarr.term.format import format_term
 
 TABLE_TYPES = ("ordered_set", "set")
@@ -45,6 +53,8 @@ class TableInfo:
     replicas: tuple[str, ...]
     created: bool
     majority: bool = False
+    fragments: int = 0  # 0: not fragmented
+    pool: tuple[str, ...] = ()  # a fragmented table's node pool
 
 
 def _check_args(nodes: Sequence[str], table: str, table_type: str) -> list[str]:
@@ -139,15 +149,44 @@ async def start_mnesia(node: Node, peer: str, timeout: float) -> None:
         raise MnesiaNotRunning(f"mnesia:start() on {peer} failed: {format_term(result)}")
 
 
+def check_frag_args(
+    nodes: Sequence[str],
+    fragments: int | None,
+    frag_copies: int | None,
+    ram_copies: bool,
+    disc_only_copies: bool,
+) -> None:
+    """Raise ``TypeError``/``ValueError`` for fragment and storage options that cannot
+    work, before anything is sent."""
+    if ram_copies and disc_only_copies:
+        raise ValueError("pick one of ram_copies=True and disc_only_copies=True, not both")
+    for name, value in (("fragments", fragments), ("frag_copies", frag_copies)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    if frag_copies is not None and fragments is None:
+        raise ValueError("frag_copies needs fragments=N (the table is not fragmented otherwise)")
+    if frag_copies is not None and frag_copies > len(dict.fromkeys(nodes)):
+        raise ValueError(
+            f"frag_copies={frag_copies} needs at least {frag_copies} nodes, got {list(nodes)}"
+        )
+
+
 async def ensure_table(
     node: Node,
     nodes: Sequence[str],
     table: str = "zarr_storage",
     *,
     ram_copies: bool = False,
-    table_type: str = "ordered_set",
+    table_type: str | None = None,
     majority: bool | None = None,
     timeout: float = 30.0,
+    fragments: int | None = None,
+    frag_copies: int | None = None,
+    disc_only_copies: bool = False,
 ) -> TableInfo:
     """Mnesia up on ``nodes`` and ``table`` replicated on each of them; safe to repeat.
 
@@ -156,18 +195,44 @@ async def ensure_table(
     ``majority=True`` makes transactions on the table commit only where more than half of
     its replicas are reachable (``{majority, true}``): the minority side of a partition
     refuses writes instead of diverging. ``None`` leaves an existing table's setting alone.
+
+    ``fragments=N`` creates the table in N fragments over ``nodes``, each on
+    ``frag_copies`` (default 1) of them; an existing fragmented table keeps its fragments
+    (grow it with :func:`add_fragments`) and gets ``nodes`` added to its pool.
+    ``disc_only_copies=True`` stores records on disc only (the table type is then ``set``).
     """
+    check_frag_args(nodes, fragments, frag_copies, ram_copies, disc_only_copies)
+    if table_type is None:
+        table_type = "set" if disc_only_copies else "ordered_set"
+    elif disc_only_copies and table_type == "ordered_set":
+        raise ValueError(
+            "disc_only_copies tables cannot be ordered_set (dets): use table_type='set'"
+        )
     nodes = _check_args(nodes, table, table_type)
     await ensure_mnesia(node, nodes, timeout=timeout)
     coordinator = nodes[0]
     tab = Atom(table)
-    storage = "ram_copies" if ram_copies else "disc_copies"
+    storage = (
+        "ram_copies" if ram_copies else "disc_only_copies" if disc_only_copies else "disc_copies"
+    )
     created = False
     if tab not in await _info(node, coordinator, "tables"):
+        placement: Any
+        if fragments is not None:
+            placement = (
+                Atom("frag_properties"),
+                [
+                    (Atom("n_fragments"), fragments),
+                    (Atom(f"n_{storage}"), frag_copies or 1),
+                    (Atom("node_pool"), [Atom(n) for n in nodes]),
+                ],
+            )
+        else:
+            placement = (Atom(storage), [Atom(n) for n in nodes])
         definition = [
             (Atom("attributes"), [Atom("key"), Atom("data")]),
             (Atom("type"), Atom(table_type)),
-            (Atom(storage), [Atom(n) for n in nodes]),
+            placement,
             (Atom("majority"), bool(majority)),
         ]
         result = await node.rpc(coordinator, "mnesia", "create_table", [tab, definition])
@@ -180,7 +245,17 @@ async def ensure_table(
                 result,
             )
     info = await _describe(node, coordinator, table)
-    missing = [] if created else [n for n in nodes if n not in info.replicas]
+    if fragments is not None and not info.fragments:
+        raise IncompatibleTable(
+            f"Mnesia table {table!r} exists and is not fragmented, so fragments={fragments} "
+            "cannot apply: choose another table_name, or leave fragments out"
+        )
+    if info.fragments:  # a fragmented table grows by its node pool, never by whole copies
+        extra = [n for n in nodes if n not in info.pool]
+        if extra:
+            await add_pool_nodes(node, coordinator, table, extra, timeout=timeout)
+            info = await _describe(node, coordinator, table)
+    missing = [] if created or info.fragments else [n for n in nodes if n not in info.replicas]
     if missing:
         for n in missing:
             result = await node.rpc(
@@ -200,8 +275,81 @@ async def ensure_table(
                 f"could not set majority={majority} on {table}: {format_term(result)}", result
             )
         info = await _describe(node, coordinator, table)
-    await asyncio.gather(*(wait_loaded(node, n, [tab], timeout) for n in nodes))
-    return TableInfo(info.name, info.type, info.storage, info.replicas, created, info.majority)
+    tabs = await fragment_names(node, coordinator, table) if info.fragments else [tab]
+    await asyncio.gather(*(wait_loaded(node, n, tabs, timeout) for n in nodes))
+    return dataclasses.replace(info, created=created)
+
+
+async def fragment_names(node: Node, peer: str, table: str) -> list[Atom]:
+    """The fragment tables of ``table`` (``[table]`` when it is not fragmented)."""
+    names = await node.rpc(peer, "mnesia", "activity", _frag_info(table, "frag_names"))
+    return list(names)
+
+
+def _frag_info(table: str, item: str) -> list[Any]:
+    return [
+        Atom("async_dirty"),
+        ExportFun("mnesia", "table_info", 2),
+        [Atom(table), Atom(item)],
+        Atom("mnesia_frag"),
+    ]
+
+
+async def frag_properties(node: Node, peer: str, table: str) -> dict[str, Any]:
+    """``mnesia:table_info(Table, frag_properties)`` as a dict (empty: not fragmented)."""
+    props = await node.rpc(peer, "mnesia", "table_info", [Atom(table), Atom("frag_properties")])
+    return {str(k): v for k, v in props} if isinstance(props, list) else {}
+
+
+async def add_fragments(
+    node: Node, peer: str, table: str, count: int = 1, *, timeout: float = 120.0
+) -> int:
+    """Add ``count`` fragments to the fragmented ``table`` while it is in use, each on the
+    least loaded nodes of its pool (``mnesia:change_table_frag(T, {add_frag, FragDist})``:
+    Mnesia moves the records whose hash now points at the new fragment, in a schema
+    transaction; reads and writes wait for it, none fails). Returns the number of
+    fragments now."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive int, got {count!r}")
+    props = await frag_properties(node, peer, table)
+    if not props:
+        raise IncompatibleTable(f"Mnesia table {table!r} is not fragmented: nothing to add to")
+    tab = Atom(table)
+    for _ in range(count):
+        dist = await node.rpc(peer, "mnesia", "activity", _frag_info(table, "frag_dist"))
+        result = await node.rpc(
+            peer, "mnesia", "change_table_frag", [tab, (Atom("add_frag"), dist)], timeout=timeout
+        )
+        if result != (atoms.ATOMIC, atoms.OK):
+            raise TransactionError(
+                f"could not add a fragment to {table}: {format_term(result)}", result
+            )
+    return len(await fragment_names(node, peer, table))
+
+
+async def add_pool_nodes(
+    node: Node, peer: str, table: str, nodes: Sequence[str], *, timeout: float = 30.0
+) -> list[str]:
+    """Add ``nodes`` to the fragmented ``table``'s node pool (Mnesia set up and joined on
+    them first), so fragments added later go there too; returns the pool."""
+    nodes = _check_args(nodes, table, "set")
+    props = await frag_properties(node, peer, table)
+    if not props:
+        raise IncompatibleTable(f"Mnesia table {table!r} is not fragmented: it has no node pool")
+    await ensure_mnesia(node, [peer, *nodes], timeout=timeout)
+    pool = [str(n) for n in props.get("node_pool", [])]
+    for n in nodes:
+        if n in pool:
+            continue
+        result = await node.rpc(
+            peer, "mnesia", "change_table_frag", [Atom(table), (Atom("add_node"), Atom(n))]
+        )
+        if result != (atoms.ATOMIC, atoms.OK) and not _already(result, "already_exists"):
+            raise TransactionError(
+                f"could not add {n} to the node pool of {table}: {format_term(result)}", result
+            )
+        pool.append(n)
+    return pool
 
 
 async def wait_loaded(node: Node, peer: str, tabs: list[Atom], timeout: float) -> None:
@@ -283,4 +431,10 @@ async def _describe(node: Node, coordinator: str, table: str) -> TableInfo:
             f"type {facts.type} (need 2 attributes, record_name = table name, type set or "
             "ordered_set); choose another table_name"
         )
-    return TableInfo(table, facts.type, facts.storage, facts.replicas, False, facts.majority)
+    props = await frag_properties(node, coordinator, table)
+    if not props:
+        return TableInfo(table, facts.type, facts.storage, facts.replicas, False, facts.majority)
+    pool = tuple(sorted(str(n) for n in props.get("node_pool", [])))
+    return TableInfo(
+        table, facts.type, facts.storage, pool, False, facts.majority, props["n_fragments"], pool
+    )

@@ -241,6 +241,26 @@ class NetnsCluster(ErlCluster):
         for ns in [*self.host_namespaces, self.client_namespace]:
             _run(["ip", "-n", ns, "neigh", "flush", "dev", _HOST_IF])
 
+    def limit_rate(self, i: int, rate: str = "100mbit", burst: str = "64kb") -> None:
+        """Rate-limit host ``i``'s link both ways with a token bucket (``tc ... tbf``: this
+        kernel has no netem): on the host's interface for what it sends, and on its switch
+        port for what it receives. Gone with the namespaces."""
+        self._check_index(i)
+        for ns, dev in (
+            (self.host_namespaces[i], _HOST_IF),
+            (self.switch_namespace, self._port(i)),
+        ):
+            argv = ["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root"]
+            done = _run([*argv, "tbf", "rate", rate, "burst", burst, "latency", "400ms"])
+            if done.returncode != 0:
+                raise RuntimeError(f"tc tbf on {ns}/{dev} failed: {done.stderr.strip()}")
+
+    def sent_bytes(self, i: int) -> int:
+        """Bytes host ``i`` has sent on its link (its interface's counter)."""
+        self._check_index(i)
+        done = _run(["ip", "-n", self.host_namespaces[i], "-s", "-j", "link", "show", _HOST_IF])
+        return int(json.loads(done.stdout)[0]["stats64"]["tx"]["bytes"])
+
     # -- access ----------------------------------------------------------------------------
 
     @property

@@ -1,0 +1,392 @@
+"""Fragmented tables (mnesia_frag) on real nodes: records spread over the fragments and
+replicated ``frag_copies`` times as Erlang sees them, reads and writes, listing, live growth
+under load, a node killed during writes, and reads that go to the fragments' owners."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+
+import pyrlang_zarr as pz
+import pyrlang_zarr.sync as pzs
+from pyrlang_zarr import Atom, Node
+from pyrlang_zarr.errors import IncompatibleTable, PyrlangZarrError
+from pyrlang_zarr.mnesia import MnesiaClient, add_fragments, add_pool_nodes, ensure_table
+from pyrlang_zarr.mnesia.fragments import frag_text
+from pyrlang_zarr.mnesia.setup import frag_properties, fragment_names
+from pyrlang_zarr.settings import StoreSettings
+from pyrlang_zarr.testing.cluster import LocalCluster
+from tests.erl import CallCounts
+from tests.faults import REPORT, FaultRun
+
+pytestmark = pytest.mark.erlang
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(c: LocalCluster, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    """``pyrlang-zarr ARGS`` in a process of its own, the cluster's cookie in its
+    environment."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ERLANG_COOKIE": c.cookie}
+    done = subprocess.run(
+        [sys.executable, "-m", "pyrlang_zarr", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == code, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+TAB = "pz_frag"
+
+
+@pytest.fixture(scope="module")
+def cluster4() -> Iterator[LocalCluster]:
+    """Four real nodes of this module's own: three in the first pool, one added live."""
+    with LocalCluster(n=4) as c:
+        yield c
+
+
+@pytest.fixture
+async def node4(cluster4: LocalCluster) -> AsyncIterator[Node]:
+    async with Node(cookie=cluster4.cookie) as n:
+        yield n
+
+
+def fragment_census(c: LocalCluster, i: int, table: str, array_id: str) -> dict[str, Any]:
+    """From the Erlang side (node ``i``): for each fragment of ``table``, how many records
+    of ``array_id`` it holds and on which nodes it has copies."""
+    expr = f"""
+        Names = mnesia:activity(async_dirty, fun mnesia:table_info/2,
+                                [{table}, frag_names], mnesia_frag),
+        [{{F, length(mnesia:dirty_select(F, [{{{{{table}, {{<<"{array_id}">>, '_'}}, '_'}},
+                                             [], [true]}}])),
+          lists:sort(mnesia:table_info(F, disc_copies) ++ mnesia:table_info(F, ram_copies))}}
+         || F <- Names].
+    """
+    out = c.erl_eval(i, expr)
+    census: dict[str, Any] = {}
+    for name, count, nodes in re.findall(r"\{(\w+),(\d+),\[([^\]]*)\]\}", out.replace(" ", "")):
+        census[name] = (int(count), [n.strip("'") for n in nodes.split(",") if n])
+    assert census, out
+    return census
+
+
+def test_frag_text_rewrites_transactions_only() -> None:
+    text = "begin R = mnesia:sync_transaction(F, A), {R, mnesia:table_info(Tab, disc_copies)} end."
+    out = frag_text(text)
+    assert "mnesia:activity(sync_transaction, F, A, mnesia_frag)" in out
+    assert "sync_transaction(F" not in out.replace("activity(sync_transaction, F", "")
+    assert "node_pool" in out
+    nested = frag_text("mnesia:sync_transaction(fun() -> {a, [b]} end).")
+    assert nested == (
+        "{atomic, mnesia:activity(sync_transaction, fun() -> {a, [b]} end, [], mnesia_frag)}."
+    )
+
+
+def test_bad_fragment_options_fail_before_anything_is_sent() -> None:
+    nodes = ["a@h", "b@h"]
+    with pytest.raises(ValueError, match="frag_copies=3 needs at least 3 nodes"):
+        StoreSettings("x", nodes=nodes, fragments=4, frag_copies=3)
+    with pytest.raises(ValueError, match="fragments must be at least 1"):
+        StoreSettings("x", nodes=nodes, fragments=0)
+    with pytest.raises(TypeError, match="fragments must be an int"):
+        StoreSettings("x", nodes=nodes, fragments="4")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="frag_copies needs fragments"):
+        StoreSettings("x", nodes=nodes, frag_copies=2)
+    with pytest.raises(ValueError, match="not both"):
+        StoreSettings("x", nodes=nodes, ram_copies=True, disc_only_copies=True)
+    with pytest.raises(ValueError, match="ExZarr reads with plain mnesia:read"):
+        pzs.create("x", (4,), (2,), nodes=nodes, fragments=2, exzarr=True)
+
+
+async def test_fragmented_array_spread_and_replicated_seen_from_erlang(
+    cluster4: LocalCluster, node4: Node
+) -> None:
+    pool = cluster4.nodes[:3]
+    aid = f"frag-{uuid.uuid4().hex[:6]}"
+    arr = await pz.create(
+        array_id=aid,
+        shape=(64, 64),
+        chunks=(8, 8),
+        dtype="int32",
+        node=pool[0],
+        cookie=cluster4.cookie,
+        nodes=pool,
+        fragments=6,
+        frag_copies=2,
+        table_name=TAB,
+    )
+    data = np.arange(64 * 64, dtype="int32").reshape(64, 64)
+    await arr.set_slice(data, start=(0, 0), stop=(64, 64))
+    census = fragment_census(cluster4, 1, TAB, aid)
+    assert len(census) == 6
+    # 64 chunks + the metadata record, spread over every fragment, each on 2 of the pool
+    assert sum(count for count, _ in census.values()) == 65
+    assert all(count > 0 for count, _ in census.values()), census
+    assert all(len(nodes) == 2 and set(nodes) <= set(pool) for _, nodes in census.values())
+    # a plain mnesia:read (what ExZarr does) sees the first fragment only
+    plain = cluster4.erl_eval(0, f"length(mnesia:dirty_select({TAB}, [{{'_', [], [true]}}])).")
+    assert int(plain) == census[TAB][0] < 65
+    # read back every way: one transaction, dirty and spread, and through another node
+    assert np.array_equal(await arr.get_slice(), data)
+    assert np.array_equal(await arr.get_slice(consistent=False), data)
+    other = await pz.open(array_id=aid, node=pool[2], cookie=cluster4.cookie, table_name=TAB)
+    assert np.array_equal(await other.get_slice((8, 8), (30, 50)), data[8:30, 8:50])
+    # listing one array merges the fragments: every chunk key, once
+    store = pz.MnesiaStore(array_id=aid, node=pool[1], cookie=cluster4.cookie, table_name=TAB)
+    keys = sorted([k async for k in store.list()])
+    assert len(keys) == 65 and keys[-1] == "zarr.json"
+    z = zarr.open_array(store=store, mode="r")
+    assert np.array_equal(z[5:9, 60:64], data[5:9, 60:64])
+    # a partial write, read-modify-write of chunks in several fragments, all or nothing
+    await arr.set_slice(np.full((10, 10), -1, dtype="int32"), start=(3, 3), stop=(13, 13))
+    data[3:13, 3:13] = -1
+    assert np.array_equal(await other.get_slice(), data)
+
+
+async def test_setup_options_and_existing_tables(cluster4: LocalCluster, node4: Node) -> None:
+    pool = cluster4.nodes[:2]
+    info = await ensure_table(node4, pool, "pz_frag_setup", fragments=3, ram_copies=True)
+    assert (info.fragments, info.storage, info.pool) == (3, "ram_copies", tuple(sorted(pool)))
+    again = await ensure_table(node4, pool, "pz_frag_setup")  # recognised, kept
+    assert again.fragments == 3 and not again.created
+    props = cluster4.erl_eval(0, "mnesia:table_info(pz_frag_setup, frag_properties).")
+    assert "{n_fragments,3}" in props.replace(" ", "")
+    await ensure_table(node4, pool, "pz_plain_setup")
+    with pytest.raises(IncompatibleTable, match="not fragmented"):
+        await ensure_table(node4, pool, "pz_plain_setup", fragments=2)
+    with pytest.raises(IncompatibleTable, match="not fragmented"):
+        await add_fragments(node4, pool[0], "pz_plain_setup")
+    refused = cli(cluster4, "frag", pool[0], "--table", "pz_plain_setup", "--add", "1", code=1)
+    assert "is not fragmented: nothing to add to" in refused.stderr
+    shown = cli(cluster4, "frag", pool[0], "--table", "pz_plain_setup").stdout
+    assert "pz_plain_setup is not fragmented" in shown
+    plain = cluster4.erl_eval(0, "mnesia:table_info(pz_plain_setup, frag_properties).")
+    assert plain == "[]"  # nothing changed on the cluster
+    disc_only = await ensure_table(
+        node4, pool, "pz_frag_dets", fragments=2, frag_copies=2, disc_only_copies=True
+    )
+    assert (disc_only.storage, disc_only.type) == ("disc_only_copies", "set")
+    kinds = cluster4.erl_eval(1, "mnesia:table_info(pz_frag_dets_frag2, storage_type).")
+    assert kinds == "disc_only_copies"
+    client = MnesiaClient(node4, "pz_frag_dets", pool[0])
+    await client.write_many([((b"d", i), bytes([i]) * 100) for i in range(20)])
+    assert await client.read_many([(b"d", i) for i in range(20)]) == [
+        bytes([i]) * 100 for i in range(20)
+    ]
+    # durable commits force the log of every node of the pool, through mnesia_frag too
+    durable = MnesiaClient(node4, "pz_frag_setup", pool[1], durable=True)
+    await durable.write_many([((b"u", i), b"v") for i in range(10)])
+    assert await durable.insert_if_absent((b"u", 99), b"w")
+    assert not await durable.insert_if_absent((b"u", 99), b"z")
+    assert await durable.compare_and_set((b"u", 99), b"w", None)
+    assert sorted(await durable.keys_under(b"u")) == list(range(10))
+
+
+async def test_concurrent_partial_writes_lose_no_update(
+    cluster4: LocalCluster, node4: Node
+) -> None:
+    """set_slice's check that merged chunks are unchanged works across fragments: two
+    writers of different cells of the same chunks, each retried on conflict."""
+    pool = cluster4.nodes[:3]
+    opts: dict[str, Any] = {"cookie": cluster4.cookie, "table_name": TAB}
+    aid = f"race-{uuid.uuid4().hex[:6]}"
+    a = await pz.create(aid, (8, 8), (4, 4), "int32", node=pool[0], nodes=pool, fragments=6, **opts)
+    b = await pz.open(aid, node=pool[1], **opts)
+
+    async def fill(arr: pz.MnesiaArray, row: int) -> None:
+        for col in range(8):
+            await arr.set_slice(
+                np.array([[row * 10 + col]], "int32"), (row, col), (row + 1, col + 1)
+            )
+
+    await asyncio.gather(fill(a, 0), fill(b, 1), fill(a, 2), fill(b, 3))
+    got = await a.get_slice()
+    assert [list(got[r]) for r in range(4)] == [[r * 10 + c for c in range(8)] for r in range(4)]
+
+
+async def test_grow_live_while_reading_and_writing(cluster4: LocalCluster, node4: Node) -> None:
+    pool = cluster4.nodes[:3]
+    table = "pz_frag_grow"
+    aid = "grow"
+    arr = await pz.create(
+        array_id=aid,
+        shape=(4096,),
+        chunks=(64,),
+        dtype="float64",
+        node=pool[0],
+        cookie=cluster4.cookie,
+        nodes=pool,
+        fragments=2,
+        table_name=table,
+    )
+    await arr.set_slice(np.zeros(4096), start=(0,), stop=(4096,))
+    stop = asyncio.Event()
+    written: dict[int, float] = {}
+    errors: list[str] = []
+    reads = 0
+
+    async def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            k = i % 64
+            try:
+                await arr.set_slice(np.full(64, float(i)), start=(k * 64,), stop=(k * 64 + 64,))
+            except PyrlangZarrError as exc:
+                errors.append(f"{exc!r} <- {exc.__context__!r}")
+            else:
+                written[k] = float(i)
+            i += 1
+
+    async def reader() -> None:
+        nonlocal reads
+        while not stop.is_set():
+            before = dict(written)
+            try:
+                got = await arr.get_slice(consistent=False)
+            except PyrlangZarrError as exc:
+                errors.append(f"{exc!r} <- {exc.__context__!r}")
+            else:
+                # each chunk is whole, and none went missing while records moved
+                for k, v in before.items():
+                    chunk = got[k * 64 : k * 64 + 64]
+                    assert np.all(chunk == chunk[0]) and chunk[0] >= v, (k, v, chunk[:3])
+                reads += 1
+
+    tasks = [asyncio.create_task(writer()), asyncio.create_task(reader())]
+    await asyncio.sleep(0.3)
+    # a fourth node joins the pool, and fragments are added (the new ones go to it first)
+    pool_now = await add_pool_nodes(node4, pool[0], table, [cluster4.nodes[3]])
+    assert cluster4.nodes[3] in pool_now
+    assert await add_fragments(node4, pool[0], table, 2) == 4
+    await asyncio.sleep(0.2)
+    # and one more from the command line, reads and writes still going on
+    out = await asyncio.to_thread(cli, cluster4, "frag", pool[1], "--table", table, "--add", "1")
+    assert f"{table}: 5 fragments" in out.stdout
+    await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert errors == [] and reads > 0 and len(written) > 0
+    census = fragment_census(cluster4, 3, table, aid)
+    assert len(census) == 5 and sum(c for c, _ in census.values()) == 65
+    assert any(cluster4.nodes[3] in nodes for _, nodes in census.values())
+    got = await arr.get_slice()
+    for k, v in written.items():
+        assert np.all(got[k * 64 : k * 64 + 64] == v)
+    props = await frag_properties(node4, pool[1], table)
+    assert props["n_fragments"] == 5
+    assert len(await fragment_names(node4, pool[1], table)) == 5
+    # the command line shows the fragments as Mnesia has them, and ls counts them all
+    shown = json.loads(cli(cluster4, "frag", pool[0], "--table", table, "--json").stdout)
+    assert shown["pool"] == sorted(cluster4.nodes)
+    assert {f["name"]: f["records"] for f in shown["fragments"]} == {
+        name: count for name, (count, _) in census.items()
+    }
+    listed = json.loads(cli(cluster4, "ls", pool[0], "--table", table, "--json").stdout)
+    assert [(a["array_id"], a["records"]) for a in listed] == [(aid, 65)]
+
+
+async def test_spread_read_goes_to_the_fragment_owners(cluster4: LocalCluster, node4: Node) -> None:
+    pool = cluster4.nodes[:3]
+    table = "pz_frag_spread"
+    await ensure_table(node4, pool, table, fragments=3)  # one fragment per node
+    client = MnesiaClient(node4, table, pool[0])
+    keys = [(b"s", i) for i in range(48)]
+    await client.write_many([(k, b"x" * 1000) for k in keys])
+    owners = (await client.frag_layout()).readers
+    assert sorted(len(r) for r in owners) == [1, 1, 1] and len({r[0] for r in owners}) == 3
+    read: list[tuple[str, str, int]] = [("mnesia", "dirty_read", 1)]
+    counts = [CallCounts(node4, n, read) for n in pool]
+    for cc in counts:
+        await cc.__aenter__()
+    try:
+        assert await client.read_many(keys) == [b"x" * 1000] * 48
+        per_node = [(await cc.counts())[read[0]] for cc in counts]
+    finally:
+        for cc in counts:
+            await cc.__aexit__(None, None, None)
+    # every owner served its own keys: the reads did not all go through the coordinator
+    assert all(n > 0 for n in per_node), per_node
+    assert sum(per_node) == 48
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [0, 2], ids=["coordinator", "another-holder"])
+async def test_kill_a_host_during_writes_with_two_copies(victim: int) -> None:
+    with LocalCluster(n=3, ticktime=4) as c:
+        arr = await pz.create(
+            array_id="kill-frag",
+            shape=(64 * 16,),
+            chunks=(16,),
+            node=c.nodes[0],
+            cookie=c.cookie,
+            nodes=c.nodes,
+            fragments=4,
+            frag_copies=2,
+            table_name=TAB,
+        )
+        acked: dict[int, float] = {}
+        refused: list[int] = []
+        for i in range(64):
+            if i == 20:
+                c.kill(victim)  # holds a copy of some fragments (and may coordinate)
+            try:
+                await arr.set_slice(np.full(16, i + 1.0), start=(i * 16,), stop=(i * 16 + 16,))
+            except PyrlangZarrError:
+                refused.append(i)
+            else:
+                acked[i] = i + 1.0
+        data = await arr.get_slice()
+        spread = await arr.get_slice(consistent=False)
+        lost = [i for i, v in acked.items() if not np.all(data[i * 16 : i * 16 + 16] == v)]
+        lost_spread = [i for i, v in acked.items() if not np.all(spread[i * 16 : i * 16 + 16] == v)]
+        # what Erlang holds on the survivors, fragment by fragment
+        census = fragment_census(c, 1, TAB, "kill-frag")
+        who = "the connected node" if victim == 0 else "another fragment holder"
+        REPORT.append(
+            FaultRun(
+                "3 nodes, 4 fragments x 2 copies",
+                f"kill -9 of {who}",
+                64,
+                len(acked),
+                len(refused),
+                len(lost),
+                f"{sum(n for n, _ in census.values())} records on the survivors",
+            )
+        )
+        assert refused == [] and lost == [] and lost_spread == []
+        assert sum(n for n, _ in census.values()) == 65
+        client = await arr.store.client()
+        running = await client.node.rpc(
+            c.nodes[1], "mnesia", "system_info", [Atom("running_db_nodes")]
+        )
+        assert Atom(c.nodes[victim]) not in running
+
+
+def test_url_options_reach_the_store_settings() -> None:
+    from pyrlang_zarr.url import MnesiaFileSystem, parse_url
+
+    url = "mnesia://a@h/t/x?nodes=a@h,b@h&fragments=8&frag_copies=2&disc_only_copies=true"
+    store = parse_url(url).store()
+    assert (store.settings.fragments, store.settings.frag_copies) == (8, 2)
+    assert store.settings.disc_only_copies
+    with pytest.raises(ValueError, match="fragments='many'"):
+        MnesiaFileSystem(fragments="many")
+    with pytest.raises(ValueError, match="frag_copies=3 needs at least 3 nodes"):
+        parse_url("mnesia://a@h/t/x?nodes=a@h&fragments=2&frag_copies=3").store()
