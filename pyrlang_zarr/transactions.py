@@ -188,6 +188,7 @@ async def get_slices(
     plans: list[tuple[MnesiaArray, _Region, list[str], list[list[int]], int]] = []
     oids: list[tuple[str, Any]] = []
     via: MnesiaClient | None = None
+    fragmented = False
     for request in requests:
         if not (isinstance(request, tuple | list) and len(request) == 3):
             raise TypeError(f"get_slices takes (array, start, stop) triples, got {request!r}")
@@ -201,6 +202,7 @@ async def get_slices(
         keys = array._chunk_keys(*region) if nonempty else []
         root = await array._known_root()
         table = array.store.table_name
+        fragmented = fragmented or await (await array.store.client()).fragmented()
         base = len(oids)
         oids += [(table, array.store.mnesia_key(x)) for x in (METADATA, _V2_PATH)]
         where: list[list[int]] = []
@@ -211,7 +213,7 @@ async def get_slices(
         plans.append((array, region, keys, where, base))
     if via is None:
         return []
-    found = await read_across(via, oids)
+    found = await read_across(via, oids, fragmented=fragmented)
     out: list[np.ndarray[Any, Any]] = []
     for array, region, keys, where, base in plans:
         m, za = found[base], found[base + 1]

@@ -19,9 +19,12 @@ Bounded on both sides, never silent:
   seeing it misses nothing.
 - If its own mailbox grows past ``backlog`` (it cannot keep up with the table), it empties
   it and counts that as a drop.
-- On a fragmented table (``mnesia_frag``) it subscribes to every fragment, and to the
-  schema: a fragment added while it runs is subscribed to as well, and a ``resync`` is
-  sent (records moved into the new fragment may show as deletes from their old one).
+- On a fragmented table (``mnesia_frag``) it subscribes to every fragment: where a fragment
+  has no copy on its node (Mnesia's table events are local), a relay spawned on a node
+  holding it subscribes there and passes our array's events on (a lost relay is replaced,
+  with a ``resync``). It also follows the schema: a fragment added while it runs is
+  subscribed to, and a ``resync`` sent (records moved into the new fragment may show as
+  deletes from their old one).
 - It monitors our process and ``mnesia_subscr``: closing the watch, losing the connection
   to us, or Mnesia stopping there ends it (Mnesia drops the subscription of a process that
   exits).
@@ -93,12 +96,63 @@ begin
     Frags = fun() ->
         mnesia:activity(async_dirty, fun mnesia:table_info/2, [Tab, frag_names], mnesia_frag)
     end,
-    Grow = fun() ->
+    Relay = fun(T) ->
+        fun() ->
+            Up = erlang:monitor(process, Self),
+            Mine = ets:match_spec_compile(Spec),
+            Sub = fun Sub(Tries) ->
+                case mnesia:subscribe({table, T, simple}) of
+                    {ok, _} -> Self ! {pz_relay_up, self()};
+                    _ when Tries > 0 -> timer:sleep(100), Sub(Tries - 1);
+                    Error -> exit(Error)
+                end
+            end,
+            Sub(50),
+            Pass = fun Pass() ->
+                receive
+                    {mnesia_table_event, E} ->
+                        case ets:match_spec_run([E], Mine) of
+                            [] -> ok;
+                            _ -> Self ! {mnesia_table_event, E}
+                        end,
+                        Pass();
+                    {_, Up, _, _, _} -> done
+                end
+            end,
+            Pass()
+        end
+    end,
+    Place = fun(T) ->
+        Here = lists:member(T, mnesia:system_info(tables))
+            andalso lists:member(node(), mnesia:table_info(T, where_to_write)),
+        case Here of
+            true -> mnesia:subscribe({table, T, simple});
+            false ->
+                case mnesia:table_info(T, where_to_read) of
+                    nowhere -> {error, {no_replica_running, T}};
+                    Owner ->
+                        R = erlang:spawn(Owner, Relay(T)),
+                        erlang:monitor(process, R),
+                        put({pz_relay, R}, T),
+                        receive
+                            {pz_relay_up, R} -> {ok, R}
+                        after 10000 -> {error, {relay_not_subscribed, T, Owner}}
+                        end
+                end
+        end
+    end,
+    Settle = fun Settle(T, Tries) ->
+        case Place(T) of
+            {ok, _} -> ok;
+            _ when Tries > 0 -> timer:sleep(100), Settle(T, Tries - 1);
+            Error -> Error
+        end
+    end,
+    Grow = fun(Tries) ->
         Known = get(pz_known),
         New = lists:subtract(Frags(), Known),
-        lists:foreach(fun(T) -> mnesia:subscribe({table, T, simple}) end, New),
         put(pz_known, Known ++ New),
-        New
+        lists:filter(fun(R) -> R =/= ok end, lists:map(fun(T) -> Settle(T, Tries) end, New))
     end,
     Unsubscribe = fun() ->
         lists:foreach(
@@ -108,9 +162,14 @@ begin
     Loop = fun Loop(Out, Owe) ->
         receive
             {mnesia_table_event, {write, {schema, _, _}, _}} ->
-                case Grow() of
-                    [] -> Loop(Out, Owe);
-                    _ -> {Out4, Owe4} = Drop(Out, Owe), Loop(Out4, Owe4)
+                Before = length(get(pz_known)),
+                case length(Frags()) of
+                    Before -> Loop(Out, Owe);
+                    _ ->
+                        Drain(0),
+                        Grow(50),
+                        {Out4, Owe4} = Drop(Out, Owe),
+                        Loop(Out4, Owe4)
                 end;
             {mnesia_table_event, {_, {schema, _, _}, _}} ->
                 Loop(Out, Owe);
@@ -133,17 +192,23 @@ begin
                 end;
             {_, WRef, _, _, _} -> Unsubscribe(), done;
             stop -> Unsubscribe(), done;
-            {_, MRef, _, _, Why} -> exit({mnesia_subscr_down, Why})
+            {_, MRef, _, _, Why} -> exit({mnesia_subscr_down, Why});
+            {_, _, process, Lost, _} ->
+                case erase({pz_relay, Lost}) of
+                    undefined -> Loop(Out, Owe);
+                    T ->
+                        timer:sleep(200),
+                        Place(T),
+                        {Out5, Owe5} = Drop(Out, Owe),
+                        Loop(Out5, Owe5)
+                end
         end
     end,
-    case mnesia:subscribe({table, Tab, simple}) of
-        {ok, _} ->
-            mnesia:subscribe({table, schema, simple}),
-            put(pz_known, [Tab]),
-            Grow(),
-            Send({ready, node()}),
-            Loop(0, false);
-        Error -> Send({error, Error}), Error
+    mnesia:subscribe({table, schema, simple}),
+    put(pz_known, []),
+    case Grow(0) of
+        [] -> Send({ready, node()}), Loop(0, false);
+        Errors -> Unsubscribe(), Send({error, Errors}), Errors
     end
 end.
 """

@@ -390,3 +390,94 @@ def test_url_options_reach_the_store_settings() -> None:
         MnesiaFileSystem(fragments="many")
     with pytest.raises(ValueError, match="frag_copies=3 needs at least 3 nodes"):
         parse_url("mnesia://a@h/t/x?nodes=a@h&fragments=2&frag_copies=3").store()
+
+
+async def test_transaction_and_consistent_read_across_a_fragmented_and_a_plain_table(
+    cluster4: LocalCluster, node4: Node
+) -> None:
+    """A transaction over an array of a fragmented table and one of a plain table writes
+    each chunk into the fragment Mnesia's hash names (read back in Erlang through
+    ``mnesia_frag``), all or nothing; ``get_slices`` reads both through ``mnesia_frag``."""
+    pool = cluster4.nodes[:3]
+    common = {"node": pool[0], "cookie": cluster4.cookie, "nodes": pool}
+    frag = await pz.create(
+        f"txf-{uuid.uuid4().hex[:6]}", (64,), (4,), "int32", fragments=4, table_name=TAB, **common
+    )
+    plain = await pz.create(
+        f"txp-{uuid.uuid4().hex[:6]}", (64,), (4,), "int32", table_name="pz_plain", **common
+    )
+    data = np.arange(64, dtype="int32")
+    async with pz.transaction() as tx:
+        await tx.set_slice(frag, data)
+        await tx.set_slice(plain, -data)
+    census = fragment_census(cluster4, 1, TAB, frag.array_id)
+    assert sum(count for count, _ in census.values()) == 17  # 16 chunks + metadata
+    assert sum(1 for count, _ in census.values() if count) > 1, census
+    # every chunk is where mnesia_frag looks for it
+    found = cluster4.erl_eval(
+        2,
+        f"length([K || K <- lists:seq(0, 15), mnesia:activity(async_dirty, fun mnesia:read/2, "
+        f'[{TAB}, {{<<"{frag.array_id}">>, {{chunk, {{K}}}}}}], mnesia_frag) =/= []]).',
+    )
+    assert int(found) == 16
+    a, b = await pz.get_slices([(frag, None, None), (plain, None, None)])
+    assert np.array_equal(a, data) and np.array_equal(b, -data)
+    with pytest.raises(RuntimeError):
+        async with pz.transaction() as tx:
+            await tx.set_slice(frag, np.zeros(64, dtype="int32"))
+            await tx.set_slice(plain, np.zeros(64, dtype="int32"))
+            raise RuntimeError("abandon")
+    a, b = await pz.get_slices([(frag, None, None), (plain, None, None)])
+    assert np.array_equal(a, data) and np.array_equal(b, -data)
+
+
+async def test_watch_sees_every_fragment_and_fragments_added_live(
+    cluster4: LocalCluster, node4: Node
+) -> None:
+    """A watch on a fragmented array reports writes whatever fragment holds the chunk, and
+    after a fragment is added it reports a resync, then writes into the new fragment."""
+    pool = cluster4.nodes[:3]
+    table = f"pz_fragw_{uuid.uuid4().hex[:4]}"
+    arr = await pz.create(
+        "watched",
+        (256,),
+        (4,),
+        "int32",
+        node=pool[0],
+        cookie=cluster4.cookie,
+        nodes=pool,
+        fragments=3,
+        table_name=table,
+    )
+
+    async def drain(watch: Any, want: int) -> list[Any]:
+        events: list[Any] = []
+        while len([e for e in events if e.kind == "write"]) < want:
+            events.append(await watch.next(timeout=30))
+        return events
+
+    async with arr.watch() as watch:
+        await arr.set_slice(np.ones(256, dtype="int32"))  # 64 chunks in 3 fragments
+        events = await drain(watch, 64)
+        assert {e.chunk for e in events if e.kind == "write"} == {(i,) for i in range(64)}
+        await add_fragments(node4, pool[0], table, 2)
+        resync = await watch.next(timeout=30)
+        while resync.kind != "resync":  # moved records may first show as deletes
+            assert resync.kind == "delete", resync
+            resync = await watch.next(timeout=30)
+        assert resync.region == ((0,), (256,))
+        census = fragment_census(cluster4, 1, table, "watched")
+        assert len(census) == 5 and all(n for n, _ in census.values()), census
+        await arr.set_slice(np.full(256, 2, dtype="int32"))
+        events = await drain(watch, 64)
+        assert {e.chunk for e in events if e.kind == "write"} == {(i,) for i in range(64)}
+    # closed: the forwarder and its relays are gone, no fragment has a subscriber anywhere
+    subscribers = (
+        "lists:append([mnesia:table_info(F, subscribers) || F <- mnesia:activity(async_dirty, "
+        f"fun mnesia:table_info/2, [{table}, frag_names], mnesia_frag)])."
+    )
+    for _ in range(50):
+        if all(cluster4.erl_eval(i, subscribers).strip() == "[]" for i in range(3)):
+            break
+        await asyncio.sleep(0.1)
+    assert [cluster4.erl_eval(i, subscribers).strip() for i in range(3)] == ["[]"] * 3

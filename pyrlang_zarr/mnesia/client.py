@@ -546,11 +546,20 @@ class MnesiaClient:
         return await self._attempts(what, attempt, reading=reading)
 
     async def _eval(
-        self, text: str, bindings: dict[str, Any], what: str, *, durable: bool = False
+        self,
+        text: str,
+        bindings: dict[str, Any],
+        what: str,
+        *,
+        durable: bool = False,
+        frag: bool | None = None,
     ) -> Any:
-        """Evaluate ``text``; with ``durable`` it yields ``{Result, BadNodes}`` (unwrapped)."""
+        """Evaluate ``text``; with ``durable`` it yields ``{Result, BadNodes}`` (unwrapped).
+        Its transactions run through ``mnesia_frag`` if ``frag`` (default: if this client's
+        table is fragmented)."""
 
-        frag = await self.fragmented()
+        if frag is None:
+            frag = await self.fragmented()
         if frag:
             text = _frag_texts.get(text) or _frag_texts.setdefault(text, frag_text(text))
 
@@ -1081,26 +1090,37 @@ async def guarded_across(
     what = f"transaction over {len(parts)} part(s)"
     bindings = {"Parts": terms, "Timeout": via._sync_ms}
     text = _GUARDED_ACROSS_DURABLE if durable else _GUARDED_ACROSS
-    result = await via._eval(text, bindings, what, durable=durable)
+    # one table fragmented is enough: mnesia_frag passes the others through as they are
+    frag = any([await client.fragmented() for client, _, _ in parts])
+    result = await via._eval(text, bindings, what, durable=durable, frag=frag)
     match result:
         case (atoms.ABORTED, (atoms.CONFLICT, stale)):
             raise Conflict([(str(t), k) for t, k in stale])
     via._unwrap(result, what)
 
 
-async def read_across(via: MnesiaClient, oids: Sequence[tuple[str, Any]]) -> list[Any | None]:
+async def read_across(
+    via: MnesiaClient, oids: Sequence[tuple[str, Any]], *, fragmented: bool = False
+) -> list[Any | None]:
     """The data under each ``(table, key)`` (``None`` where missing), read in **one**
-    transaction through ``via``: a consistent view across tables."""
+    transaction through ``via``: a consistent view across tables (through ``mnesia_frag``
+    if one of them is ``fragmented``)."""
     if not oids:
         return []
     terms = [(Atom(table), key) for table, key in oids]
-    found = await via._rpc(
-        "mnesia",
-        "sync_transaction",
-        [_MAP, [_READ, terms]],
-        f"read of {len(oids)}",
-        unwrap=True,
-        copy=False,
-        reading=True,
-    )
+    what = f"read of {len(oids)}"
+    if fragmented:  # through mnesia_frag, which passes unfragmented tables through
+        found = await via._activity(
+            SYNC_TRANSACTION, _MAP, [_READ, terms], what, copy=False, reading=True
+        )
+    else:
+        found = await via._rpc(
+            "mnesia",
+            "sync_transaction",
+            [_MAP, [_READ, terms]],
+            what,
+            unwrap=True,
+            copy=False,
+            reading=True,
+        )
     return [records[0][2] if records else None for records in list(found)]
