@@ -399,7 +399,7 @@ async def test_transaction_and_consistent_read_across_a_fragmented_and_a_plain_t
     each chunk into the fragment Mnesia's hash names (read back in Erlang through
     ``mnesia_frag``), all or nothing; ``get_slices`` reads both through ``mnesia_frag``."""
     pool = cluster4.nodes[:3]
-    common = {"node": pool[0], "cookie": cluster4.cookie, "nodes": pool}
+    common: dict[str, Any] = {"node": pool[0], "cookie": cluster4.cookie, "nodes": pool}
     frag = await pz.create(
         f"txf-{uuid.uuid4().hex[:6]}", (64,), (4,), "int32", fragments=4, table_name=TAB, **common
     )
