@@ -101,9 +101,9 @@ async def run(n: int, calls: int, top: int, opcodes: bool) -> None:
 
 def report(counter: Counter, calls: int, top: int) -> None:
     per: dict[tuple[str, str], float] = collections.defaultdict(float)
-    for (where, key), c in counter.counts.items():
+    for (where, key), count in counter.counts.items():
         kind = "C" if key[0] == "C" else "py"
-        per[(where, kind)] += c / calls
+        per[(where, kind)] += count / calls
     print(f"function calls per rpc over {calls} sequential rpcs of erlang:node/0")
     print("| thread | Python calls | C calls | total |")
     print("|---|---|---|---|")
@@ -142,4 +142,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyrlang_zarr.erldist import control as C
-from pyrlang_zarr.erldist.calls import Calls, own_binaries, rpc_request, rpc_result
+from pyrlang_zarr.erldist.calls import Calls, encode_request, own_binaries, rpc_result
 from pyrlang_zarr.erldist.connection import DistConnection
 from pyrlang_zarr.erldist.cookie import resolve_cookie
 from pyrlang_zarr.erldist.handoff import Handoff, Pending, expire
@@ -441,7 +441,7 @@ class Node:
         """
         peer = str(peer)
         split_node_name(peer)
-        request = rpc_request(module, function, args)
+        request = encode_request(module, function, args)
         if isinstance(timeout, _Default):
             limit = self.rpc_timeout
         else:  # checked here: a bad timeout must not surface after the call was applied

@@ -92,7 +92,7 @@ refused rather than built in quadratic time.
 # the submodule once anything imported ``pyrlang_zarr.term.decode`` directly.
 from pyrlang_zarr.errors import DecodeError, EncodeError
 from pyrlang_zarr.term.decode import decode, decode_term
-from pyrlang_zarr.term.encode import encode, encode_parts
+from pyrlang_zarr.term.encode import encode, encode_atom, encode_parts
 from pyrlang_zarr.term.types import (
     Atom,
     BitBinary,
@@ -120,5 +120,6 @@ __all__ = [
     "decode",
     "decode_term",
     "encode",
+    "encode_atom",
     "encode_parts",
 ]

@@ -52,7 +52,7 @@ from pyrlang_zarr.term.types import (
     Reference,
 )
 
-__all__ = ["ZERO_COPY_THRESHOLD", "encode", "encode_parts"]
+__all__ = ["ZERO_COPY_THRESHOLD", "encode", "encode_atom", "encode_parts"]
 
 #: Binaries at least this long are handed out as their own part by ``encode_parts``.
 ZERO_COPY_THRESHOLD: Final = 64 * 1024
@@ -93,6 +93,12 @@ def _atom_bytes(name: str) -> bytes:
     if len(_atom_cache) < _ATOM_CACHE_LIMIT:
         _atom_cache[str(name)] = out
     return out
+
+
+def encode_atom(name: str) -> bytes:
+    """The atom ``name`` encoded, tag included and no version byte: a piece of a term
+    assembled from pre-encoded parts (the node's calls encode their fixed parts once)."""
+    return _atom_bytes(name)
 
 
 _TRUE: Final = _atom_bytes("true")
