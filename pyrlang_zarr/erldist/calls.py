@@ -29,6 +29,7 @@ from pyrlang_zarr.erldist import control as C
 from pyrlang_zarr.erldist.handoff import Handoff, Pending
 from pyrlang_zarr.erldist.identity import Identity, ref_ids
 from pyrlang_zarr.erldist.io_thread import IoThread
+from pyrlang_zarr.erldist.session import ReplyRoute
 from pyrlang_zarr.errors import DecodeError, NodeDown, RpcError
 from pyrlang_zarr.term import (
     Atom,
@@ -128,12 +129,18 @@ class Calls:
     """Pending remote calls by reference, and by peer (to fail them when the peer goes)."""
 
     def __init__(
-        self, identity: Identity, handoff: Handoff, peers: Peers, settings: Liveness
+        self,
+        identity: Identity,
+        handoff: Handoff,
+        peers: Peers,
+        settings: Liveness,
+        replies: ReplyRoute | None = None,
     ) -> None:
         self._identity = identity
         self._handoff = handoff
         self._peers = peers
         self._settings = settings
+        self._replies = replies  # told the first bytes of our replies once the pid exists
         self.pid: Pid | None = None  # the pid every call is sent from, made on first use
         self._header: list[bytes | memoryview] = []  # REG_SEND from pid to rex, encoded
         # the header, then the $gen_call message up to the reference's three words
@@ -178,6 +185,10 @@ class Calls:
             + encode(pid)[1:]
             + zero_ref[1:-12]  # NEWER_REFERENCE_EXT, our node and creation: no words yet
         )
+        if self._replies is not None:
+            self._replies.prefix = (
+                b"p" + encode((C.SEND, atoms.EMPTY, pid)) + b"\x83h\x02" + zero_ref[1:-12]
+            )
         self.pid = pid  # last: other threads read pid, then the head
 
     def _tagged_head(self) -> tuple[int, bytes]:
@@ -214,18 +225,25 @@ class Calls:
         if not (type(message) is tuple and len(message) == 2):
             return
         tag = self._tag(message[0])
-        call = None if tag is None else self._pop(tag)
+        if tag is not None:
+            self._complete(tag, message[1], event.views)
+
+    def on_tagged_reply(self, event: C.Reply) -> None:
+        """A reply recognised by its bytes: completes the call tagged ``event.tag``."""
+        self._complete(event.tag, event.result, event.views)
+
+    def _complete(self, tag: int, result: Any, views: bool) -> None:
+        call = self._pop(tag)
         if call is None:
             return  # timed out or cancelled: dropped
-        result = message[1]
-        if event.views and call.copy:
+        if views and call.copy:
             try:
                 result = own_binaries(result)
             except RecursionError:
                 error = DecodeError(f"reply to {call.what} is nested too deep to copy")
                 self._handoff.fail(call, error, receiving=True)
                 return
-        self._handoff.succeed(call, result, receiving=True)
+        self._handoff.complete(call, result, None, receiving=True)
 
     def on_undecodable(self, event: C.Undecodable) -> bool:
         """A message to our pid that could not be decoded: if its tag names a call waiting

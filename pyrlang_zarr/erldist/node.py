@@ -47,6 +47,7 @@ from pyrlang_zarr.erldist.peers import Peers
 from pyrlang_zarr.erldist.processes import Process, Processes
 from pyrlang_zarr.erldist.services import NAMES as SERVICE_NAMES
 from pyrlang_zarr.erldist.services import Services
+from pyrlang_zarr.erldist.session import ReplyRoute
 from pyrlang_zarr.erldist.tls import TlsConfig, resolve_tls
 from pyrlang_zarr.errors import NodeDown, NodeUnreachable, RpcTimeout
 from pyrlang_zarr.term import Atom, Pid, Reference, atoms, encode_parts
@@ -229,6 +230,7 @@ class Node:
         settings = self._settings
         identity = self._identity = Identity(self._requested_name)
         handoff = self._handoff = Handoff(lambda: peers.flush(), lambda: identity.name)
+        replies = ReplyRoute()
         peers = self._peers = Peers(
             identity,
             self._cookie,
@@ -237,9 +239,10 @@ class Node:
             on_message=_weakly(self, Node._on_message),
             on_down=_weakly(self, Node._on_down),
             views_for=lambda pid: calls.is_reply_to(pid),
+            replies=replies,
             tls=self._tls,
         )
-        calls = self._calls = Calls(identity, handoff, peers, settings)
+        calls = self._calls = Calls(identity, handoff, peers, settings, replies)
         self._processes = Processes(self, identity, self._signal, reserved=SERVICE_NAMES)
         self._services = Services(identity, self._processes.deliver_named)
         rt = self._rt
@@ -339,7 +342,9 @@ class Node:
     # -- receiving ------------------------------------------------------------------------
     def _on_message(self, conn: DistConnection, event: C.ControlMessage) -> None:
         """On the IO loop: route one control event from ``conn``'s peer."""
-        if type(event) is C.Send:
+        if type(event) is C.Reply:
+            self._calls.on_tagged_reply(event)
+        elif type(event) is C.Send:
             if event.to == self._calls.pid:
                 self._calls.on_reply(event)
             else:

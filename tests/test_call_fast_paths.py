@@ -1,0 +1,170 @@
+"""The per-call fast paths: a call's bytes assembled from cached parts, a reply read from its
+first bytes. Each must give exactly what the general encoder and decoder give; the last
+test checks them against a real node, the Erlang side echoing what it received."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import pytest
+
+from pyrlang_zarr import Node
+from pyrlang_zarr.erldist import control as C
+from pyrlang_zarr.erldist.calls import Calls, encode_request, tag_of
+from pyrlang_zarr.erldist.handoff import Handoff
+from pyrlang_zarr.erldist.identity import Identity
+from pyrlang_zarr.erldist.session import ReplyRoute
+from pyrlang_zarr.term import (
+    Atom,
+    ImproperList,
+    Pid,
+    Reference,
+    atoms,
+    decode,
+    encode,
+)
+from pyrlang_zarr.term.encode import ZERO_COPY_THRESHOLD
+from pyrlang_zarr.testing.cluster import LocalCluster
+from tests.test_dist_sansio import connect, events, framed, new_session
+
+ARGS: list[tuple[str, str, list[Any]]] = [
+    ("erlang", "node", []),
+    ("lists", "reverse", [[1, 2, 3]]),
+    ("m\u00e9", "f" * 200, [Atom("x"), "str", b"bin", 1.5, -(1 << 70), {"k": (1, [2])}]),
+    ("mnesia", "write", [b"\x00" * (ZERO_COPY_THRESHOLD + 5), ImproperList((1,), 2)]),
+    ("erlang", "apply", [(), [], [[]], "", b""]),
+]
+
+
+class _Settings:
+    liveness_timeout = 10.0
+
+
+def new_calls(route: ReplyRoute | None = None) -> tuple[Identity, Calls]:
+    identity = Identity("pz-test@host")
+    handoff = Handoff(lambda: None, lambda: identity.name)
+    calls = Calls(identity, handoff, cast(Any, None), _Settings(), route)
+    calls._make_pid()
+    return identity, calls
+
+
+def words(tag: int) -> tuple[int, int, int]:
+    return (tag >> 64, tag >> 32 & 0xFFFFFFFF, tag & 0xFFFFFFFF)
+
+
+@pytest.mark.parametrize(("module", "function", "args"), ARGS)
+def test_a_call_is_the_general_encoding_of_its_terms(
+    module: str, function: str, args: list[Any]
+) -> None:
+    """Header, ``$gen_call`` and request from cached bytes == the encoder's bytes of the
+    terms; the tag is the integer of a reference of ours that no other call gets."""
+    identity, calls = new_calls()
+    pid = calls.pid
+    assert pid is not None
+    tags = set()
+    for _ in range(3):
+        tag, head = calls._tagged_head()
+        tags.add(tag)
+        ref = Reference(identity.name or "", identity.creation, words(tag))
+        assert identity.owns(ref) and tag_of(ref.ids) == tag
+        got = b"".join([head, *encode_request(module, function, args)])
+        request = (atoms.CALL, Atom(module), Atom(function), list(args), Atom("user"))
+        want = encode((C.REG_SEND, pid, atoms.EMPTY, Atom("rex"))) + encode(
+            (atoms.GEN_CALL, (pid, ref), request)
+        )
+        assert got == want
+        control, at = decode(got)
+        assert control == (C.REG_SEND, pid, atoms.EMPTY, Atom("rex"))
+        assert decode(got, at)[0][1] == (pid, ref)
+    assert len(tags) == 3
+
+
+def test_bad_rpc_arguments_fail_before_anything_is_encoded() -> None:
+    with pytest.raises(TypeError, match="module and function must be str"):
+        encode_request(cast(Any, b"erlang"), "node", [])
+    with pytest.raises(TypeError, match="args must be a list or tuple"):
+        encode_request("erlang", "node", cast(Any, "abc"))
+
+
+def reply_session() -> tuple[Identity, Calls, Any]:
+    route = ReplyRoute()
+    identity, calls = new_calls(route)
+    session = new_session()
+    session.replies = route
+    connect(session)
+    return identity, calls, session
+
+
+def test_a_reply_is_read_from_its_bytes_as_the_general_path_reads_it() -> None:
+    """A reply to our pid: a Reply with the call's tag and the same result the general
+    decoder gives; anything else (another pid, another node's ref) takes the general path."""
+    identity, calls, session = reply_session()
+    pid = calls.pid
+    assert pid is not None
+    tag, _ = calls._tagged_head()
+    ref = Reference(identity.name or "", identity.creation, words(tag))
+    other_pid = Pid("pz-test@host", pid.id + 1, 0, pid.creation)
+    foreign_ref = Reference("x@host", identity.creation, words(tag))
+    result = {"a": [1, (2, b"x" * 100)], Atom("k"): -5}
+    to_us = b"p" + encode((C.SEND, Atom(""), pid))
+    session.receive_data(
+        framed(to_us + encode((ref, result)))
+        + framed(b"p" + encode((C.SEND, Atom(""), other_pid)) + encode((ref, result)))
+        + framed(to_us + encode((foreign_ref, result)))
+        + framed(to_us + encode((ref, Atom("ok"), 3))),
+        now=1.0,
+    )
+    mine, to_other, foreign, triple = events(session)
+    general = decode(encode(result))[0]  # str travels as a binary
+    assert isinstance(mine, C.Reply)
+    assert (mine.tag, mine.result, mine.views) == (tag, general, False)
+    assert to_other == C.Send(other_pid, (ref, general))
+    assert foreign == C.Send(pid, (foreign_ref, general))
+    assert triple == C.Send(pid, (ref, Atom("ok"), 3))
+
+
+def test_an_undecodable_reply_still_fails_its_call_alone() -> None:
+    """The fast path gives up on a result it cannot decode: the general path reads the tag,
+    so that call (and only it) gets the error."""
+    identity, calls, session = reply_session()
+    pid = calls.pid
+    assert pid is not None
+    tag, _ = calls._tagged_head()
+    ref = Reference(identity.name or "", identity.creation, words(tag))
+    bad_map = b"t\x00\x00\x00\x02a\x01w\x01aF?\xf0\x00\x00\x00\x00\x00\x00w\x01b"
+    session.receive_data(
+        framed(b"p" + encode((C.SEND, Atom(""), pid)) + b"\x83h\x02" + encode(ref)[1:] + bad_map),
+        now=1.0,
+    )
+    [event] = events(session)
+    assert isinstance(event, C.Undecodable) and event.tag == ref
+
+
+@pytest.mark.erlang
+async def test_calls_and_replies_on_the_fast_paths_against_erlang(
+    cluster: LocalCluster,
+) -> None:
+    """Concurrent calls with varied arguments, echoed by the Erlang side: every reply reaches
+    its own call, and the replies came through the fast path (counted)."""
+    async with Node(cookie=cluster.cookie) as node:
+        peer = cluster.nodes[0]
+        await node.rpc(peer, "erlang", "node", [])  # connected, our pid made
+        fast = 0
+        tagged = node._calls.on_tagged_reply
+
+        def counting(event: C.Reply) -> None:
+            nonlocal fast
+            fast += 1
+            tagged(event)
+
+        node._calls.on_tagged_reply = counting  # type: ignore[method-assign]
+        terms = [(i, b"s" * i, [Atom("a")] * (i % 3), b"\x01" * (i * 1000)) for i in range(60)]
+        got = await asyncio.gather(*(node.rpc(peer, "lists", "reverse", [[t]]) for t in terms))
+        assert got == [[t] for t in terms]
+        big = b"\x07" * (3 << 20)
+        view = await node.rpc(peer, "erlang", "iolist_to_binary", [[big]], copy_binaries=False)
+        assert type(view) is memoryview and view == big
+        copied = await node.rpc(peer, "erlang", "iolist_to_binary", [[big]])
+        assert type(copied) is bytes and copied == big
+        assert fast == len(terms) + 2
