@@ -168,3 +168,38 @@ async def test_calls_and_replies_on_the_fast_paths_against_erlang(
         copied = await node.rpc(peer, "erlang", "iolist_to_binary", [[big]])
         assert type(copied) is bytes and copied == big
         assert fast == len(terms) + 2
+
+
+@pytest.mark.erlang
+async def test_a_lone_call_leaves_uncorked_and_a_burst_still_shares_writes(
+    cluster: LocalCluster,
+) -> None:
+    """Sequential calls (none other of the loop in flight) schedule no uncorking callback;
+    calls made together in one iteration still leave in a few writes, every reply right."""
+    async with Node(cookie=cluster.cookie) as node:
+        peer = cluster.nodes[0]
+        await node.rpc(peer, "erlang", "node", [])
+        conn = node._peers.connection(peer)
+        assert conn is not None and conn.direct
+        uncorks: list[int] = []
+        writes: list[int] = []
+        uncork, write = conn._uncork, conn._write
+
+        def counting_uncork(loop: Any) -> None:
+            uncorks.append(1)
+            uncork(loop)
+
+        def counting_write(buffers: Any) -> None:
+            writes.append(len(buffers))
+            write(buffers)
+
+        conn._uncork = counting_uncork  # type: ignore[method-assign]
+        conn._write = counting_write  # type: ignore[method-assign]
+        for i in range(50):
+            assert await node.rpc(peer, "erlang", "+", [i, 1]) == i + 1
+        assert (len(uncorks), len(writes)) == (0, 50)
+        writes.clear()
+        sums = await asyncio.gather(*(node.rpc(peer, "erlang", "+", [i, 2]) for i in range(300)))
+        assert sums == [i + 2 for i in range(300)]
+        assert 1 <= len(writes) <= 10  # the first call at once, the rest corked together
+        assert uncorks

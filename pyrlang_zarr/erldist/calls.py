@@ -313,18 +313,19 @@ class Calls:
         request: list[bytes | memoryview],
         call: Pending,
         loop: asyncio.AbstractEventLoop,
+        alone: bool = False,
     ) -> bool:
         """On the caller's thread: write the call (its ``request`` encoded) on ``conn``
-        (connected, plain TCP), corked until the end of ``loop``'s iteration. ``False`` if
-        the first call has not made our pid yet (then :meth:`start` must run on the IO
-        loop)."""
+        (connected, plain TCP), corked until the end of ``loop``'s iteration unless it is
+        ``alone`` (no other call of ``loop`` in flight). ``False`` if the first call has not
+        made our pid yet (then :meth:`start` must run on the IO loop)."""
         if self.pid is None:
             return False
         tag, head = self._tagged_head()
         call.tag = tag
         self._add(call.peer, tag, call)  # before sending: the reply may come at once
         try:
-            conn.send_parts([head, *request], loop)
+            conn.send_parts([head, *request], loop, alone=alone)
         except BaseException:
             self._pop(tag)
             raise

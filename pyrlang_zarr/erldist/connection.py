@@ -179,11 +179,17 @@ class DistConnection(asyncio.BufferedProtocol):
         return self._direct is not None
 
     def send_parts(
-        self, parts: list[bytes | memoryview], loop: asyncio.AbstractEventLoop | None = None
+        self,
+        parts: list[bytes | memoryview],
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        alone: bool = False,
     ) -> None:
         """Write a packet whose encoded terms are ``parts`` (already ETF-encoded), corked
         until the end of the iteration of ``loop``: the running loop, the IO loop if omitted.
-        From a loop other than the IO loop only when :attr:`direct`."""
+        From a loop other than the IO loop only when :attr:`direct`. ``alone``: the caller
+        knows of nothing else ``loop`` sends meanwhile (no call of its in flight); with no
+        packet corked anywhere it is written at once, without a cork."""
         transport = self._transport
         if transport is None or self.closed or self._error is not None or transport.is_closing():
             raise NodeDown(f"connection to {self.peer_name} is closed")
@@ -194,6 +200,12 @@ class DistConnection(asyncio.BufferedProtocol):
             size += len(part)
         header = self.session.header(size)
         corks = self._corks
+        if alone and not corks and loop is not self._loop:
+            if size < _SMALL_WRITE:
+                self._write_one(b"".join((header, *parts)))
+            else:
+                self._write_joined([header, *parts])
+            return
         cork = corks.get(loop)
         if cork is None:
             if corks:  # forget the corks of loops closed before their turn came
@@ -225,6 +237,13 @@ class DistConnection(asyncio.BufferedProtocol):
         cork = self._corks.pop(loop, None)
         if cork:
             self._write_joined(cork)
+
+    def _write_one(self, data: bytes) -> None:
+        """Write one small packet (a lone call's)."""
+        try:
+            self._write([data])
+        except NodeDown:
+            pass  # the connection is lost: its calls fail from connection_lost
 
     def _write_joined(self, parts: list[bytes | memoryview]) -> None:
         """Write ``parts``, the small ones joined, the large ones as they are."""
@@ -267,12 +286,17 @@ class DistConnection(asyncio.BufferedProtocol):
                 return
             sent = 0
             try:
-                for i in range(0, len(buffers), _MAX_IOV):
-                    batch = buffers[i : i + _MAX_IOV]
-                    n = sock.sendmsg(batch)
-                    sent += n
-                    if n < sum(len(b) for b in batch):
-                        break
+                if len(buffers) == 1:  # most writes: one packet, or one corked batch joined
+                    sent = sock.send(buffers[0])
+                    if sent == len(buffers[0]):
+                        return
+                else:
+                    for i in range(0, len(buffers), _MAX_IOV):
+                        batch = buffers[i : i + _MAX_IOV]
+                        n = sock.sendmsg(batch)
+                        sent += n
+                        if n < sum(len(b) for b in batch):
+                            break
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError as exc:

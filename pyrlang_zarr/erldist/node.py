@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyrlang_zarr.erldist import control as C
+from pyrlang_zarr.erldist.callers import CallerLoops
 from pyrlang_zarr.erldist.calls import Calls, encode_request, own_binaries, rpc_result
 from pyrlang_zarr.erldist.connection import DistConnection
 from pyrlang_zarr.erldist.cookie import resolve_cookie
@@ -243,6 +244,7 @@ class Node:
             tls=self._tls,
         )
         calls = self._calls = Calls(identity, handoff, peers, settings, replies)
+        self._callers = CallerLoops()
         self._processes = Processes(self, identity, self._signal, reserved=SERVICE_NAMES)
         self._services = Services(identity, self._processes.deliver_named)
         rt = self._rt
@@ -455,6 +457,7 @@ class Node:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         call = Pending(loop, fut, peer, f"{module}:{function}/{len(args)}", copy=copy_binaries)
+        state = self._callers.of(loop)
         if loop is io.loop:
             self._calls.start(peer, request, call)
         else:
@@ -463,9 +466,10 @@ class Node:
             if (
                 conn is None
                 or not conn.direct
-                or not self._calls.start_direct(conn, request, call, loop)
+                or not self._calls.start_direct(conn, request, call, loop, state.inflight == 0)
             ):
                 self._handoff.to_io(io, self._calls.start, peer, request, call)
+        state.inflight += 1
         timer = None if limit is None else loop.call_later(limit, expire, call, limit)
         try:
             result = await fut
@@ -473,6 +477,7 @@ class Node:
             self._calls.forget(io, call)
             raise
         finally:
+            state.inflight -= 1
             if timer is not None:
                 timer.cancel()
         return rpc_result(call, result)
