@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from pyrlang_zarr import Node
+from pyrlang_zarr import Node, RpcTimeout
 from pyrlang_zarr.erldist import control as C
 from pyrlang_zarr.erldist.calls import Calls, encode_request, tag_of
 from pyrlang_zarr.erldist.handoff import Handoff
@@ -203,3 +203,28 @@ async def test_a_lone_call_leaves_uncorked_and_a_burst_still_shares_writes(
         assert sums == [i + 2 for i in range(300)]
         assert 1 <= len(writes) <= 10  # the first call at once, the rest corked together
         assert uncorks
+
+
+@pytest.mark.erlang
+async def test_one_timer_per_loop_keeps_every_calls_deadline(cluster: LocalCluster) -> None:
+    """A short deadline set after a long one still fires (the loop's one timer is moved
+    earlier), the long call goes on, and completed calls leave nothing behind (a deadline
+    entry would keep its call's result alive)."""
+    async with Node(cookie=cluster.cookie) as node:
+        peer = cluster.nodes[0]
+        for i in range(20):
+            assert await node.rpc(peer, "erlang", "+", [i, 1], timeout=5 + i) == i + 1
+        state = node._callers.of(asyncio.get_running_loop())
+        assert state._due == {} and state.inflight == 0
+        long = asyncio.ensure_future(node.rpc(peer, "timer", "sleep", [20_000], timeout=30))
+        await asyncio.sleep(0)
+        with pytest.raises(RpcTimeout, match="timer:sleep/1"):
+            await node.rpc(peer, "timer", "sleep", [20_000], timeout=0.3)
+        assert not long.done()
+        with pytest.raises(RpcTimeout):  # the timer set itself again for what is left
+            await node.rpc(peer, "timer", "sleep", [20_000], timeout=0.2)
+        assert await node.rpc(peer, "erlang", "node", [], timeout=10) == Atom(peer)
+        long.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await long
+        assert state._due == {} and state.inflight == 0

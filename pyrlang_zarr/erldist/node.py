@@ -34,7 +34,7 @@ from pyrlang_zarr.erldist.callers import CallerLoops
 from pyrlang_zarr.erldist.calls import Calls, encode_request, own_binaries, rpc_result
 from pyrlang_zarr.erldist.connection import DistConnection
 from pyrlang_zarr.erldist.cookie import resolve_cookie
-from pyrlang_zarr.erldist.handoff import Handoff, Pending, expire
+from pyrlang_zarr.erldist.handoff import Handoff, Pending
 from pyrlang_zarr.erldist.identity import Identity, is_long_host, split_node_name
 from pyrlang_zarr.erldist.io_thread import IoThread
 from pyrlang_zarr.erldist.options import (
@@ -470,7 +470,8 @@ class Node:
             ):
                 self._handoff.to_io(io, self._calls.start, peer, request, call)
         state.inflight += 1
-        timer = None if limit is None else loop.call_later(limit, expire, call, limit)
+        if limit is not None:
+            state.add_deadline(call, limit)
         try:
             result = await fut
         except (RpcTimeout, asyncio.CancelledError):
@@ -478,8 +479,8 @@ class Node:
             raise
         finally:
             state.inflight -= 1
-            if timer is not None:
-                timer.cancel()
+            if limit is not None:
+                state.discard_deadline(call)
         return rpc_result(call, result)
 
     # -- processes ------------------------------------------------------------------------
