@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from pyrlang_zarr import Node, RpcTimeout
+from pyrlang_zarr import Node, NodeDown, RpcTimeout
 from pyrlang_zarr.erldist import control as C
 from pyrlang_zarr.erldist.calls import Calls, encode_request, tag_of
 from pyrlang_zarr.erldist.handoff import Handoff
@@ -151,14 +151,16 @@ async def test_calls_and_replies_on_the_fast_paths_against_erlang(
         peer = cluster.nodes[0]
         await node.rpc(peer, "erlang", "node", [])  # connected, our pid made
         fast = 0
-        tagged = node._calls.on_tagged_reply
+        route = node._calls._replies
+        assert route is not None and route.deliver is not None
+        deliver = route.deliver
 
         def counting(event: C.Reply) -> None:
             nonlocal fast
             fast += 1
-            tagged(event)
+            deliver(event)
 
-        node._calls.on_tagged_reply = counting  # type: ignore[method-assign]
+        route.deliver = counting
         terms = [(i, b"s" * i, [Atom("a")] * (i % 3), b"\x01" * (i * 1000)) for i in range(60)]
         got = await asyncio.gather(*(node.rpc(peer, "lists", "reverse", [[t]]) for t in terms))
         assert got == [[t] for t in terms]
@@ -228,3 +230,25 @@ async def test_one_timer_per_loop_keeps_every_calls_deadline(cluster: LocalClust
         with pytest.raises(asyncio.CancelledError):
             await long
         assert state._due == {} and state.inflight == 0
+
+
+@pytest.mark.erlang
+async def test_a_lost_connection_fails_its_own_calls_only(cluster: LocalCluster) -> None:
+    """The table of calls is one dict scanned by peer when a connection is lost: that
+    peer's calls fail with NodeDown, another peer's calls complete, nothing is left."""
+    a, b = cluster.nodes[0], cluster.nodes[1]
+    async with Node(cookie=cluster.cookie) as node:
+        for peer in (a, b):
+            await node.rpc(peer, "erlang", "node", [])
+        lost = [asyncio.ensure_future(node.rpc(a, "timer", "sleep", [20_000])) for _ in range(5)]
+        kept = [asyncio.ensure_future(node.rpc(b, "timer", "sleep", [300])) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        conn = node._peers.connection(a)
+        assert conn is not None
+        node.start_io_thread().call_soon_threadsafe(conn.abort, NodeDown("cut by the test"))
+        for call in lost:
+            with pytest.raises(NodeDown, match="outcome unknown"):
+                await call
+        assert await asyncio.gather(*kept) == [Atom("ok")] * 5
+        assert node._calls._pending == {}
+        assert await node.rpc(a, "erlang", "node", []) == Atom(a)  # connected again

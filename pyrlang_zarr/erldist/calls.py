@@ -13,15 +13,16 @@ peer is unknown. A peer that owes replies and falls silent is probed, and droppe
 in seconds rather than after a whole tick time.
 
 Once a peer is connected over plain TCP, a call is encoded and written on the caller's own
-thread (:meth:`Calls.start_direct`); only its reply passes through the IO thread. The tables
-of calls in flight are shared by the threads, under a lock.
+thread (:meth:`Calls.start_direct`); only its reply passes through the IO thread. The table
+of calls in flight is one dict shared by the threads, each entry added and taken by one
+atomic operation (whoever pops a call completes it: a reply or a lost connection, never
+both); the rare questions by peer (which calls to fail, which peers owe replies) scan it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -141,13 +142,13 @@ class Calls:
         self._peers = peers
         self._settings = settings
         self._replies = replies  # told the first bytes of our replies once the pid exists
+        if replies is not None:
+            replies.deliver = self.on_tagged_reply
         self.pid: Pid | None = None  # the pid every call is sent from, made on first use
         self._header: list[bytes | memoryview] = []  # REG_SEND from pid to rex, encoded
         # the header, then the $gen_call message up to the reference's three words
         self._head = b""
-        self._pending: dict[int, Pending] = {}  # by tag
-        self._by_peer: dict[str, set[int]] = {}
-        self._lock = threading.Lock()  # the two tables above, shared with callers' threads
+        self._pending: dict[int, Pending] = {}  # by tag; shared with callers' threads
 
     def is_reply_to(self, pid: Pid) -> bool:
         """Whether a message to ``pid`` is a reply (whose large binaries may stay views)."""
@@ -168,7 +169,7 @@ class Calls:
             self._handoff.fail(call, exc)
             return
         call.tag = tag
-        self._add(peer, tag, call)
+        self._pending[tag] = call
         self._peers.submit(peer, [head, *request], None)
 
     def _make_pid(self) -> None:
@@ -202,22 +203,8 @@ class Calls:
             return None
         return tag_of(ref.ids)
 
-    def _add(self, peer: str, ref: int, call: Pending) -> None:
-        with self._lock:
-            self._pending[ref] = call
-            refs = self._by_peer.get(peer)
-            if refs is None:
-                refs = self._by_peer[peer] = set()
-            refs.add(ref)
-
-    def _pop(self, ref: int) -> Pending | None:
-        with self._lock:
-            call = self._pending.pop(ref, None)
-            if call is not None:
-                refs = self._by_peer.get(call.peer)
-                if refs is not None:
-                    refs.discard(ref)
-            return call
+    def _pop(self, tag: int) -> Pending | None:
+        return self._pending.pop(tag, None)
 
     def on_reply(self, event: C.Send) -> None:
         """A message to our pid: ``{Ref, Result}`` completes the call tagged ``Ref``."""
@@ -233,7 +220,7 @@ class Calls:
         self._complete(event.tag, event.result, event.views)
 
     def _complete(self, tag: int, result: Any, views: bool) -> None:
-        call = self._pop(tag)
+        call = self._pending.pop(tag, None)
         if call is None:
             return  # timed out or cancelled: dropped
         if views and call.copy:
@@ -264,9 +251,12 @@ class Calls:
     def fail_peer(self, peer: str, error: BaseException, *, lost: bool) -> None:
         """Every call waiting on ``peer`` fails with ``error``; a ``lost`` connection's calls
         with a :class:`NodeDown` that says their outcome is unknown."""
-        with self._lock:
-            refs = self._by_peer.pop(peer, set())
-            calls = [call for ref in refs if (call := self._pending.pop(ref, None)) is not None]
+        pending = self._pending
+        calls = [
+            call
+            for tag, waiting in list(pending.items())
+            if waiting.peer == peer and (call := pending.pop(tag, None)) is not None
+        ]
         for call in calls:
             what = f"{error} (during {call.what}; outcome unknown)"
             self._handoff.fail(call, NodeDown(what) if lost else error)
@@ -277,11 +267,10 @@ class Calls:
         loop = asyncio.get_running_loop()
         now = loop.time()
         limit = self._settings.liveness_timeout
-        with self._lock:
-            owing = [(peer, bool(refs)) for peer, refs in self._by_peer.items()]
-        for peer, refs in owing:
+        owing = {call.peer for call in list(self._pending.values())}
+        for peer in owing:
             conn = self._peers.connection(peer)
-            if conn is None or not refs:
+            if conn is None:
                 continue
             silent = now - conn.last_recv
             if silent > limit:
@@ -323,7 +312,7 @@ class Calls:
             return False
         tag, head = self._tagged_head()
         call.tag = tag
-        self._add(call.peer, tag, call)  # before sending: the reply may come at once
+        self._pending[tag] = call  # before sending: the reply may come at once
         try:
             conn.send_parts([head, *request], loop, alone=alone)
         except BaseException:

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pyrlang_zarr.erldist.control import ControlMessage
+from pyrlang_zarr.erldist.control import ControlMessage, Reply
 from pyrlang_zarr.erldist.handshake import Peer
 from pyrlang_zarr.erldist.session import Connected, Malformed, Outgoing, Session, SessionEvent
 from pyrlang_zarr.erldist.tls import describe_ssl_error
@@ -103,8 +103,12 @@ class DistConnection(asyncio.BufferedProtocol):
         session.buffer_updated(nbytes, self._loop.time())
         try:
             on_message = self._on_message
+            replies = session.replies
+            deliver = None if replies is None else replies.deliver
             while (event := session.next_event()) is not None:
-                if isinstance(event, SessionEvent):
+                if type(event) is Reply and deliver is not None:
+                    deliver(event)  # a reply to one of our calls: straight to its table
+                elif isinstance(event, SessionEvent):
                     self._handle(event)
                 else:
                     on_message(self, event)

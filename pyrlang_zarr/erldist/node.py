@@ -245,6 +245,7 @@ class Node:
         )
         calls = self._calls = Calls(identity, handoff, peers, settings, replies)
         self._callers = CallerLoops()
+        self._peer_names: set[str] = set()  # peer names checked already
         self._processes = Processes(self, identity, self._signal, reserved=SERVICE_NAMES)
         self._services = Services(identity, self._processes.deliver_named)
         rt = self._rt
@@ -446,14 +447,19 @@ class Node:
         ``timeout`` seconds (default: the node's ``rpc_timeout``). After a timeout or a
         cancellation the late reply is dropped; the call may still have run on the peer.
         """
-        peer = str(peer)
-        split_node_name(peer)
+        if type(peer) is not str or peer not in self._peer_names:
+            peer = str(peer)
+            split_node_name(peer)
+            if len(self._peer_names) < 1024:
+                self._peer_names.add(peer)
         request = encode_request(module, function, args)
-        if isinstance(timeout, _Default):
-            limit = self.rpc_timeout
+        if timeout is _DEFAULT:
+            limit = self._settings.rpc_timeout
         else:  # checked here: a bad timeout must not surface after the call was applied
             limit = check_timeout("timeout", timeout, allow_none=True)
-        io = self._runtime()
+        io = self._io
+        if io is None or not io.running or self._closed or self._owner_pid != os.getpid():
+            io = self._runtime()
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         call = Pending(loop, fut, peer, f"{module}:{function}/{len(args)}", copy=copy_binaries)

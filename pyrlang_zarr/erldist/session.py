@@ -80,13 +80,15 @@ class Malformed(SessionEvent):
 
 class ReplyRoute:
     """The first bytes of every reply to our calls (``b'p'``, the control message, then the
-    message up to the reference's words), set once our calls' pid exists; shared by the
+    message up to the reference's words), set once our calls' pid exists, and who takes the
+    :class:`~.control.Reply` events (the transport hands them over directly); shared by the
     node's sessions."""
 
-    __slots__ = ("prefix",)
+    __slots__ = ("deliver", "prefix")
 
     def __init__(self) -> None:
         self.prefix: bytes | None = None
+        self.deliver: Callable[[C.Reply], None] | None = None
 
 
 TICK_EVENT = Tick()
