@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_work                 # calls per rpc, by thread and function
     python -m benchmarks.bench_work --calls 0 --n 2000   # just 2000 rpcs (for callgrind)
+    python -m benchmarks.bench_work --op write      # MnesiaClient.write of 1 KiB instead
 
 On a 2-core machine shared with other work a p50 moves by 2x between runs; the number of
 Python function calls (and, under ``valgrind --tool=callgrind``, instructions) a round trip
@@ -9,7 +10,9 @@ costs does not. The caller is the main asyncio loop and the sockets are on the n
 thread, as in real use; each call is ``rpc(peer, "erlang", "node", [])``. With ``--calls``
 every Python and C function call made on either thread during ``--calls`` sequential rpcs is
 counted (``sys.setprofile`` on both threads), and the totals per rpc are printed with the
-top functions. For instructions, run it twice under callgrind with different ``--n`` and
+top functions (``--opcodes``: bytecodes executed, ``sys.settrace``). ``--op write`` counts
+``MnesiaClient.write`` of 1 KiB (one ``sync_transaction`` each, on a ``ram_copies`` table of
+the one node) instead. For instructions, run it twice under callgrind with different ``--n`` and
 divide the difference of the two totals by the difference of the counts.
 """
 
@@ -24,6 +27,7 @@ from types import FrameType
 from typing import Any
 
 from pyrlang_zarr import Node
+from pyrlang_zarr.mnesia import MnesiaClient, ensure_table
 from pyrlang_zarr.testing.cluster import LocalCluster
 
 Key = tuple[str, str]
@@ -65,11 +69,24 @@ class Counter:
         self.counts[(where, key)] += 1
 
 
-async def run(n: int, calls: int, top: int, opcodes: bool) -> None:
+async def run(n: int, calls: int, top: int, opcodes: bool, op: str) -> None:
     async with LocalCluster(n=1) as cluster, Node(cookie=cluster.cookie) as node:
         peer = cluster.nodes[0]
+        if op == "write":
+            await ensure_table(node, [peer], "pz_bench_work", ram_copies=True)
+            client = MnesiaClient(node, "pz_bench_work", peer)
+            data = bytes(1024)
+
+            async def one() -> None:
+                await client.write(b"k", data)
+
+        else:
+
+            async def one() -> None:
+                await node.rpc(peer, "erlang", "node", [])
+
         for _ in range(max(n, 200)):  # warm up: connected, caches filled
-            await node.rpc(peer, "erlang", "node", [])
+            await one()
         if calls:
             counter = Counter()
             io_loop = node.start_io_thread()
@@ -89,7 +106,7 @@ async def run(n: int, calls: int, top: int, opcodes: bool) -> None:
             install(hook)
             counter.on = True
             for _ in range(calls):
-                await node.rpc(peer, "erlang", "node", [])
+                await one()
             counter.on = False
             uninstall(None)
             io_loop.call_soon_threadsafe(uninstall, None)
@@ -104,7 +121,7 @@ def report(counter: Counter, calls: int, top: int) -> None:
     for (where, key), count in counter.counts.items():
         kind = "C" if key[0] == "C" else "py"
         per[(where, kind)] += count / calls
-    print(f"function calls per rpc over {calls} sequential rpcs of erlang:node/0")
+    print(f"function calls per call over {calls} sequential calls")
     print("| thread | Python calls | C calls | total |")
     print("|---|---|---|---|")
     for where in ("caller", "io"):
@@ -122,7 +139,7 @@ def report(counter: Counter, calls: int, top: int) -> None:
 
 
 def report_opcodes(counter: Counter, calls: int, top: int) -> None:
-    print(f"bytecodes executed per rpc over {calls} sequential rpcs of erlang:node/0")
+    print(f"bytecodes executed per call over {calls} sequential calls")
     for where in ("caller", "io"):
         items = [(k, v) for (w, k), v in counter.counts.items() if w == where]
         total = sum(v for _, v in items) / calls
@@ -135,10 +152,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=0, help="plain rpcs before counting")
     parser.add_argument("--calls", type=int, default=2000, help="rpcs to count calls over")
+    parser.add_argument("--op", choices=("rpc", "write"), default="rpc", help="what to call")
     parser.add_argument("--opcodes", action="store_true", help="count bytecodes instead")
     parser.add_argument("--top", type=int, default=40, help="functions listed per thread")
     args = parser.parse_args()
-    asyncio.run(run(args.n, args.calls, args.top, args.opcodes))
+    asyncio.run(run(args.n, args.calls, args.top, args.opcodes, args.op))
 
 
 if __name__ == "__main__":
