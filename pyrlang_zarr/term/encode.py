@@ -126,6 +126,9 @@ def _string_bytes(items: list[Any]) -> bytes | None:
     doing the same keeps re-encoded terms byte-identical. ``bool`` is an ``int`` to ``bytes()``
     but an atom to us, hence the type check.
     """
+    first = items[0]
+    if type(first) is not int and (type(first) is bool or not isinstance(first, int)):
+        return None  # most lists: no need to look further
     kinds = set(map(type, items))
     if kinds != {int}:
         if not all(issubclass(k, int) and k is not bool for k in kinds):
@@ -295,6 +298,14 @@ def _encode(term: Any, parts: list[bytes | memoryview]) -> bytearray:
                 if t is _LIST_END:
                     out.append(NIL_EXT)
                     continue
+                if tp is ExportFun:
+                    if not 0 <= t.arity < 256:
+                        raise EncodeError(f"fun arity out of range 0..255: {t.arity}")
+                    out.append(EXPORT_EXT)
+                    out += _atom_bytes(t.module)
+                    out += _atom_bytes(t.function)
+                    out += small_ints[t.arity]
+                    continue
                 if tp is Pid:
                     out.append(NEW_PID_EXT)
                     node = t.node
@@ -348,14 +359,6 @@ def _encode(term: Any, parts: list[bytes | memoryview]) -> bytearray:
                     continue
                 if t is None:
                     out += _UNDEFINED
-                    continue
-                if tp is ExportFun:
-                    if not 0 <= t.arity < 256:
-                        raise EncodeError(f"fun arity out of range 0..255: {t.arity}")
-                    out.append(EXPORT_EXT)
-                    out += _atom_bytes(t.module)
-                    out += _atom_bytes(t.function)
-                    out += small_ints[t.arity]
                     continue
                 if tp is Port:
                     node_bytes = _atom_bytes(t.node)
