@@ -14,7 +14,7 @@ from pyrlang_zarr.erldist import control as C
 from pyrlang_zarr.erldist.calls import Calls, encode_request, tag_of
 from pyrlang_zarr.erldist.handoff import Handoff
 from pyrlang_zarr.erldist.identity import Identity
-from pyrlang_zarr.erldist.session import ReplyRoute
+from pyrlang_zarr.erldist.session import TICK, ReplyRoute
 from pyrlang_zarr.term import (
     Atom,
     ImproperList,
@@ -192,7 +192,8 @@ async def test_a_lone_call_leaves_uncorked_and_a_burst_still_shares_writes(
             uncork(loop)
 
         def counting_write(buffers: Any) -> None:
-            writes.append(len(buffers))
+            if buffers != [TICK]:  # the IO loop's tick, if the machine stalls for a second
+                writes.append(len(buffers))
             write(buffers)
 
         conn._uncork = counting_uncork  # type: ignore[method-assign]
