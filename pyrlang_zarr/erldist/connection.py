@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pyrlang_zarr.erldist.control import ControlMessage
+from pyrlang_zarr.erldist.control import ControlMessage, Reply
 from pyrlang_zarr.erldist.handshake import Peer
 from pyrlang_zarr.erldist.session import Connected, Malformed, Outgoing, Session, SessionEvent
 from pyrlang_zarr.erldist.tls import describe_ssl_error
@@ -103,8 +103,12 @@ class DistConnection(asyncio.BufferedProtocol):
         session.buffer_updated(nbytes, self._loop.time())
         try:
             on_message = self._on_message
+            replies = session.replies
+            deliver = None if replies is None else replies.deliver
             while (event := session.next_event()) is not None:
-                if isinstance(event, SessionEvent):
+                if type(event) is Reply and deliver is not None:
+                    deliver(event)  # a reply to one of our calls: straight to its table
+                elif isinstance(event, SessionEvent):
                     self._handle(event)
                 else:
                     on_message(self, event)
@@ -179,11 +183,17 @@ class DistConnection(asyncio.BufferedProtocol):
         return self._direct is not None
 
     def send_parts(
-        self, parts: list[bytes | memoryview], loop: asyncio.AbstractEventLoop | None = None
+        self,
+        parts: list[bytes | memoryview],
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        alone: bool = False,
     ) -> None:
         """Write a packet whose encoded terms are ``parts`` (already ETF-encoded), corked
         until the end of the iteration of ``loop``: the running loop, the IO loop if omitted.
-        From a loop other than the IO loop only when :attr:`direct`."""
+        From a loop other than the IO loop only when :attr:`direct`. ``alone``: the caller
+        knows of nothing else ``loop`` sends meanwhile (no call of its in flight); with no
+        packet corked anywhere it is written at once, without a cork."""
         transport = self._transport
         if transport is None or self.closed or self._error is not None or transport.is_closing():
             raise NodeDown(f"connection to {self.peer_name} is closed")
@@ -194,6 +204,12 @@ class DistConnection(asyncio.BufferedProtocol):
             size += len(part)
         header = self.session.header(size)
         corks = self._corks
+        if alone and not corks and loop is not self._loop:
+            if size < _SMALL_WRITE:
+                self._write_one(b"".join((header, *parts)))
+            else:
+                self._write_joined([header, *parts])
+            return
         cork = corks.get(loop)
         if cork is None:
             if corks:  # forget the corks of loops closed before their turn came
@@ -225,6 +241,13 @@ class DistConnection(asyncio.BufferedProtocol):
         cork = self._corks.pop(loop, None)
         if cork:
             self._write_joined(cork)
+
+    def _write_one(self, data: bytes) -> None:
+        """Write one small packet (a lone call's)."""
+        try:
+            self._write([data])
+        except NodeDown:
+            pass  # the connection is lost: its calls fail from connection_lost
 
     def _write_joined(self, parts: list[bytes | memoryview]) -> None:
         """Write ``parts``, the small ones joined, the large ones as they are."""
@@ -267,12 +290,17 @@ class DistConnection(asyncio.BufferedProtocol):
                 return
             sent = 0
             try:
-                for i in range(0, len(buffers), _MAX_IOV):
-                    batch = buffers[i : i + _MAX_IOV]
-                    n = sock.sendmsg(batch)
-                    sent += n
-                    if n < sum(len(b) for b in batch):
-                        break
+                if len(buffers) == 1:  # most writes: one packet, or one corked batch joined
+                    sent = sock.send(buffers[0])
+                    if sent == len(buffers[0]):
+                        return
+                else:
+                    for i in range(0, len(buffers), _MAX_IOV):
+                        batch = buffers[i : i + _MAX_IOV]
+                        n = sock.sendmsg(batch)
+                        sent += n
+                        if n < sum(len(b) for b in batch):
+                            break
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError as exc:

@@ -179,6 +179,23 @@ class Undecodable:
     error: DecodeError
 
 
+class Reply:
+    """A reply to one of our remote calls, recognised by its first bytes before anything
+    was decoded (``session.py``): ``tag`` is the call's (``calls.py``), ``result`` the
+    reply's second element. ``views`` as for :class:`Send`. No dataclass: one is made for
+    every reply, and a plain ``__init__`` costs half a frozen one's."""
+
+    __slots__ = ("result", "tag", "views")
+
+    def __init__(self, tag: int, result: Any, views: bool) -> None:
+        self.tag = tag
+        self.result = result
+        self.views = views
+
+    def __repr__(self) -> str:
+        return f"Reply(tag={self.tag:#x}, result={self.result!r}, views={self.views})"
+
+
 @dataclass(frozen=True, slots=True)
 class Unhandled:
     """A control message this node does not act on (spawn, alias, group leader, unknown)."""
@@ -201,6 +218,7 @@ ControlMessage: TypeAlias = (
     | MonitorPExit
     | Undecodable
     | Unhandled
+    | Reply
 )
 
 

@@ -19,7 +19,6 @@ from typing import Any
 from pyrlang_zarr.erldist.io_thread import IoThread
 from pyrlang_zarr.erldist.mailbox import resolve
 from pyrlang_zarr.errors import NodeDown, RpcTimeout
-from pyrlang_zarr.term import Reference
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ class Pending:
     future: asyncio.Future[Any]
     peer: str = ""
     kind: str = "send"  # "send", or "M:F/A" of a remote call
-    ref: Reference | None = None
+    tag: int | None = None  # a remote call's tag, once sent (calls.py)
     copy: bool = True  # False: large binaries of the reply may stay memoryviews
 
     @property

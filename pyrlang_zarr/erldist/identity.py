@@ -29,6 +29,12 @@ def split_node_name(name: str) -> tuple[str, str]:
     return alive, host
 
 
+def ref_ids(n: int) -> tuple[int, int, int]:
+    """The three 32-bit words of our reference number ``n`` (18 bits in the first, as
+    ``erts`` makes them)."""
+    return (n & 0x3FFFF, n >> 18 & 0xFFFFFFFF, 0)
+
+
 def is_long_host(host: str) -> bool:
     """Erlang's rule: a host with a dot (or an IP address) makes a long node name."""
     if "." in host:
@@ -89,10 +95,17 @@ class Identity:
             atom = self._atom = Atom(name)
         return atom
 
+    def next_id(self) -> int:
+        """The next number of this node run's counter (pids and references share it)."""
+        return next(self._ids)
+
     def make_ref(self) -> Reference:
         """A reference unique to this node run (creation and a counter)."""
-        n = next(self._ids)
-        return Reference(self.atom(), self.creation, (n & 0x3FFFF, n >> 18 & 0xFFFFFFFF, 0))
+        return Reference(self.atom(), self.creation, ref_ids(next(self._ids)))
+
+    def owns(self, ref: Reference) -> bool:
+        """Whether ``ref`` was made by this node run (our name and creation)."""
+        return ref.creation == self.creation and ref.node == self.name
 
     def make_pid(self) -> Pid:
         n = next(self._ids)

@@ -21,6 +21,7 @@ class IoThread:
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
+        self.running = False  # True from before the loop runs to the moment it stops
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -29,9 +30,11 @@ class IoThread:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.call_soon(self._started.set)
+        self.running = True
         try:
             self.loop.run_forever()
         finally:
+            self.running = False
             tasks = asyncio.all_tasks(self.loop)
             for task in tasks:
                 task.cancel()
@@ -44,7 +47,8 @@ class IoThread:
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive() and not self.loop.is_closed()
+        """Whether the loop runs (a plain attribute: read on every call)."""
+        return self.running
 
     def in_thread(self) -> bool:
         return threading.current_thread() is self._thread

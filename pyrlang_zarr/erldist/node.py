@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyrlang_zarr.erldist import control as C
-from pyrlang_zarr.erldist.calls import Calls, own_binaries, rpc_request, rpc_result
+from pyrlang_zarr.erldist.callers import CallerLoops
+from pyrlang_zarr.erldist.calls import Calls, encode_request, own_binaries, rpc_result
 from pyrlang_zarr.erldist.connection import DistConnection
 from pyrlang_zarr.erldist.cookie import resolve_cookie
-from pyrlang_zarr.erldist.handoff import Handoff, Pending, expire
+from pyrlang_zarr.erldist.handoff import Handoff, Pending
 from pyrlang_zarr.erldist.identity import Identity, is_long_host, split_node_name
 from pyrlang_zarr.erldist.io_thread import IoThread
 from pyrlang_zarr.erldist.options import (
@@ -47,6 +48,7 @@ from pyrlang_zarr.erldist.peers import Peers
 from pyrlang_zarr.erldist.processes import Process, Processes
 from pyrlang_zarr.erldist.services import NAMES as SERVICE_NAMES
 from pyrlang_zarr.erldist.services import Services
+from pyrlang_zarr.erldist.session import ReplyRoute
 from pyrlang_zarr.erldist.tls import TlsConfig, resolve_tls
 from pyrlang_zarr.errors import NodeDown, NodeUnreachable, RpcTimeout
 from pyrlang_zarr.term import Atom, Pid, Reference, atoms, encode_parts
@@ -229,6 +231,7 @@ class Node:
         settings = self._settings
         identity = self._identity = Identity(self._requested_name)
         handoff = self._handoff = Handoff(lambda: peers.flush(), lambda: identity.name)
+        replies = ReplyRoute()
         peers = self._peers = Peers(
             identity,
             self._cookie,
@@ -237,9 +240,12 @@ class Node:
             on_message=_weakly(self, Node._on_message),
             on_down=_weakly(self, Node._on_down),
             views_for=lambda pid: calls.is_reply_to(pid),
+            replies=replies,
             tls=self._tls,
         )
-        calls = self._calls = Calls(identity, handoff, peers, settings)
+        calls = self._calls = Calls(identity, handoff, peers, settings, replies)
+        self._callers = CallerLoops()
+        self._peer_names: set[str] = set()  # peer names checked already
         self._processes = Processes(self, identity, self._signal, reserved=SERVICE_NAMES)
         self._services = Services(identity, self._processes.deliver_named)
         rt = self._rt
@@ -339,7 +345,9 @@ class Node:
     # -- receiving ------------------------------------------------------------------------
     def _on_message(self, conn: DistConnection, event: C.ControlMessage) -> None:
         """On the IO loop: route one control event from ``conn``'s peer."""
-        if type(event) is C.Send:
+        if type(event) is C.Reply:
+            self._calls.on_tagged_reply(event)
+        elif type(event) is C.Send:
             if event.to == self._calls.pid:
                 self._calls.on_reply(event)
             else:
@@ -439,17 +447,23 @@ class Node:
         ``timeout`` seconds (default: the node's ``rpc_timeout``). After a timeout or a
         cancellation the late reply is dropped; the call may still have run on the peer.
         """
-        peer = str(peer)
-        split_node_name(peer)
-        request = rpc_request(module, function, args)
-        if isinstance(timeout, _Default):
-            limit = self.rpc_timeout
+        if type(peer) is not str or peer not in self._peer_names:
+            peer = str(peer)
+            split_node_name(peer)
+            if len(self._peer_names) < 1024:
+                self._peer_names.add(peer)
+        request = encode_request(module, function, args)
+        if timeout is _DEFAULT:
+            limit = self._settings.rpc_timeout
         else:  # checked here: a bad timeout must not surface after the call was applied
             limit = check_timeout("timeout", timeout, allow_none=True)
-        io = self._runtime()
+        io = self._io
+        if io is None or not io.running or self._closed or self._owner_pid != os.getpid():
+            io = self._runtime()
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         call = Pending(loop, fut, peer, f"{module}:{function}/{len(args)}", copy=copy_binaries)
+        state = self._callers.of(loop)
         if loop is io.loop:
             self._calls.start(peer, request, call)
         else:
@@ -458,18 +472,21 @@ class Node:
             if (
                 conn is None
                 or not conn.direct
-                or not self._calls.start_direct(conn, request, call, loop)
+                or not self._calls.start_direct(conn, request, call, loop, state.inflight == 0)
             ):
                 self._handoff.to_io(io, self._calls.start, peer, request, call)
-        timer = None if limit is None else loop.call_later(limit, expire, call, limit)
+        state.inflight += 1
+        if limit is not None:
+            state.add_deadline(call, limit)
         try:
             result = await fut
         except (RpcTimeout, asyncio.CancelledError):
             self._calls.forget(io, call)
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
+            state.inflight -= 1
+            if limit is not None:
+                state.discard_deadline(call)
         return rpc_result(call, result)
 
     # -- processes ------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from pyrlang_zarr.erldist.connection import DistConnection, MessageHandler
 from pyrlang_zarr.erldist.handoff import Handoff, Pending
 from pyrlang_zarr.erldist.handshake import ClientHandshake
 from pyrlang_zarr.erldist.identity import Identity, is_long_host, split_node_name
-from pyrlang_zarr.erldist.session import Session
+from pyrlang_zarr.erldist.session import ReplyRoute, Session
 from pyrlang_zarr.erldist.tls import TlsConfig, context_of, describe_ssl_error
 from pyrlang_zarr.erldist.tls import server_name as tls_server_name
 from pyrlang_zarr.errors import HandshakeTimeout, NodeDown, NodeUnreachable, ProtocolError
@@ -84,6 +84,7 @@ class Peers:
         on_message: MessageHandler,
         on_down: DownHandler,
         views_for: Callable[[Pid], bool],
+        replies: ReplyRoute | None = None,
         tls: TlsConfig | ssl.SSLContext | None = None,
     ) -> None:
         self._identity = identity
@@ -95,6 +96,7 @@ class Peers:
         self._on_message = on_message
         self._on_down = on_down
         self._views_for = views_for
+        self._replies = replies
         self._peers: dict[str, _Peer] = {}
         #: peers whose last attempt timed out: (not before, error, when it failed)
         self._held: dict[str, tuple[float, Exception, float]] = {}
@@ -207,7 +209,11 @@ class Peers:
                     length_bytes=2 if tls is None else 4,  # inet_tls_dist: {packet, 4}
                 )
                 session = Session(
-                    hs, tick_time=settings.tick_time, views_for=self._views_for, now=loop.time()
+                    hs,
+                    tick_time=settings.tick_time,
+                    views_for=self._views_for,
+                    replies=self._replies,
+                    now=loop.time(),
                 )
                 stage = "in the handshake" if tls is None else "in the TLS handshake"
                 try:

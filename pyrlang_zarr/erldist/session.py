@@ -6,6 +6,12 @@ handshake replies to write, :class:`Connected`, ticks, and one typed control eve
 pass-through ``'p'`` packet. It also frames outgoing packets and decides, from a clock value
 it is given, when to tick and when the peer has been silent too long. It owns no socket,
 timer or event loop, so every rule here is tested with plain bytes (as h11 does for HTTP).
+
+Most packets are replies to our remote calls, and those all begin with the same bytes: the
+control message sending to our calls' pid, then ``{Ref, `` up to the reference's three
+words (:class:`ReplyRoute`). A packet that begins with them is a :class:`~.control.Reply`
+read straight from its bytes: the tag from the words, then only the result is decoded. Any
+other packet, or one whose result does not decode, takes the general path.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pyrlang_zarr.errors import (
     NodeUnreachable,
     ProtocolError,
 )
-from pyrlang_zarr.term import Pid, decode
+from pyrlang_zarr.term import Pid, decode, decode_element
 from pyrlang_zarr.term.tags import LARGE_TUPLE_EXT, SMALL_TUPLE_EXT, VERSION
 
 PASS_THROUGH = 112
@@ -72,6 +78,19 @@ class Malformed(SessionEvent):
     error: C.MalformedControl
 
 
+class ReplyRoute:
+    """The first bytes of every reply to our calls (``b'p'``, the control message, then the
+    message up to the reference's words), set once our calls' pid exists, and who takes the
+    :class:`~.control.Reply` events (the transport hands them over directly); shared by the
+    node's sessions."""
+
+    __slots__ = ("deliver", "prefix")
+
+    def __init__(self) -> None:
+        self.prefix: bytes | None = None
+        self.deliver: Callable[[C.Reply], None] | None = None
+
+
 TICK_EVENT = Tick()
 Event: TypeAlias = C.ControlMessage | Outgoing | Connected | Tick | Malformed
 
@@ -89,12 +108,14 @@ class Session:
         *,
         tick_time: float,
         views_for: Callable[[Pid], bool] | None = None,
+        replies: ReplyRoute | None = None,
         now: float = 0.0,
     ) -> None:
         self.handshake = handshake
         self.peer_name = handshake.peer_name
         self.tick_time = tick_time
         self.views_for = views_for
+        self.replies = replies
         self.last_recv = now  # the clock value when bytes last arrived
         self._reader = PacketReader(handshake.length_bytes)
         self._connected = False
@@ -182,6 +203,17 @@ class Session:
     def _packet(self, packet: memoryview | bytearray) -> Event:
         if len(packet) == 0:
             return TICK_EVENT
+        replies = self.replies
+        if replies is not None and (prefix := replies.prefix) is not None:
+            n = len(prefix)
+            if packet[:n] == prefix:  # type: ignore[comparison-overlap]  # a reply to ours
+                views = type(packet) is bytearray  # a big packet's own buffer
+                try:
+                    result, _ = decode_element(packet, n + 12, copy_binaries=not views)
+                except DecodeError:
+                    pass  # the general path says which call it was, and why
+                else:
+                    return C.Reply(int.from_bytes(packet[n : n + 12], "big"), result, views)
         if packet[0] != PASS_THROUGH:
             raise ProtocolError(f"{self.peer_name} sent a packet of unknown type {packet[0]}")
         control, offset = decode(packet, 1)

@@ -91,8 +91,8 @@ refused rather than built in quadratic time.
 # ``encode`` name both a submodule and a function here, so a lazy ``__getattr__`` would hand out
 # the submodule once anything imported ``pyrlang_zarr.term.decode`` directly.
 from pyrlang_zarr.errors import DecodeError, EncodeError
-from pyrlang_zarr.term.decode import decode, decode_term
-from pyrlang_zarr.term.encode import encode, encode_parts
+from pyrlang_zarr.term.decode import decode, decode_element, decode_term
+from pyrlang_zarr.term.encode import encode, encode_atom, encode_parts
 from pyrlang_zarr.term.types import (
     Atom,
     BitBinary,
@@ -118,7 +118,9 @@ __all__ = [
     "Port",
     "Reference",
     "decode",
+    "decode_element",
     "decode_term",
     "encode",
+    "encode_atom",
     "encode_parts",
 ]

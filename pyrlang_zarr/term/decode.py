@@ -76,7 +76,7 @@ from pyrlang_zarr.term.types import (
     Reference,
 )
 
-__all__ = ["decode", "decode_term"]
+__all__ = ["decode", "decode_element", "decode_term"]
 
 _U16: Final = struct.Struct(">H").unpack_from
 _U32: Final = struct.Struct(">I").unpack_from
@@ -709,6 +709,19 @@ def decode(
     if pos < end and buf[pos] == COMPRESSED:
         return _inflate(buf, pos, copy_binaries, max_inflated)
     return _decode_body(buf, pos, end, copy_binaries)
+
+
+def decode_element(
+    data: bytes | bytearray | memoryview, offset: int, *, copy_binaries: bool = True
+) -> tuple[Any, int]:
+    """Decode the term whose tag is at ``data[offset]``, with no version byte before it (an
+    element of a larger term whose first bytes the caller recognised); return it and where
+    it ends. Raises :class:`DecodeError` as :func:`decode` does."""
+    buf: _Buffer = data if type(data) is bytes else memoryview(data).cast("B")
+    end = len(buf)
+    if not 0 <= offset < end:
+        raise DecodeError(f"no term at offset {offset}: the data is {end} bytes long")
+    return _decode_body(buf, offset, end, copy_binaries)
 
 
 def decode_term(

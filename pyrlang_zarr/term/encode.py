@@ -52,7 +52,7 @@ from pyrlang_zarr.term.types import (
     Reference,
 )
 
-__all__ = ["ZERO_COPY_THRESHOLD", "encode", "encode_parts"]
+__all__ = ["ZERO_COPY_THRESHOLD", "encode", "encode_atom", "encode_parts"]
 
 #: Binaries at least this long are handed out as their own part by ``encode_parts``.
 ZERO_COPY_THRESHOLD: Final = 64 * 1024
@@ -95,6 +95,12 @@ def _atom_bytes(name: str) -> bytes:
     return out
 
 
+def encode_atom(name: str) -> bytes:
+    """The atom ``name`` encoded, tag included and no version byte: a piece of a term
+    assembled from pre-encoded parts (the node's calls encode their fixed parts once)."""
+    return _atom_bytes(name)
+
+
 _TRUE: Final = _atom_bytes("true")
 _FALSE: Final = _atom_bytes("false")
 _UNDEFINED: Final = _atom_bytes("undefined")
@@ -120,6 +126,9 @@ def _string_bytes(items: list[Any]) -> bytes | None:
     doing the same keeps re-encoded terms byte-identical. ``bool`` is an ``int`` to ``bytes()``
     but an atom to us, hence the type check.
     """
+    first = items[0]
+    if type(first) is not int and (type(first) is bool or not isinstance(first, int)):
+        return None  # most lists: no need to look further
     kinds = set(map(type, items))
     if kinds != {int}:
         if not all(issubclass(k, int) and k is not bool for k in kinds):
@@ -289,6 +298,14 @@ def _encode(term: Any, parts: list[bytes | memoryview]) -> bytearray:
                 if t is _LIST_END:
                     out.append(NIL_EXT)
                     continue
+                if tp is ExportFun:
+                    if not 0 <= t.arity < 256:
+                        raise EncodeError(f"fun arity out of range 0..255: {t.arity}")
+                    out.append(EXPORT_EXT)
+                    out += _atom_bytes(t.module)
+                    out += _atom_bytes(t.function)
+                    out += small_ints[t.arity]
+                    continue
                 if tp is Pid:
                     out.append(NEW_PID_EXT)
                     node = t.node
@@ -342,14 +359,6 @@ def _encode(term: Any, parts: list[bytes | memoryview]) -> bytearray:
                     continue
                 if t is None:
                     out += _UNDEFINED
-                    continue
-                if tp is ExportFun:
-                    if not 0 <= t.arity < 256:
-                        raise EncodeError(f"fun arity out of range 0..255: {t.arity}")
-                    out.append(EXPORT_EXT)
-                    out += _atom_bytes(t.module)
-                    out += _atom_bytes(t.function)
-                    out += small_ints[t.arity]
                     continue
                 if tp is Port:
                     node_bytes = _atom_bytes(t.node)
