@@ -92,7 +92,6 @@ def test_frag_text_rewrites_transactions_only() -> None:
     out = frag_text(text)
     assert "mnesia:activity(sync_transaction, F, A, mnesia_frag)" in out
     assert "sync_transaction(F" not in out.replace("activity(sync_transaction, F", "")
-    assert "node_pool" in out
     nested = frag_text("mnesia:sync_transaction(fun() -> {a, [b]} end).")
     assert nested == (
         "{atomic, mnesia:activity(sync_transaction, fun() -> {a, [b]} end, [], mnesia_frag)}."
@@ -481,3 +480,41 @@ async def test_watch_sees_every_fragment_and_fragments_added_live(
             break
         await asyncio.sleep(0.1)
     assert [cluster4.erl_eval(i, subscribers).strip() for i in range(3)] == ["[]"] * 3
+
+
+async def test_durable_commits_force_the_log_of_every_node_holding_the_records(
+    cluster4: LocalCluster, node4: Node
+) -> None:
+    """``durable=True`` syncs the log of every node of a fragmented table's pool (also for
+    a transaction across arrays), and of a ``disc_only_copies`` table's replicas: counted
+    on each node."""
+    pool = cluster4.nodes[:3]
+    sync: tuple[str, str, int] = ("mnesia", "sync_log", 0)
+    frag = await pz.create(
+        f"dur-{uuid.uuid4().hex[:6]}",
+        (64,),
+        (4,),
+        "int32",
+        node=pool[0],
+        cookie=cluster4.cookie,
+        nodes=pool,
+        fragments=3,
+        table_name="pz_frag_durable",
+        durable=True,
+    )
+    dets = MnesiaClient(node4, "pz_dets_durable", pool[0], durable=True)
+    await ensure_table(node4, pool[:2], "pz_dets_durable", disc_only_copies=True)
+    counters = [CallCounts(node4, peer, [sync]) for peer in pool]
+    for counter in counters:
+        await counter.__aenter__()
+    try:
+        async with pz.transaction() as tx:
+            await tx.set_slice(frag, np.arange(64, dtype="int32"))
+        across = [(await c.counts())[sync] for c in counters]
+        await dets.write((b"k", 1), b"v")
+        on_dets = [(await c.counts())[sync] - n for c, n in zip(counters, across, strict=True)]
+    finally:
+        for counter in counters:
+            await counter.__aexit__()
+    assert across == [1, 1, 1]  # every node of the pool, not only the first fragment's
+    assert on_dets == [1, 1, 0]  # the two dets replicas

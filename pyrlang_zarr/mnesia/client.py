@@ -97,6 +97,17 @@ _MINUS = Atom("-")
 _LE = Atom("=<")
 
 
+#: The nodes whose log a durable commit to table ``T`` forces: its ``disc_copies`` and
+#: ``disc_only_copies``, or for a fragmented table its whole node pool (fragments live
+#: anywhere in it; ``sync_log`` where a node holds only RAM copies costs nothing).
+_DISC_NODES = """fun(T) ->
+        case mnesia:table_info(T, frag_properties) of
+            [] -> mnesia:table_info(T, disc_copies) ++ mnesia:table_info(T, disc_only_copies);
+            Props -> proplists:get_value(node_pool, Props)
+        end
+    end"""
+
+
 def _durable(transaction: str) -> str:
     """``transaction`` followed, once committed, by ``sync_log`` on every disc replica:
     yields ``{Result, NodesWhoseLogWasNotSynced}``."""
@@ -105,7 +116,8 @@ begin
     Result = {transaction},
     case Result of
         {{atomic, _}} ->
-            Replicas = mnesia:table_info(Tab, disc_copies),
+            DiscNodes = {_DISC_NODES},
+            Replicas = DiscNodes(Tab),
             {{_, Bad}} = rpc:multicall(Replicas, mnesia, sync_log, [], Timeout),
             {{Result, Bad}};
         _ ->
@@ -1038,8 +1050,8 @@ begin
     Result = mnesia:sync_transaction({_GUARDED_ACROSS_BODY}),
     case Result of
         {{atomic, _}} ->
-            Replicas = lists:usort(lists:append(
-                [mnesia:table_info(T, disc_copies) || {{T, _, _}} <- Parts])),
+            DiscNodes = {_DISC_NODES},
+            Replicas = lists:usort(lists:append([DiscNodes(T) || {{T, _, _}} <- Parts])),
             {{_, Bad}} = rpc:multicall(Replicas, mnesia, sync_log, [], Timeout),
             {{Result, Bad}};
         _ ->

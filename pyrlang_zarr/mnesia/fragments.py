@@ -28,7 +28,6 @@ into fragments ``T``, ``T_frag2``, ... each on ``frag_copies`` nodes of a node p
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -93,13 +92,7 @@ def frag_text(text: str) -> str:
         )
         pos = j
     out.append(text[pos:])
-    result = "".join(out)
-    # the durable commit syncs the log of every node of the pool, not of the first fragment
-    return re.sub(
-        r"mnesia:table_info\(Tab, disc_copies\)",
-        "proplists:get_value(node_pool, mnesia:table_info(Tab, frag_properties))",
-        result,
-    )
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
