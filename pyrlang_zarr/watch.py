@@ -21,10 +21,12 @@ Bounded on both sides, never silent:
   it and counts that as a drop.
 - On a fragmented table (``mnesia_frag``) it subscribes to every fragment: where a fragment
   has no copy on its node (Mnesia's table events are local), a relay spawned on a node
-  holding it subscribes there and passes our array's events on (a lost relay is replaced,
-  with a ``resync``). It also follows the schema: a fragment added while it runs is
-  subscribed to, and a ``resync`` sent (records moved into the new fragment may show as
-  deletes from their old one).
+  holding it subscribes there and passes our array's events on (a lost relay is replaced
+  on another holder, with a ``resync``). It also follows the schema (and looks again after
+  emptying its mailbox): a fragment added while it runs is subscribed to, and a
+  ``resync`` sent (records moved into the new fragment may show as deletes from their old
+  one). A fragment it cannot watch within seconds (no copy running) ends it: the watch
+  then moves, as below, and fails with :class:`WatchError` if no replica can watch all.
 - It monitors our process and ``mnesia_subscr``: closing the watch, losing the connection
   to us, or Mnesia stopping there ends it (Mnesia drops the subscription of a process that
   exits).
@@ -135,8 +137,14 @@ begin
                         erlang:monitor(process, R),
                         put({pz_relay, R}, T),
                         receive
-                            {pz_relay_up, R} -> {ok, R}
-                        after 10000 -> {error, {relay_not_subscribed, T, Owner}}
+                            {pz_relay_up, R} -> {ok, R};
+                            {_, _, process, R, Why} ->
+                                erase({pz_relay, R}),
+                                {error, {relay_down, T, Owner, Why}}
+                        after 10000 ->
+                            erase({pz_relay, R}),
+                            exit(R, kill),
+                            {error, {relay_not_subscribed, T, Owner}}
                         end
                 end
         end
@@ -154,6 +162,13 @@ begin
         put(pz_known, Known ++ New),
         lists:filter(fun(R) -> R =/= ok end, lists:map(fun(T) -> Settle(T, Tries) end, New))
     end,
+    Catchup = fun(Out, Owe) ->
+        Drain(0),
+        case Grow(50) of
+            [] -> Drop(Out, Owe);
+            Errs -> exit({fragments_not_watched, Errs})
+        end
+    end,
     Unsubscribe = fun() ->
         lists:foreach(
             fun(T) -> mnesia:unsubscribe({table, T, simple}) end, [schema | get(pz_known)]
@@ -165,18 +180,14 @@ begin
                 Before = length(get(pz_known)),
                 case length(Frags()) of
                     Before -> Loop(Out, Owe);
-                    _ ->
-                        Drain(0),
-                        Grow(50),
-                        {Out4, Owe4} = Drop(Out, Owe),
-                        Loop(Out4, Owe4)
+                    _ -> {Out4, Owe4} = Catchup(Out, Owe), Loop(Out4, Owe4)
                 end;
             {mnesia_table_event, {_, {schema, _, _}, _}} ->
                 Loop(Out, Owe);
             {mnesia_table_event, Event} ->
                 {message_queue_len, Queued} = erlang:process_info(Self, message_queue_len),
                 {Out2, Owe2} = case Queued > Backlog of
-                    true -> Drain(0), Drop(Out, Owe);
+                    true -> Catchup(Out, Owe);
                     false ->
                         case ets:match_spec_run([Event], Filter) of
                             [Msg] -> Push(Msg, Out, Owe);
@@ -197,16 +208,16 @@ begin
                 case erase({pz_relay, Lost}) of
                     undefined -> Loop(Out, Owe);
                     T ->
-                        timer:sleep(200),
-                        Place(T),
-                        {Out5, Owe5} = Drop(Out, Owe),
-                        Loop(Out5, Owe5)
+                        case Settle(T, 50) of
+                            ok -> {Out5, Owe5} = Drop(Out, Owe), Loop(Out5, Owe5);
+                            Err -> exit({fragment_not_watched, Err})
+                        end
                 end
         end
     end,
     mnesia:subscribe({table, schema, simple}),
     put(pz_known, []),
-    case Grow(0) of
+    case Grow(20) of
         [] -> Send({ready, node()}), Loop(0, false);
         Errors -> Unsubscribe(), Send({error, Errors}), Errors
     end
@@ -564,6 +575,10 @@ class Watch:
         if self._closed:
             return
         self._closed = True
+        task, self._handling = self._handling, None
+        if task is not None:  # a message being handled (a failover, say): stop it first
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         forwarder, self._forwarder = self._forwarder, None
         if forwarder is not None:
             try:

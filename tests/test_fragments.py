@@ -518,3 +518,38 @@ async def test_durable_commits_force_the_log_of_every_node_holding_the_records(
             await counter.__aexit__()
     assert across == [1, 1, 1]  # every node of the pool, not only the first fragment's
     assert on_dets == [1, 1, 0]  # the two dets replicas
+
+
+async def test_a_watch_that_loses_the_only_copy_of_a_fragment_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With one copy per fragment, killing the node that holds one ends the watch's relay
+    there; no other node can take it over, so the watch fails with a ``WatchError`` (after
+    trying the replicas) instead of going on without that fragment's events."""
+    from pyrlang_zarr import watch as watch_module
+    from pyrlang_zarr.watch import WatchError
+
+    monkeypatch.setattr(watch_module, "FAILOVER_TIMEOUT", 3.0)
+    with LocalCluster(n=3, ticktime=4) as c:
+        arr = await pz.create(
+            "lost-frag",
+            (48,),
+            (4,),
+            "int32",
+            node=c.nodes[0],
+            cookie=c.cookie,
+            nodes=c.nodes,
+            fragments=3,
+            table_name="pz_frag_lost",
+        )
+        census = fragment_census(c, 0, "pz_frag_lost", "lost-frag")
+        assert any(nodes == [c.nodes[2]] for _, nodes in census.values()), census
+        async with arr.watch() as watch:
+            await arr.set_slice(np.ones(48, dtype="int32"))
+            seen = set()
+            while len(seen) < 12:
+                seen.add((await watch.next(timeout=30)).chunk)
+            c.kill(2)
+            with pytest.raises(WatchError, match="lost-frag"):
+                for _ in range(100):  # a resync may come first
+                    await watch.next(timeout=60)
