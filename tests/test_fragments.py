@@ -546,7 +546,7 @@ async def test_a_watch_that_loses_the_only_copy_of_a_fragment_says_so(
         assert any(nodes == [c.nodes[2]] for _, nodes in census.values()), census
         async with arr.watch() as watch:
             await arr.set_slice(np.ones(48, dtype="int32"))
-            seen = set()
+            seen: set[Any] = set()
             while len(seen) < 12:
                 seen.add((await watch.next(timeout=30)).chunk)
             c.kill(2)

@@ -354,7 +354,11 @@ async def test_kill_9_of_the_subscribed_node_moves_the_watch_with_a_resync() -> 
             await arr.set_slice(one, (30, 30), (31, 31))  # through another replica now
             event = await w.next(timeout=30)
             assert (event.kind, event.chunk) == ("write", (3, 3))
-        assert not await alive(client.node, fwd)
+
+        async def gone() -> bool:
+            return not await alive(client.node, fwd)
+
+        await until(gone, "the closed watch's forwarder exits")
 
 
 @pytest.mark.slow
