@@ -253,3 +253,29 @@ async def test_a_lost_connection_fails_its_own_calls_only(cluster: LocalCluster)
         assert await asyncio.gather(*kept) == [Atom("ok")] * 5
         assert node._calls._pending == {}
         assert await node.rpc(a, "erlang", "node", []) == Atom(a)  # connected again
+
+
+def test_caller_loops_forget_closed_loops_while_other_threads_add_theirs() -> None:
+    """The per-loop table is shared by every caller thread: forgetting closed loops must
+    not trip over a loop another thread adds meanwhile (played here by ``is_closed``
+    adding one, which is where the GIL may switch threads)."""
+    from pyrlang_zarr.erldist.callers import CallerLoops
+
+    loops = CallerLoops()
+    added: list[asyncio.AbstractEventLoop] = []
+
+    class Busy(asyncio.SelectorEventLoop):
+        def is_closed(self) -> bool:
+            if not added:  # "another thread" registers its loop right now
+                added.append(asyncio.new_event_loop())
+                loops.of(added[0])
+            return True
+
+    busy, mine = Busy(), asyncio.new_event_loop()
+    try:
+        loops.of(busy)
+        assert loops.of(mine).loop is mine
+        assert added and loops.of(added[0]).loop is added[0]
+    finally:
+        for loop in (busy, mine, *added):
+            asyncio.SelectorEventLoop.close(loop)

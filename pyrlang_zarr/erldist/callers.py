@@ -75,7 +75,9 @@ class CallerLoops:
     def of(self, loop: asyncio.AbstractEventLoop) -> CallerLoop:
         state = self._by_loop.get(loop)
         if state is None:
-            for closed in [other for other in self._by_loop if other.is_closed()]:
-                del self._by_loop[closed]
+            # list() copies in one step: other threads may add their loops meanwhile
+            for other in list(self._by_loop):
+                if other.is_closed():
+                    self._by_loop.pop(other, None)
             state = self._by_loop[loop] = CallerLoop(loop)
         return state

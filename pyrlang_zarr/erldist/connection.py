@@ -213,8 +213,9 @@ class DistConnection(asyncio.BufferedProtocol):
         cork = corks.get(loop)
         if cork is None:
             if corks:  # forget the corks of loops closed before their turn came
-                for other in [other for other in corks if other.is_closed()]:
-                    corks.pop(other, None)
+                for other in list(corks):  # one-step copy: other threads add theirs
+                    if other.is_closed():
+                        corks.pop(other, None)
             cork = corks[loop] = []
             loop.call_soon(self._uncork, loop)  # the end of this iteration's cork
             if loop is not self._loop:
