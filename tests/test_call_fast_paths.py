@@ -262,16 +262,16 @@ def test_caller_loops_forget_closed_loops_while_other_threads_add_theirs() -> No
     from pyrlang_zarr.erldist.callers import CallerLoops
 
     loops = CallerLoops()
-    added: list[asyncio.AbstractEventLoop] = []
+    added: list[asyncio.SelectorEventLoop] = []
 
     class Busy(asyncio.SelectorEventLoop):
         def is_closed(self) -> bool:
             if not added:  # "another thread" registers its loop right now
-                added.append(asyncio.new_event_loop())
+                added.append(asyncio.SelectorEventLoop())
                 loops.of(added[0])
             return True
 
-    busy, mine = Busy(), asyncio.new_event_loop()
+    busy, mine = Busy(), asyncio.SelectorEventLoop()
     try:
         loops.of(busy)
         assert loops.of(mine).loop is mine
