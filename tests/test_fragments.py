@@ -553,3 +553,25 @@ async def test_a_watch_that_loses_the_only_copy_of_a_fragment_says_so(
             with pytest.raises(WatchError, match="lost-frag"):
                 for _ in range(100):  # a resync may come first
                     await watch.next(timeout=60)
+
+
+async def test_a_client_that_cannot_tell_whether_the_table_is_fragmented_writes_nothing(
+    cluster4: LocalCluster, node4: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If no replica answers whether the table is fragmented (timeouts, say), the call
+    fails: it never guesses "plain table" and writes a record into the first fragment
+    where mnesia_frag would not look for it."""
+    from pyrlang_zarr.errors import RpcTimeout
+
+    pool = cluster4.nodes[:3]
+    await ensure_table(node4, pool, "pz_frag_unsure", fragments=4)
+    client = MnesiaClient(node4, "pz_frag_unsure", pool[0], replicas=pool)
+
+    async def timeout(peer: str) -> None:
+        raise RpcTimeout(f"{peer} did not answer")
+
+    monkeypatch.setattr(client, "_detect_on", timeout)
+    with pytest.raises(RpcTimeout):
+        await client.write((b"unsure", 1), b"v")
+    count = cluster4.erl_eval(0, "mnesia:table_info(pz_frag_unsure, size).")
+    assert count.strip() == "0"

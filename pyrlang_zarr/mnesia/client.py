@@ -471,15 +471,23 @@ class MnesiaClient:
 
     async def fragmented(self) -> bool:
         """Whether the table is fragmented (``frag_properties``), asked once of the first
-        replica that answers. If none does, False for now (the call itself then reports
-        the failure) and asked again next time."""
+        replica that answers. If one refuses (no such table, Mnesia not running), False
+        for now and asked again next time: the call itself reports the failure. If none
+        can be reached, that error: guessing "not fragmented" would send a write to the
+        first fragment whatever its key's hash."""
         if self._frag is None:
+            answered, last = False, None
             for peer in [self.coordinator, *self.replicas]:
                 try:
                     await self._detect_on(peer)
                     break
-                except (RpcError, *FAILOVER):
-                    continue
+                except RpcError:
+                    answered = True  # it refused: the call itself will say what is wrong
+                except FAILOVER as exc:
+                    last = exc
+            else:
+                if not answered and last is not None:
+                    raise last
         return bool(self._frag)
 
     async def frag_layout(self, *, refresh: bool = False) -> FragLayout:
