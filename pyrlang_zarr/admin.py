@@ -201,16 +201,20 @@ async def table_replicas(node: pz.Node, peer: str, table: str) -> TableReplicas:
     async def ti(key: str) -> Any:
         return await node.rpc(peer, "mnesia", "table_info", [tab, Atom(key)])
 
-    disc, ram, disc_only, majority, kind, running = await asyncio.gather(
+    disc, ram, disc_only, majority, kind, frag, running = await asyncio.gather(
         ti("disc_copies"),
         ti("ram_copies"),
         ti("disc_only_copies"),
         ti("majority"),
         ti("type"),
+        ti("frag_properties"),
         node.rpc(peer, "mnesia", "system_info", [Atom("running_db_nodes")]),
     )
     storage = "disc_copies" if disc else "ram_copies" if ram else "disc_only_copies"
     replicas = tuple(sorted(str(n) for n in (*disc, *ram, *disc_only)))
+    pool = dict(p for p in frag if isinstance(p, tuple) and len(p) == 2).get(Atom("node_pool"))
+    if isinstance(pool, list):  # fragmented: its fragments live anywhere in the pool
+        replicas = tuple(sorted(str(n) for n in pool))
     live = {str(n) for n in running}
     return TableReplicas(
         table,

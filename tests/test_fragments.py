@@ -575,3 +575,15 @@ async def test_a_client_that_cannot_tell_whether_the_table_is_fragmented_writes_
         await client.write((b"unsure", 1), b"v")
     count = cluster4.erl_eval(0, "mnesia:table_info(pz_frag_unsure, size).")
     assert count.strip() == "0"
+
+
+async def test_ls_shows_a_fragmented_tables_whole_pool(cluster4: LocalCluster, node4: Node) -> None:
+    """``ls``/``info`` describe a fragmented table by its node pool, not by the copies of
+    its first fragment."""
+    from pyrlang_zarr.admin import table_replicas
+
+    pool = cluster4.nodes[:3]
+    await ensure_table(node4, pool, "pz_frag_ls", fragments=3)
+    described = await table_replicas(node4, pool[0], "pz_frag_ls")
+    assert described.replicas == tuple(sorted(pool))
+    assert described.running == tuple(sorted(pool))
