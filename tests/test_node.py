@@ -409,3 +409,36 @@ async def test_close_shared_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
     await again.close()
     assert shared_node("cookie-a") is not again  # a node closed directly is replaced too
     await close_shared_nodes()
+
+
+def test_threads_making_their_first_call_at_once_share_one_io_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several threads using a fresh node at the same moment start one IO thread between
+    them (two would each connect to the same peer, which refuses the second with nok).
+    The thread's start is slowed so that every caller arrives while it is starting."""
+    from pyrlang_zarr.erldist import node as node_module
+    from pyrlang_zarr.erldist.io_thread import IoThread
+
+    started: list[Any] = []
+
+    class SlowStart(IoThread):
+        def __init__(self, name: str) -> None:
+            started.append(self)
+            threading.Event().wait(0.2)
+            super().__init__(name)
+
+    monkeypatch.setattr(node_module, "IoThread", SlowStart)
+    node = Node(cookie="pz-one-thread")
+    loops: list[asyncio.AbstractEventLoop] = []
+    threads = [
+        threading.Thread(target=lambda: loops.append(node.start_io_thread())) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert len(started) == 1 and len(loops) == 4 and len(set(loops)) == 1
+    finally:
+        asyncio.run(node.close())

@@ -23,6 +23,7 @@ import enum
 import logging
 import os
 import ssl
+import threading
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -227,6 +228,9 @@ class Node:
         settings object and weak callbacks, never the node: a dropped node is collected."""
         self._owner_pid = os.getpid()
         self._io: IoThread | None = None
+        # one IO thread even when several threads make their first call at once (two would
+        # each connect to the same peer, and the peer refuses the second)
+        self._start_lock = threading.Lock()
         self._closed = False
         settings = self._settings
         identity = self._identity = Identity(self._requested_name)
@@ -284,8 +288,11 @@ class Node:
             raise RuntimeError("this Node is closed")
         io = self._io
         if io is None or not io.alive:
-            io = self._io = self._rt.io = IoThread(f"pyrlang_zarr-node-{id(self):x}")
-            io.loop.call_soon_threadsafe(self._calls.watch_liveness)
+            with self._start_lock:
+                io = self._io
+                if io is None or not io.alive:
+                    io = self._io = self._rt.io = IoThread(f"pyrlang_zarr-node-{id(self):x}")
+                    io.loop.call_soon_threadsafe(self._calls.watch_liveness)
         return io
 
     def start_io_thread(self) -> asyncio.AbstractEventLoop:
