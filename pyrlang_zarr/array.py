@@ -218,19 +218,8 @@ class MnesiaArray:
         if progress is not None and progress is not False:
             await SliceProgress(self, progress, part_chunks).set_slice(data, start, stop)
             return
-        self.store.check_writable()
-        start, stop = self._region(start, stop)
-        values = np.asarray(data)
-        want = tuple(b - a for a, b in zip(start, stop, strict=True))
-        if values.shape != want:
-            raise ValueError(
-                f"data has shape {values.shape}, the region {start}..{stop} has shape {want}"
-            )
-        if not np.can_cast(values.dtype, self.dtype, casting="same_kind"):
-            raise TypeError(
-                f"data of dtype {values.dtype} does not fit the array's dtype {self.dtype}"
-            )
-        if 0 in want:
+        start, stop, values = self._writable(data, start, stop)
+        if 0 in values.shape:
             return
         client = await self.store.client()
         selection = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
@@ -255,6 +244,25 @@ class MnesiaArray:
             f"transaction_error: set_slice on {self.array_id!r} kept conflicting with "
             f"concurrent writers ({MAX_RETRIES} attempts); nothing was written"
         )
+
+    def _writable(
+        self, data: npt.ArrayLike, start: Sequence[int] | None, stop: Sequence[int] | None
+    ) -> tuple[tuple[int, ...], tuple[int, ...], np.ndarray[Any, Any]]:
+        """``set_slice``'s checks of its arguments, before anything is sent: the region and
+        ``data`` as an array of its shape (not copied) that the array's dtype can hold."""
+        self.store.check_writable()
+        start, stop = self._region(start, stop)
+        values = np.asarray(data)
+        want = tuple(b - a for a, b in zip(start, stop, strict=True))
+        if values.shape != want:
+            raise ValueError(
+                f"data has shape {values.shape}, the region {start}..{stop} has shape {want}"
+            )
+        if not np.can_cast(values.dtype, self.dtype, casting="same_kind"):
+            raise TypeError(
+                f"data of dtype {values.dtype} does not fit the array's dtype {self.dtype}"
+            )
+        return start, stop, values
 
     async def get_slice(
         self,

@@ -153,14 +153,7 @@ class WriteBuffer(_SliceView):
         root = await self.root()
         reads: list[tuple[Any, bytes | None] | Guard] = list(self._versions.items())
         reads += [Guard(self._store.mnesia_key(x), v) for x, v in root.guards()]
-        ops: list[Write | Delete] = []
-        for key, value in self._pending.items():
-            forms = await self._forms(key)
-            if value is None:
-                ops += [Delete(k) for k in forms]
-            else:
-                ops.append(Write(forms[0], value, replaces=tuple(forms[1:])))
-        await self._client.checked_batch(reads, ops)
+        await self._client.checked_batch(reads, await self._ops())
 
     async def plan(self) -> tuple[list[Guard], list[Write | Delete]]:
         """What :meth:`commit` sends, for a transaction that commits several buffers at
@@ -169,6 +162,10 @@ class WriteBuffer(_SliceView):
         root = await self.root()
         guards = [Guard(k, v, write=True) for k, v in self._versions.items()]
         guards += [Guard(self._store.mnesia_key(x), v) for x, v in root.guards()]
+        return guards, await self._ops()
+
+    async def _ops(self) -> list[Write | Delete]:
+        """The pending writes and deletes, each under every record form its key has."""
         ops: list[Write | Delete] = []
         for key, value in self._pending.items():
             forms = await self._forms(key)
@@ -176,7 +173,7 @@ class WriteBuffer(_SliceView):
                 ops += [Delete(k) for k in forms]
             else:
                 ops.append(Write(forms[0], value, replaces=tuple(forms[1:])))
-        return guards, ops
+        return ops
 
 
 class Snapshot(_SliceView):

@@ -54,19 +54,9 @@ def _checked(
         raise TypeError(
             f"a transaction writes MnesiaArray objects (pz.create/pz.open), not {array!r}"
         )
-    array.store.check_writable()
-    region = array._region(start, stop)
-    values = np.array(data)  # a copy: later changes to data do not leak into the commit
-    want = tuple(b - a for a, b in zip(*region, strict=True))
-    if values.shape != want:
-        raise ValueError(
-            f"data has shape {values.shape}, the region {region[0]}..{region[1]} has shape {want}"
-        )
-    if not np.can_cast(values.dtype, array.dtype, casting="same_kind"):
-        raise TypeError(
-            f"data of dtype {values.dtype} does not fit the array's dtype {array.dtype}"
-        )
-    return region, values
+    start, stop, values = array._writable(data, start, stop)
+    # a copy: later changes to data do not leak into the commit
+    return (start, stop), np.array(values)
 
 
 def _array_key(array: MnesiaArray) -> tuple[str, Any]:

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
-import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -30,26 +29,15 @@ from pyrlang_zarr.settings import StoreSettings
 from pyrlang_zarr.testing.cluster import LocalCluster
 from tests.erl import CallCounts
 from tests.faults import REPORT, FaultRun
+from tests.test_cli import cli as run_cli
 
 pytestmark = pytest.mark.erlang
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(c: LocalCluster, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
     """``pyrlang-zarr ARGS`` in a process of its own, the cluster's cookie in its
-    environment."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ERLANG_COOKIE": c.cookie}
-    done = subprocess.run(
-        [sys.executable, "-m", "pyrlang_zarr", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == code, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    return done
+    environment (a HOME of its own, as in test_cli)."""
+    return run_cli(Path(tempfile.mkdtemp(prefix="pz-frag-cli-")), *args, cookie=c.cookie, code=code)
 
 
 TAB = "pz_frag"

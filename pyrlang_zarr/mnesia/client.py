@@ -108,16 +108,16 @@ _DISC_NODES = """fun(T) ->
     end"""
 
 
-def _durable(transaction: str) -> str:
-    """``transaction`` followed, once committed, by ``sync_log`` on every disc replica:
-    yields ``{Result, NodesWhoseLogWasNotSynced}``."""
+def _durable(transaction: str, tables: str = "[Tab]") -> str:
+    """``transaction`` followed, once committed, by ``sync_log`` on every disc replica of
+    ``tables`` (an expression): yields ``{Result, NodesWhoseLogWasNotSynced}``."""
     return f"""
 begin
     Result = {transaction},
     case Result of
         {{atomic, _}} ->
             DiscNodes = {_DISC_NODES},
-            Replicas = DiscNodes(Tab),
+            Replicas = lists:usort(lists:append(lists:map(DiscNodes, {tables}))),
             {{_, Bad}} = rpc:multicall(Replicas, mnesia, sync_log, [], Timeout),
             {{Result, Bad}};
         _ ->
@@ -1053,20 +1053,9 @@ fun() ->
 end
 """
 _GUARDED_ACROSS = f"mnesia:sync_transaction({_GUARDED_ACROSS_BODY})."
-_GUARDED_ACROSS_DURABLE = f"""
-begin
-    Result = mnesia:sync_transaction({_GUARDED_ACROSS_BODY}),
-    case Result of
-        {{atomic, _}} ->
-            DiscNodes = {_DISC_NODES},
-            Replicas = lists:usort(lists:append([DiscNodes(T) || {{T, _, _}} <- Parts])),
-            {{_, Bad}} = rpc:multicall(Replicas, mnesia, sync_log, [], Timeout),
-            {{Result, Bad}};
-        _ ->
-            {{Result, []}}
-    end
-end.
-"""
+_GUARDED_ACROSS_DURABLE = _durable(
+    f"mnesia:sync_transaction({_GUARDED_ACROSS_BODY})", "[T || {T, _, _} <- Parts]"
+)
 
 
 def _guarded_terms(guards: Sequence[Guard], ops: Sequence[Op]) -> tuple[list[Any], list[Any]]:
