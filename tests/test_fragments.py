@@ -160,6 +160,9 @@ async def test_setup_options_and_existing_tables(cluster4: LocalCluster, node4: 
         await ensure_table(node4, pool, "pz_plain_setup", fragments=2)
     with pytest.raises(IncompatibleTable, match="not fragmented"):
         await add_fragments(node4, pool[0], "pz_plain_setup")
+    for bad in (0, -1, True, 1.5):  # refused before anything is sent
+        with pytest.raises(ValueError, match="count must be a positive int"):
+            await add_fragments(node4, pool[0], "pz_frag_setup", bad)  # type: ignore[arg-type]
     refused = cli(cluster4, "frag", pool[0], "--table", "pz_plain_setup", "--add", "1", code=1)
     assert "is not fragmented: nothing to add to" in refused.stderr
     shown = cli(cluster4, "frag", pool[0], "--table", "pz_plain_setup").stdout
