@@ -152,15 +152,20 @@ async def test_calls_and_replies_on_the_fast_paths_against_erlang(
         await node.rpc(peer, "erlang", "node", [])  # connected, our pid made
         fast = 0
         route = node._calls._replies
-        assert route is not None and route.deliver is not None
-        deliver = route.deliver
+        assert route is not None and route.deliver is not None and route.deliver_on is not None
+        deliver, deliver_on = route.deliver, route.deliver_on
 
-        def counting(event: C.Reply) -> None:
+        def counting(event: C.Reply) -> None:  # read on the IO loop
             nonlocal fast
             fast += 1
             deliver(event)
 
-        route.deliver = counting
+        def counting_on(event: C.Reply, loop: Any) -> None:  # read on a caller's loop
+            nonlocal fast
+            fast += 1
+            deliver_on(event, loop)
+
+        route.deliver, route.deliver_on = counting, counting_on
         terms = [(i, b"s" * i, [Atom("a")] * (i % 3), b"\x01" * (i * 1000)) for i in range(60)]
         got = await asyncio.gather(*(node.rpc(peer, "lists", "reverse", [[t]]) for t in terms))
         assert got == [[t] for t in terms]

@@ -72,6 +72,11 @@ class CallerLoops:
     def __init__(self) -> None:
         self._by_loop: dict[asyncio.AbstractEventLoop, CallerLoop] = {}
 
+    def waiting(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether ``loop`` has calls in flight (from any thread)."""
+        state = self._by_loop.get(loop)
+        return state is not None and state.inflight > 0
+
     def of(self, loop: asyncio.AbstractEventLoop) -> CallerLoop:
         state = self._by_loop.get(loop)
         if state is None:

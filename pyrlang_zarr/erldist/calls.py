@@ -30,6 +30,7 @@ from pyrlang_zarr.erldist import control as C
 from pyrlang_zarr.erldist.handoff import Handoff, Pending
 from pyrlang_zarr.erldist.identity import Identity, ref_ids
 from pyrlang_zarr.erldist.io_thread import IoThread
+from pyrlang_zarr.erldist.mailbox import resolve
 from pyrlang_zarr.erldist.session import ReplyRoute
 from pyrlang_zarr.errors import DecodeError, NodeDown, RpcError
 from pyrlang_zarr.term import (
@@ -120,6 +121,16 @@ def rpc_result(call: Pending, result: Any) -> Any:
     return result
 
 
+def _owned(call: Pending, result: Any, views: bool) -> tuple[Any, DecodeError | None]:
+    """A reply's result with binaries of its own if the call wants them."""
+    if not (views and call.copy):
+        return result, None
+    try:
+        return own_binaries(result), None
+    except RecursionError:
+        return None, DecodeError(f"reply to {call.what} is nested too deep to copy")
+
+
 class Liveness(Protocol):
     """The node's setting this module reads (each time: it may be changed live)."""
 
@@ -144,6 +155,7 @@ class Calls:
         self._replies = replies  # told the first bytes of our replies once the pid exists
         if replies is not None:
             replies.deliver = self.on_tagged_reply
+            replies.deliver_on = self.on_tagged_reply_on
         self.pid: Pid | None = None  # the pid every call is sent from, made on first use
         self._header: list[bytes | memoryview] = []  # REG_SEND from pid to rex, encoded
         # the header, then the $gen_call message up to the reference's three words
@@ -223,14 +235,23 @@ class Calls:
         call = self._pending.pop(tag, None)
         if call is None:
             return  # timed out or cancelled: dropped
-        if views and call.copy:
-            try:
-                result = own_binaries(result)
-            except RecursionError:
-                error = DecodeError(f"reply to {call.what} is nested too deep to copy")
-                self._handoff.fail(call, error, receiving=True)
-                return
-        self._handoff.complete(call, result, None, receiving=True)
+        result, error = _owned(call, result, views)
+        self._handoff.complete(call, result, error, receiving=True)
+
+    def on_tagged_reply_on(self, event: C.Reply, here: asyncio.AbstractEventLoop) -> None:
+        """A reply read on a caller's loop ``here``: completes its call at once if it is
+        one of ``here``'s, else hands it to the call's own loop."""
+        call = self._pending.pop(event.tag, None)
+        if call is None:
+            return
+        result, error = _owned(call, event.result, event.views)
+        if call.loop is here:
+            resolve(call.future, result, error)
+            return
+        try:
+            call.loop.call_soon_threadsafe(resolve, call.future, result, error)
+        except RuntimeError:  # that caller's loop is closed: nobody waits any more
+            pass
 
     def on_undecodable(self, event: C.Undecodable) -> bool:
         """A message to our pid that could not be decoded: if its tag names a call waiting

@@ -6,13 +6,15 @@ events go to the node, its tick policy runs on a loop timer, and outgoing packet
 corked: the small packets one event loop queues in one iteration leave in one write, while
 large binaries go to the socket as they are, never joined into one buffer first.
 
-Reading happens on the node's IO loop only; writing happens on whichever thread sends.
-Over plain TCP a caller's loop writes its packets to the socket itself, under a lock, so a
-call wakes no other thread on its way out (handing each packet to the IO thread costs a
-wake-up of that thread and a GIL hand-over: about half of a round trip's cost). Whatever the
-socket does not take at once goes to the transport on the IO loop, and every writer queues
-behind it until it is written: packets never interleave or overtake each other. Over TLS the
-transport encrypts, so packets are handed to the IO loop as before.
+Writing happens on whichever thread sends. Over plain TCP a caller's loop writes its
+packets to the socket itself, under a lock, so a call wakes no other thread on its way out
+(handing each packet to the IO thread costs a wake-up of that thread and a GIL hand-over:
+about half of a round trip's cost). Whatever the socket does not take at once goes to the
+transport on the IO loop, and every writer queues behind it until it is written: packets
+never interleave or overtake each other. Reading, once the handshake is done, is the
+business of the loops waiting on replies (``readers.py``): a reply completes its call where
+it is read. Over TLS the transport encrypts and decrypts, so packets are handed to the IO
+loop and read there, as during the handshake.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from pyrlang_zarr.erldist.control import ControlMessage, Reply
 from pyrlang_zarr.erldist.handshake import Peer
+from pyrlang_zarr.erldist.readers import Readers
 from pyrlang_zarr.erldist.session import Connected, Malformed, Outgoing, Session, SessionEvent
 from pyrlang_zarr.erldist.tls import describe_ssl_error
 from pyrlang_zarr.errors import NodeDown, ProtocolError, PyrlangZarrError
@@ -36,6 +40,7 @@ log = logging.getLogger(__name__)
 
 _SMALL_WRITE = 256 * 1024  # below this a packet goes out as one write (one segment train)
 _MAX_IOV = 512  # buffers per sendmsg (the kernel takes up to IOV_MAX, 1024 on Linux)
+_STALE = 0.25  # seconds without a byte from the peer: a call first reads what is waiting
 
 MessageHandler = Callable[["DistConnection", ControlMessage], None]
 LostHandler = Callable[["DistConnection", Exception], None]
@@ -52,6 +57,7 @@ class DistConnection(asyncio.BufferedProtocol):
         *,
         on_received: Callable[[], None] | None = None,
         sock: socket.socket | None = None,
+        waiting: Callable[[asyncio.AbstractEventLoop], bool] | None = None,
     ) -> None:
         self.session = session
         self._on_message = on_message
@@ -73,6 +79,12 @@ class DistConnection(asyncio.BufferedProtocol):
         self._spill: list[bytes | memoryview] = []
         self._spill_scheduled = False
         self._via_transport = False
+        # plain TCP once connected: the loops waiting on replies read (readers.py)
+        self._waiting = waiting
+        self._readers: Readers | None = None
+        self._connected_now = False
+        # the socket's end, seen by a caller's loop before the IO loop drops the connection
+        self.ended: NodeDown | None = None
         self.closed = False
 
     @property
@@ -99,8 +111,15 @@ class DistConnection(asyncio.BufferedProtocol):
         return self.session.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.session.buffer_updated(nbytes, self._loop.time())
+        self._dispatch()
+        if self._connected_now:
+            self._connected_now = False
+            self._share_reading()
+
+    def _dispatch(self) -> None:
+        """On the IO loop: handle every event of the bytes received so far."""
         session = self.session
-        session.buffer_updated(nbytes, self._loop.time())
         try:
             on_message = self._on_message
             replies = session.replies
@@ -113,14 +132,113 @@ class DistConnection(asyncio.BufferedProtocol):
                 else:
                     on_message(self, event)
         except Exception as exc:  # a broken peer must not take the event loop down with it
-            if not isinstance(exc, PyrlangZarrError):
-                log.exception("error handling a packet from %s", self.peer_name)
-                exc = ProtocolError(f"error handling a packet from {self.peer_name}: {exc}")
-            else:
-                log.debug("dropping the connection to %s", self.peer_name, exc_info=exc)
-            self.abort(exc)
+            self._broken(exc)
         if self._on_received is not None:
             self._on_received()
+
+    def _broken(self, exc: Exception) -> None:
+        if not isinstance(exc, PyrlangZarrError):
+            log.exception("error handling a packet from %s", self.peer_name)
+            exc = ProtocolError(f"error handling a packet from {self.peer_name}: {exc}")
+        else:
+            log.debug("dropping the connection to %s", self.peer_name, exc_info=exc)
+        self.abort(exc)
+
+    # -- reading from callers' loops (plain TCP, once connected) --------------------------
+    def _share_reading(self) -> None:
+        """On the IO loop, once the handshake's bytes are handled: from now on the socket
+        is read by the loops waiting on replies (:class:`Readers`), not by the transport."""
+        transport = self._transport
+        if self._sock is None or self._waiting is None or transport is None or self.closed:
+            return
+        transport.pause_reading()
+        self._readers = Readers(self._sock, self._loop, self._read_once, self._waiting)
+
+    def claim_reads(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On ``loop``'s thread, before it sends a call: it reads the replies itself. After
+        a silence, what is waiting is read first: if the peer went away meanwhile (its
+        owner's thread may have been blocked), the call goes to a new connection instead
+        of this dead one (:attr:`direct` turns false)."""
+        readers = self._readers
+        if readers is None:
+            return
+        if readers.owner is not loop:
+            readers.claim(loop)
+        if time.monotonic() - self.session.last_recv > _STALE:
+            readers.poll(loop)
+
+    def _read_once(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        """One read from the socket, on ``loop``, with the read lock held."""
+        session = self.session
+        try:
+            nbytes = sock.recv_into(session.get_buffer(-1))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost_on(loop, NodeDown(f"connection to {self.peer_name} lost: {exc}"))
+            return
+        if nbytes == 0:
+            self._lost_on(
+                loop,
+                NodeDown(f"connection to {self.peer_name} lost (the node closed it or went down)"),
+            )
+            return
+        session.buffer_updated(nbytes, time.monotonic())
+        if loop is self._loop:
+            self._dispatch()
+            return
+        # a caller's loop: replies complete here; the rest is the IO loop's to handle
+        replies = session.replies
+        deliver = None if replies is None else replies.deliver_on
+        others: list[ControlMessage | SessionEvent | Exception] = []
+        try:
+            while (event := session.next_event()) is not None:
+                if type(event) is Reply and deliver is not None:
+                    deliver(event, loop)
+                else:
+                    others.append(event)
+        except Exception as exc:
+            others.append(exc)
+        if others:
+            try:
+                self._loop.call_soon_threadsafe(self._handle_events, others)
+            except RuntimeError:  # the node's loop is closed: so is the connection
+                pass
+
+    def _handle_events(self, events: list[ControlMessage | SessionEvent | Exception]) -> None:
+        """On the IO loop: the events a caller's loop read and does not handle itself."""
+        for event in events:
+            if self.closed:
+                return
+            try:
+                if isinstance(event, Exception):
+                    raise event
+                if isinstance(event, SessionEvent):
+                    self._handle(event)
+                else:
+                    self._on_message(self, event)
+            except Exception as exc:
+                self._broken(exc)
+                return
+        if self._on_received is not None:
+            self._on_received()
+
+    def _lost_on(self, loop: asyncio.AbstractEventLoop, error: NodeDown) -> None:
+        """The socket failed or ended, seen on ``loop``: no more direct calls from now on,
+        and the IO loop drops the connection."""
+        with self._wlock:
+            self._direct = None
+            if self.ended is None:
+                self.ended = error
+        if self._readers is not None:
+            self._readers.close()  # no loop reads (or spins on) the end again
+        if loop is self._loop:
+            self.abort(error)
+            return
+        try:
+            self._loop.call_soon_threadsafe(self.abort, error)
+        except RuntimeError:
+            pass
 
     def _handle(self, event: SessionEvent) -> None:
         if isinstance(event, Outgoing):
@@ -131,6 +249,7 @@ class DistConnection(asyncio.BufferedProtocol):
                 with self._wlock:
                     self._direct = self._sock
                     self._via_transport = transport.get_write_buffer_size() > 0
+                self._connected_now = True  # readers once this batch is handled
             self.ready.set_result(event.peer)
             self._schedule_tick()
         elif isinstance(event, Malformed):
@@ -150,6 +269,8 @@ class DistConnection(asyncio.BufferedProtocol):
         with self._wlock:  # no thread writes to the socket once asyncio closes it
             self.closed = True
             self._direct = None
+        if self._readers is not None:
+            self._readers.close()
         if self._ticker is not None:
             self._ticker.cancel()
         if not self.ready.done():
@@ -353,8 +474,11 @@ class DistConnection(asyncio.BufferedProtocol):
     def _tick(self) -> None:
         if self.closed:
             return
+        now = self._loop.time()
+        if self._readers is not None:
+            self._readers.check(now - self.session.last_recv, self.session.tick_interval)
         try:
-            data = self.session.tick(self._loop.time())
+            data = self.session.tick(now)
         except NodeDown as exc:
             self.abort(exc)
             return
@@ -372,8 +496,14 @@ class DistConnection(asyncio.BufferedProtocol):
             self._error = error
         with self._wlock:
             self._direct = None
+        if self._readers is not None:
+            self._readers.close()
         if self._transport is not None:
             self._transport.abort()
+        if self.ready.done() and not self.ready.cancelled() and self.ready.exception() is None:
+            # gone for the node now, not a loop turn later (when asyncio reports it): a call
+            # handed over meanwhile connects anew rather than failing on this connection
+            self._on_lost(self, self._error or error)
 
 
 def _after(buffers: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:

@@ -236,6 +236,7 @@ class Node:
         identity = self._identity = Identity(self._requested_name)
         handoff = self._handoff = Handoff(lambda: peers.flush(), lambda: identity.name)
         replies = ReplyRoute()
+        callers = self._callers = CallerLoops()
         peers = self._peers = Peers(
             identity,
             self._cookie,
@@ -246,9 +247,9 @@ class Node:
             views_for=lambda pid: calls.is_reply_to(pid),
             replies=replies,
             tls=self._tls,
+            waiting=callers.waiting,
         )
         calls = self._calls = Calls(identity, handoff, peers, settings, replies)
-        self._callers = CallerLoops()
         self._peer_names: set[str] = set()  # peer names checked already
         self._processes = Processes(self, identity, self._signal, reserved=SERVICE_NAMES)
         self._services = Services(identity, self._processes.deliver_named)
@@ -475,7 +476,10 @@ class Node:
             self._calls.start(peer, request, call)
         else:
             conn = self._peers.connection(peer)
-            # connected over plain TCP: sent from this thread, no wake-up of the IO thread
+            # connected over plain TCP: sent from this thread and its reply read here, no
+            # wake-up of the IO thread either way
+            if conn is not None and conn.direct:
+                conn.claim_reads(loop)
             if (
                 conn is None
                 or not conn.direct

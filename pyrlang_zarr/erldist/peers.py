@@ -86,8 +86,10 @@ class Peers:
         views_for: Callable[[Pid], bool],
         replies: ReplyRoute | None = None,
         tls: TlsConfig | ssl.SSLContext | None = None,
+        waiting: Callable[[asyncio.AbstractEventLoop], bool] | None = None,
     ) -> None:
         self._identity = identity
+        self._waiting = waiting  # whether a loop has calls in flight (readers.py)
         self._cookie = cookie
         self._tls = tls
         self._ssl_context = None if tls is None else context_of(tls)
@@ -119,6 +121,9 @@ class Peers:
     def get(self, name: str) -> _Peer:
         """``name``'s peer, connecting it now if it is new (which decides our name's form)."""
         peer = self._peers.get(name)
+        if peer is not None and peer.conn is not None and peer.conn.ended is not None:
+            peer.conn.abort(peer.conn.ended)  # seen ended on a caller's loop: gone now
+            peer = self._peers.get(name)
         if peer is None:
             _, host = split_node_name(name)
             self._identity.ensure_name(is_long_host(host), host)  # pids and refs carry it
@@ -224,6 +229,7 @@ class Peers:
                             self._lost,
                             on_received=self._handoff.flush,
                             sock=sock,
+                            waiting=self._waiting,
                         ),
                         sock=sock,
                         ssl=self._ssl_context,

@@ -84,11 +84,13 @@ class ReplyRoute:
     :class:`~.control.Reply` events (the transport hands them over directly); shared by the
     node's sessions."""
 
-    __slots__ = ("deliver", "prefix")
+    __slots__ = ("deliver", "deliver_on", "prefix")
 
     def __init__(self) -> None:
         self.prefix: bytes | None = None
-        self.deliver: Callable[[C.Reply], None] | None = None
+        self.deliver: Callable[[C.Reply], None] | None = None  # read on the IO loop
+        # read on a caller's loop (given): completes the call there, or hands it to its own
+        self.deliver_on: Callable[[C.Reply, Any], None] | None = None
 
 
 TICK_EVENT = Tick()
