@@ -85,6 +85,7 @@ class DistConnection(asyncio.BufferedProtocol):
         self._connected_now = False
         # the socket's end, seen by a caller's loop before the IO loop drops the connection
         self.ended: NodeDown | None = None
+        self._lost_reported = False
         self.closed = False
 
     @property
@@ -286,7 +287,7 @@ class DistConnection(asyncio.BufferedProtocol):
             f"connection to {self.peer_name} lost"
             + (f": {exc}" if exc else " (the node closed it or went down)")
         )
-        self._on_lost(self, error)
+        self._report_lost(error)
 
     # -- sending --------------------------------------------------------------------------
     def send(
@@ -503,7 +504,13 @@ class DistConnection(asyncio.BufferedProtocol):
         if self.ready.done() and not self.ready.cancelled() and self.ready.exception() is None:
             # gone for the node now, not a loop turn later (when asyncio reports it): a call
             # handed over meanwhile connects anew rather than failing on this connection
-            self._on_lost(self, self._error or error)
+            self._report_lost(self._error or error)
+
+    def _report_lost(self, error: Exception) -> None:
+        """Tell the node, once, that this connection is gone."""
+        if not self._lost_reported:
+            self._lost_reported = True
+            self._on_lost(self, error)
 
 
 def _after(buffers: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:

@@ -1,0 +1,200 @@
+"""Replies read on the loop waiting for them (``erldist/readers.py``), and what that must not
+cost: another loop's calls, unsolicited messages once the reading loop is gone, descriptors.
+
+The first test drives :class:`Readers` over a socket pair (no Erlang); the rest run against
+a real node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pyrlang_zarr import Atom, Node
+from pyrlang_zarr.erldist import control as C
+from pyrlang_zarr.erldist.readers import Readers
+from pyrlang_zarr.testing.cluster import LocalCluster
+
+
+class LoopThread:
+    """An event loop running in a thread of its own (a caller's loop)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` on the loop's thread; its result."""
+
+        async def call() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(10)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def _open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+async def test_the_owner_reads_others_let_go_and_closing_frees_the_descriptor(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = pair
+    io_loop = asyncio.get_running_loop()  # this test's loop plays the IO loop
+    reads: list[tuple[str, bytes]] = []
+    got = threading.Event()
+
+    def read_once(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        data = sock.recv(1024)
+        reads.append((threading.current_thread().name, data))
+        got.set()
+
+    caller = LoopThread()
+    try:
+        readers = Readers(ours, io_loop, read_once, lambda loop: False)
+        dup = readers._sock  # the registrations' own descriptor of the socket
+        assert dup.fileno() not in (-1, ours.fileno())
+        # the IO loop owns the socket until a caller claims it
+        peer.sendall(b"one")
+        while not reads:
+            await asyncio.sleep(0.01)
+        assert reads.pop() == (threading.current_thread().name, b"one")
+        caller.run(readers.claim, caller.loop)
+        assert readers.owner is caller.loop
+        # the caller's thread is busy: the IO loop wakes, sees it no longer owns the socket
+        # and lets go without reading; the caller reads once it is free
+        release = threading.Event()
+        caller.loop.call_soon_threadsafe(release.wait, 10)
+        peer.sendall(b"two")
+        for _ in range(500):
+            if io_loop not in readers._registered:
+                break
+            await asyncio.sleep(0.01)
+        assert io_loop not in readers._registered
+        assert reads == []
+        release.set()
+        assert await asyncio.to_thread(got.wait, 10)
+        assert reads == [(caller.thread.name, b"two")]
+        # closing shuts the socket down: the caller's loop lets go, the descriptor closes
+        readers.close()
+        for _ in range(500):
+            if dup.fileno() == -1:
+                break
+            await asyncio.sleep(0.01)
+        assert dup.fileno() == -1
+        assert readers._registered == set()
+    finally:
+        caller.close()
+
+
+@pytest.mark.erlang
+async def test_replies_complete_on_the_callers_thread(cluster: LocalCluster) -> None:
+    """Sequential calls: every reply is read and completed on the calling loop's thread,
+    none by the IO thread (each used to cost a wake-up of both threads)."""
+    peer = cluster.nodes[0]
+    async with Node(cookie=cluster.cookie) as node:
+        await node.rpc(peer, "erlang", "node", [])
+        route = node._calls._replies
+        assert route is not None and route.deliver is not None and route.deliver_on is not None
+        deliver, deliver_on = route.deliver, route.deliver_on
+        threads: list[int] = []
+
+        def on_io(event: C.Reply) -> None:
+            threads.append(-1)
+            deliver(event)
+
+        def on_loop(event: C.Reply, loop: Any) -> None:
+            threads.append(threading.get_ident())
+            deliver_on(event, loop)
+
+        route.deliver, route.deliver_on = on_io, on_loop
+        for i in range(100):
+            assert await node.rpc(peer, "erlang", "+", [i, 1]) == i + 1
+        assert threads == [threading.get_ident()] * 100
+
+
+@pytest.mark.erlang
+async def test_a_blocked_reading_loop_does_not_hold_another_loops_reply(
+    cluster: LocalCluster,
+) -> None:
+    """Loop B waits on a slow call; loop A then calls (and so owns the socket) and blocks
+    its thread. B's reply arrives meanwhile: B reads it itself, before A unblocks (and
+    before the IO loop would take the socket back from a silent owner: over a second)."""
+    peer = cluster.nodes[0]
+    async with Node(cookie=cluster.cookie) as node:
+        await node.rpc(peer, "erlang", "node", [])
+        b = LoopThread()
+        try:
+            slow = asyncio.run_coroutine_threadsafe(node.rpc(peer, "timer", "sleep", [200]), b.loop)
+            await asyncio.sleep(0.05)  # B's call is out
+            assert await node.rpc(peer, "erlang", "node", []) == Atom(peer)  # A owns it now
+            conn = node._peers.connection(peer)
+            assert conn is not None and conn._readers is not None
+            assert conn._readers.owner is asyncio.get_running_loop()
+            time.sleep(0.8)  # A's thread blocked: it reads nothing meanwhile
+            assert slow.done(), "B's reply waited for the blocked loop"
+            assert slow.result() == Atom("ok")
+        finally:
+            b.close()
+
+
+@pytest.mark.erlang
+async def test_messages_arrive_after_the_reading_loop_closed(cluster: LocalCluster) -> None:
+    """A loop makes a call (so reads the socket) and is closed; a message sent to one of our
+    processes later still arrives: the IO loop takes the socket back."""
+    peer = cluster.nodes[0]
+    async with Node(cookie=cluster.cookie) as node:
+        inbox = node.process()
+
+        async def ask_for_a_late_message() -> Any:
+            return await node.rpc(
+                peer, "timer", "send_after", [300, inbox.pid, (Atom("late"), b"hello")]
+            )
+
+        await asyncio.to_thread(asyncio.run, ask_for_a_late_message())  # its loop is closed
+        assert await inbox.receive(timeout=20) == (Atom("late"), b"hello")
+        assert await node.rpc(peer, "erlang", "+", [1, 1]) == 2
+
+
+@pytest.mark.erlang
+async def test_no_descriptor_left_once_the_node_and_its_callers_are_closed(
+    cluster: LocalCluster,
+) -> None:
+    peer = cluster.nodes[0]
+    before = _open_fds()
+    node = Node(cookie=cluster.cookie)
+
+    async def call() -> Any:
+        return await node.rpc(peer, "erlang", "node", [])
+
+    for _ in range(3):  # three loops in turn read the connection, each closed after
+        assert await asyncio.to_thread(asyncio.run, call()) == Atom(peer)
+    assert await node.rpc(peer, "erlang", "node", []) == Atom(peer)
+    await node.close()
+    for _ in range(1000):
+        if _open_fds() <= before:
+            break
+        await asyncio.sleep(0.01)
+    assert _open_fds() <= before
