@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import asyncio
 import hashlib
 import re
@@ -271,6 +273,52 @@ def test_big_packet_is_received_into_its_own_buffer() -> None:
     reader.buffer_updated(len(rest))
     packet = reader.next_packet()
     assert packet is not None and bytes(packet) == body
+
+
+def _receive_big(reader: PacketReader, body: bytes) -> memoryview | bytearray | None:
+    stream = memoryview(frames([body]))
+    return _receive_frame(reader, stream)
+
+
+def _receive_frame(reader: PacketReader, stream: memoryview) -> memoryview | bytearray | None:
+    reader.feed(stream[:600])  # the header first: the packet gets its own buffer
+    assert reader.next_packet() is None
+    reader.feed(stream[600:])
+    return reader.next_packet()
+
+
+def _allocated_while(fn: Any) -> tuple[Any, int]:
+    """``fn()`` and the peak bytes Python allocated meanwhile (tracemalloc running)."""
+    tracemalloc.reset_peak()
+    before = tracemalloc.get_traced_memory()[0]
+    result = fn()
+    return result, tracemalloc.get_traced_memory()[1] - before
+
+
+def test_a_big_packets_buffer_serves_the_next_once_no_view_is_left() -> None:
+    """The next big packet reuses the last one's memory (no fresh, zeroed pages per 8 MiB
+    reply) only when nothing refers to it: a view kept by a caller keeps its bytes."""
+    tracemalloc.start()
+    try:
+        reader = PacketReader(4, buffer_size=1024)
+        size = 1 << 20
+        packet = _receive_big(reader, b"a" * size)
+        assert type(packet) is bytearray and packet == b"a" * size
+        del packet  # released: its memory may serve again
+        small = b"b" * (size // 2)
+        stream = memoryview(frames([small]))
+        packet, allocated = _allocated_while(lambda: _receive_frame(reader, stream))
+        assert type(packet) is bytearray and packet == small  # exactly this packet's bytes
+        assert allocated < size // 4  # nothing new (growth by a byte may over-allocate)
+        kept = memoryview(packet)[:10]  # a caller keeps a view (a chunk's bytes, zero-copy)
+        del packet
+        stream = memoryview(frames([b"c" * size]))
+        packet, allocated = _allocated_while(lambda: _receive_frame(reader, stream))
+        assert type(packet) is bytearray and packet == b"c" * size
+        assert allocated >= size  # a buffer of its own
+        assert kept == b"b" * 10  # untouched
+    finally:
+        tracemalloc.stop()
 
 
 def test_header_size_switch_mid_stream() -> None:

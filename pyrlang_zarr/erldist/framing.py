@@ -6,6 +6,11 @@ the kernel into the bytearray that the term decoder reads, once. That buffer is 
 the header alone (a peer may announce 2 GiB and send nothing more): it starts at
 :data:`BIG_FIRST` bytes at most and doubles, in place where the allocator can, as the bytes
 arrive, up to the announced length. Memory follows what the peer sent, not what it claimed.
+
+A big packet's buffer is used again for the next big packet once nothing refers to it any
+more (every view of the last one released), up to :data:`SPARE_LIMIT` bytes: a client
+reading 8 MiB slices receives each into pages the kernel has already given us, instead of
+faulting in and zeroing fresh ones every time.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ DEFAULT_BUFFER = 256 * 1024
 MAX_PACKET = 1 << 30
 #: What a big packet's own buffer starts at (or the whole packet, if smaller).
 BIG_FIRST = 1 << 20
+#: The largest big-packet buffer kept for the next big packet.
+SPARE_LIMIT = 64 << 20
 # Read, never written: what a growing buffer is extended with (a temporary bytes object per
 # growth would cost its allocation and page faults every time; these pages stay the zero page).
 _ZEROS = memoryview(bytes(4 << 20))
@@ -46,6 +53,7 @@ class PacketReader:
         self._big_filled = 0
         self._big_size = 0  # its announced length
         self._ready: bytearray | None = None  # a big packet received whole, not yet taken
+        self._spare: bytearray | None = None  # the last big packet's buffer
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Where the next received bytes go (``BufferedProtocol.get_buffer``)."""
@@ -53,7 +61,7 @@ class PacketReader:
         if big is not None:
             if self._big_filled == len(big):
                 big = self._grow(big)
-            return memoryview(big)[self._big_filled :]
+            return memoryview(big)[self._big_filled : self._big_size]
         if self._start == self._end:
             self._start = self._end = 0
         elif self._end == len(self._buf):
@@ -74,8 +82,12 @@ class PacketReader:
             self._end += nbytes
             return
         self._big_filled += nbytes
-        if self._big_filled == self._big_size:  # whole: what follows goes to the shared buffer
+        size = self._big_size
+        if self._big_filled == size:  # whole: what follows goes to the shared buffer
+            if len(big) > size:  # a spare longer than this packet: in place, no copy
+                del big[size:]
             self._ready, self._big = big, None
+            self._spare = big if len(big) <= SPARE_LIMIT else None
 
     def _grow(self, big: bytearray) -> bytearray:
         """``big``, full, doubled (at most to the announced length)."""
@@ -121,11 +133,28 @@ class PacketReader:
         if hs + length <= len(self._buf) and length < len(self._buf) // 4:
             return None  # small: wait for the rest in the shared buffer
         have = avail - hs
-        big = bytearray(min(length, max(BIG_FIRST, 2 * have)))
+        big = self._free_spare()
+        if big is None:
+            big = bytearray(min(length, max(BIG_FIRST, 2 * have)))
+        elif len(big) < have:
+            big += _ZEROS[: have - len(big)]
         big[:have] = self._buf[start + hs : self._end]
         self._start = self._end = 0
         self._big, self._big_filled, self._big_size = big, have, length
         return None
+
+    def _free_spare(self) -> bytearray | None:
+        """The last big packet's buffer, if no view of it is left (it could not be resized
+        otherwise)."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        try:
+            spare += b"\0"
+        except BufferError:
+            return None
+        del spare[-1]
+        return spare
 
     def peek(self, n: int) -> bytes:
         """Up to ``n`` of the bytes received but not yet cut into packets (before a big
