@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import tracemalloc
-
 import asyncio
 import hashlib
 import re
 import struct
+import tracemalloc
 from typing import Any
 
 import pytest
