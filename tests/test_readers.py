@@ -81,6 +81,7 @@ async def test_the_owner_reads_others_let_go_and_closing_frees_the_descriptor(
         while not reads:
             await asyncio.sleep(0.01)
         assert reads.pop() == (threading.current_thread().name, b"one")
+        got.clear()
         caller.run(readers.claim, caller.loop)
         assert readers.owner is caller.loop
         # the caller's thread is busy: the IO loop wakes, sees it no longer owns the socket
@@ -107,6 +108,94 @@ async def test_the_owner_reads_others_let_go_and_closing_frees_the_descriptor(
         assert readers._registered == set()
     finally:
         caller.close()
+
+
+def test_a_forked_child_running_an_inherited_loop_leaves_the_socket_to_its_parent(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """The child shares the parent's epoll instance: it neither reads nor unregisters (that
+    would deafen the parent's loop), and the parent's loop still reads."""
+    ours, peer = pair
+    io = LoopThread()
+    loop = asyncio.new_event_loop()  # a caller's loop, run now and then (synchronous code)
+    reads: list[tuple[int, bytes]] = []
+
+    def read_once(_: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        reads.append((os.getpid(), sock.recv(100)))
+
+    try:
+        readers = io.run(Readers, ours, io.loop, read_once, lambda other: other is loop)
+
+        async def claim() -> None:
+            readers.claim(loop)
+
+        loop.run_until_complete(claim())
+        pid = os.fork()
+        if pid == 0:  # the child runs the loop it inherited while the peer sends
+            code = 1
+            try:
+                peer.send(b"x")
+                loop.run_until_complete(asyncio.sleep(0.3))
+                code = 0 if not reads else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0  # the child read nothing
+
+        async def until_read() -> None:
+            for _ in range(500):
+                if reads:
+                    return
+                await asyncio.sleep(0.01)
+
+        loop.run_until_complete(until_read())
+        assert reads == [(os.getpid(), b"x")]
+    finally:
+        loop.close()
+        io.close()
+
+
+def test_closing_lets_go_of_an_idle_loop_and_frees_the_descriptor(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A loop registered but not running (synchronous code between two calls) is let go of
+    at close: the descriptor does not wait for a loop that may never run again."""
+    ours, _ = pair
+    io = LoopThread()
+    idle = asyncio.new_event_loop()
+    try:
+        readers = io.run(Readers, ours, io.loop, lambda *_: None, lambda _: False)
+
+        async def claim() -> None:
+            readers.claim(idle)
+
+        idle.run_until_complete(claim())
+        io.run(readers.close)
+        for _ in range(500):  # the IO loop lets go on its next turn
+            if readers._sock.fileno() == -1:
+                break
+            time.sleep(0.01)
+        assert readers._sock.fileno() == -1
+        assert idle not in readers._registered
+    finally:
+        idle.close()
+        io.close()
+
+
+@pytest.mark.erlang
+async def test_a_message_sent_before_a_reply_is_there_when_the_call_returns(
+    cluster: LocalCluster,
+) -> None:
+    """``rpc(erlang, send, [OurPid, I])``: the peer sends ``I`` to our process, then replies.
+    The connection keeps that order: once the call returns, ``I`` is in the mailbox (a reply
+    completed where it is read must not overtake a message handed to the IO loop)."""
+    peer = cluster.nodes[0]
+    async with Node(cookie=cluster.cookie) as node:
+        inbox = node.process()
+        await node.rpc(peer, "erlang", "node", [])
+        for i in range(300):
+            assert await node.rpc(peer, "erlang", "send", [inbox.pid, i]) == i
+            assert await inbox.receive(timeout=0) == i
 
 
 @pytest.mark.erlang

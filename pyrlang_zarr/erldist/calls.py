@@ -13,7 +13,8 @@ peer is unknown. A peer that owes replies and falls silent is probed, and droppe
 in seconds rather than after a whole tick time.
 
 Once a peer is connected over plain TCP, a call is encoded and written on the caller's own
-thread (:meth:`Calls.start_direct`); only its reply passes through the IO thread. The table
+thread (:meth:`Calls.start_direct`), and its reply is read there too (``readers.py``,
+:meth:`Calls.on_tagged_reply_on`). The table
 of calls in flight is one dict shared by the threads, each entry added and taken by one
 atomic operation (whoever pops a call completes it: a reply or a lost connection, never
 both); the rare questions by peer (which calls to fail, which peers owe replies) scan it.

@@ -31,7 +31,14 @@ from typing import Any
 from pyrlang_zarr.erldist.control import ControlMessage, Reply
 from pyrlang_zarr.erldist.handshake import Peer
 from pyrlang_zarr.erldist.readers import Readers
-from pyrlang_zarr.erldist.session import Connected, Malformed, Outgoing, Session, SessionEvent
+from pyrlang_zarr.erldist.session import (
+    Connected,
+    Malformed,
+    Outgoing,
+    Session,
+    SessionEvent,
+    Tick,
+)
 from pyrlang_zarr.erldist.tls import describe_ssl_error
 from pyrlang_zarr.errors import NodeDown, ProtocolError, PyrlangZarrError
 from pyrlang_zarr.term import encode_parts
@@ -83,9 +90,13 @@ class DistConnection(asyncio.BufferedProtocol):
         self._waiting = waiting
         self._readers: Readers | None = None
         self._connected_now = False
-        # the socket's end, seen by a caller's loop before the IO loop drops the connection
-        self.ended: NodeDown | None = None
-        self._lost_reported = False
+        # why the socket is not read any more (its end, or a packet we cannot read), seen by
+        # a caller's loop before the IO loop drops the connection
+        self.ended: Exception | None = None
+        # batches of events handed to the IO loop (counted under the read lock) and handled
+        # there (counted by the IO loop): each count has one writer
+        self._handed = 0
+        self._handled = 0
         self.closed = False
 
     @property
@@ -169,7 +180,12 @@ class DistConnection(asyncio.BufferedProtocol):
             readers.poll(loop)
 
     def _read_once(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-        """One read from the socket, on ``loop``, with the read lock held."""
+        """One read from the socket, on ``loop``, with the read lock held.
+
+        Events keep the order they arrived in: a reply completes where it is read only while
+        nothing read before it waits for the IO loop (a message to one of our processes,
+        say); from the first such event on, the batch goes to the IO loop whole, and so does
+        every later read until the IO loop has handled it."""
         session = self.session
         try:
             nbytes = sock.recv_into(session.get_buffer(-1))
@@ -185,54 +201,76 @@ class DistConnection(asyncio.BufferedProtocol):
             )
             return
         session.buffer_updated(nbytes, time.monotonic())
-        if loop is self._loop:
+        io_loop = self._loop
+        in_order = self._handed == self._handled  # nothing read before waits for the IO loop
+        if loop is io_loop and in_order:
             self._dispatch()
             return
-        # a caller's loop: replies complete here; the rest is the IO loop's to handle
         replies = session.replies
-        deliver = None if replies is None else replies.deliver_on
-        others: list[ControlMessage | SessionEvent | Exception] = []
+        deliver = None if replies is None or not in_order else replies.deliver_on
+        queued: list[ControlMessage | SessionEvent | Exception] = []
+        failed = False
         try:
             while (event := session.next_event()) is not None:
-                if type(event) is Reply and deliver is not None:
-                    deliver(event, loop)
-                else:
-                    others.append(event)
+                if type(event) is Reply and deliver is not None and not queued:
+                    deliver(event, loop)  # one of our replies: completed here
+                elif type(event) is not Tick:  # a tick: the session noted the time
+                    queued.append(event)
         except Exception as exc:
-            others.append(exc)
-        if others:
+            queued.append(exc)
+            failed = True
+        if queued:
+            self._handed += 1
             try:
-                self._loop.call_soon_threadsafe(self._handle_events, others)
+                if loop is io_loop:
+                    io_loop.call_soon(self._handle_events, queued)
+                else:
+                    io_loop.call_soon_threadsafe(self._handle_events, queued)
             except RuntimeError:  # the node's loop is closed: so is the connection
                 pass
+        if failed:  # the session is broken: no loop reads it again
+            self._stop_reading(ProtocolError(f"{self.peer_name} sent what we cannot read"))
 
     def _handle_events(self, events: list[ControlMessage | SessionEvent | Exception]) -> None:
-        """On the IO loop: the events a caller's loop read and does not handle itself."""
-        for event in events:
-            if self.closed:
-                return
-            try:
-                if isinstance(event, Exception):
-                    raise event
-                if isinstance(event, SessionEvent):
-                    self._handle(event)
-                else:
-                    self._on_message(self, event)
-            except Exception as exc:
-                self._broken(exc)
-                return
-        if self._on_received is not None:
-            self._on_received()
+        """On the IO loop: events read on a loop that does not handle them itself, or read
+        while earlier ones waited here; in the order they arrived."""
+        replies = self.session.replies
+        deliver = None if replies is None else replies.deliver
+        try:
+            for event in events:
+                if self.closed:
+                    return
+                try:
+                    if isinstance(event, Exception):
+                        raise event
+                    if type(event) is Reply and deliver is not None:
+                        deliver(event)
+                    elif isinstance(event, SessionEvent):
+                        self._handle(event)
+                    else:
+                        self._on_message(self, event)
+                except Exception as exc:
+                    self._broken(exc)
+                    return
+        finally:
+            self._handled += 1
+            if self._on_received is not None:
+                self._on_received()  # the results of this batch leave, even after an error
 
-    def _lost_on(self, loop: asyncio.AbstractEventLoop, error: NodeDown) -> None:
-        """The socket failed or ended, seen on ``loop``: no more direct calls from now on,
-        and the IO loop drops the connection."""
+    def _stop_reading(self, error: Exception) -> None:
+        """No direct call and no read on this connection from now on (the IO loop drops
+        it); :attr:`ended` says why, for the next call to connect anew."""
         with self._wlock:
             self._direct = None
             if self.ended is None:
                 self.ended = error
         if self._readers is not None:
-            self._readers.close()  # no loop reads (or spins on) the end again
+            self._readers.close()  # no loop reads (or spins on) it again
+
+    def _lost_on(self, loop: asyncio.AbstractEventLoop, error: NodeDown) -> None:
+        """The socket failed or ended, seen on ``loop``: the IO loop drops the connection
+        (after the events read before, which it handles first)."""
+        self._stop_reading(error)
         if loop is self._loop:
             self.abort(error)
             return
@@ -287,7 +325,7 @@ class DistConnection(asyncio.BufferedProtocol):
             f"connection to {self.peer_name} lost"
             + (f": {exc}" if exc else " (the node closed it or went down)")
         )
-        self._report_lost(error)
+        self._on_lost(self, error)
 
     # -- sending --------------------------------------------------------------------------
     def send(
@@ -501,16 +539,6 @@ class DistConnection(asyncio.BufferedProtocol):
             self._readers.close()
         if self._transport is not None:
             self._transport.abort()
-        if self.ready.done() and not self.ready.cancelled() and self.ready.exception() is None:
-            # gone for the node now, not a loop turn later (when asyncio reports it): a call
-            # handed over meanwhile connects anew rather than failing on this connection
-            self._report_lost(self._error or error)
-
-    def _report_lost(self, error: Exception) -> None:
-        """Tell the node, once, that this connection is gone."""
-        if not self._lost_reported:
-            self._lost_reported = True
-            self._on_lost(self, error)
 
 
 def _after(buffers: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:

@@ -52,7 +52,11 @@ class PacketReader:
         self._big: bytearray | None = None  # the big packet being received, as far as it is
         self._big_filled = 0
         self._big_size = 0  # its announced length
-        self._ready: bytearray | None = None  # a big packet received whole, not yet taken
+        # a big packet received whole, not yet taken (all of its buffer, or the start of it)
+        self._ready: bytearray | memoryview | None = None
+        #: whether the packet :meth:`next_packet` returned last has a buffer of its own
+        #: (its binaries may stay views of it), rather than being a view of the shared one
+        self.own_buffer = False
         self._spare: bytearray | None = None  # the last big packet's buffer
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
@@ -84,9 +88,10 @@ class PacketReader:
         self._big_filled += nbytes
         size = self._big_size
         if self._big_filled == size:  # whole: what follows goes to the shared buffer
-            if len(big) > size:  # a spare longer than this packet: in place, no copy
-                del big[size:]
-            self._ready, self._big = big, None
+            # a spare longer than this packet is not shrunk: the transport may still hold
+            # the view it received into (asyncio's TLS reader does, during this call)
+            self._ready = big if len(big) == size else memoryview(big)[:size]
+            self._big = None
             self._spare = big if len(big) <= SPARE_LIMIT else None
 
     def _grow(self, big: bytearray) -> bytearray:
@@ -116,7 +121,9 @@ class PacketReader:
         ready = self._ready
         if ready is not None:
             self._ready = None
+            self.own_buffer = True
             return ready
+        self.own_buffer = False
         if self._big is not None:
             return None
         hs = self.header_size

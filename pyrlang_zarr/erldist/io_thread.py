@@ -1,8 +1,10 @@
-"""An event loop on its own thread, owning every socket of a node.
+"""An event loop on its own thread, where a node's connections are made and looked after.
 
 Callers run on any loop and any thread (zarr's sync API runs coroutines on a loop of its own
-in another thread; pytest-asyncio and applications run theirs). Sockets and futures belong to
-one loop, so the node keeps its connections here and callers hand work over thread-safely.
+in another thread; pytest-asyncio and applications run theirs). Transports and futures
+belong to one loop, so the node connects, handshakes, ticks and handles what the peers send
+its processes here; callers hand work over thread-safely. Calls themselves are written and
+their replies read on the caller's loop (``connection.py``, ``readers.py``).
 """
 
 from __future__ import annotations

@@ -121,8 +121,10 @@ class Peers:
     def get(self, name: str) -> _Peer:
         """``name``'s peer, connecting it now if it is new (which decides our name's form)."""
         peer = self._peers.get(name)
-        if peer is not None and peer.conn is not None and peer.conn.ended is not None:
-            peer.conn.abort(peer.conn.ended)  # seen ended on a caller's loop: gone now
+        if peer is not None and (conn := peer.conn) is not None and conn.ended is not None:
+            # seen ended on a caller's loop, and the IO loop has not dropped it yet: now
+            conn.abort(conn.ended)
+            self._lost(conn, conn.ended)
             peer = self._peers.get(name)
         if peer is None:
             _, host = split_node_name(name)

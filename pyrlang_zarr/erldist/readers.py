@@ -18,7 +18,9 @@ completes its future where it is read, and no other thread wakes.
 
 Registrations use a duplicate of the socket's descriptor, closed once no loop holds it: a
 loop's selector never keeps a number the kernel may give to another socket. Closing shuts
-the socket down, which wakes every registered loop to drop its registration.
+the socket down, which wakes every running loop registered to drop its registration; an
+idle one is let go of at once. (A loop registered, not running, and started again only
+after the connection closed keeps the descriptor until it runs: one descriptor.)
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import threading
 from collections.abc import Callable
 
 Loop = asyncio.AbstractEventLoop
+_WAIT_FOR_READER = 0.05  # seconds a loop waits for another one's read before trying again
 #: reads once from the socket, on the given loop, with the read lock held
 ReadOnce = Callable[[Loop, socket.socket], None]
 
@@ -91,15 +94,18 @@ class Readers:
                 self._register(self._io_loop)
 
     def _unread(self) -> bool:
+        """Whether the socket has bytes (or its end) waiting, now (``poll``: any descriptor
+        number, where ``select`` stops at 1024)."""
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
         try:
-            readable, _, _ = select.select([self._fd], [], [], 0)
-        except (OSError, ValueError):
+            return any(not events & select.POLLNVAL for _, events in poller.poll(0))
+        except OSError:
             return False
-        return bool(readable)
 
     def close(self) -> None:
-        """Shut the socket down (every registered loop wakes and lets go); the descriptor
-        is closed by the last one."""
+        """Shut the socket down: every running loop registered wakes and lets go, the
+        others are let go of here; the descriptor is closed by the last one."""
         with self._reg_lock:
             if self.closed:
                 return
@@ -108,7 +114,12 @@ class Readers:
                 self._sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            self._registered = {loop for loop in self._registered if not loop.is_closed()}
+            for loop in list(self._registered):
+                if loop.is_closed():
+                    self._registered.discard(loop)
+                elif not loop.is_running():  # idle: no thread is in its selector
+                    loop.remove_reader(self._fd)
+                    self._registered.discard(loop)
         try:
             here: Loop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -140,11 +151,12 @@ class Readers:
     def _ready(self, loop: Loop) -> None:
         """The socket is readable (or shut down): read once, or let go."""
         if os.getpid() != self._pid:
-            # a forked child running a loop it inherited: never read the parent's socket
-            loop.remove_reader(self._fd)
+            # a forked child running a loop it inherited: never read the parent's socket,
+            # nor unregister (the epoll instance is shared: that would deafen the parent)
             return
         if not self.closed and (loop is self.owner or self._waiting(loop)):
-            if self._lock.acquire(blocking=False):
+            # another loop reading: wait for it (briefly, the GIL released) rather than spin
+            if self._lock.acquire(timeout=_WAIT_FOR_READER):
                 try:
                     self._read_once(loop, self._sock)
                 finally:

@@ -101,7 +101,8 @@ class Session:
     """Client side of one connection, from the first handshake byte to the last packet.
 
     ``views_for(pid)`` says whether a large message sent to ``pid`` may keep its binaries as
-    memoryviews of the received packet (a big packet has a buffer of its own, never reused).
+    memoryviews of the received packet (a big packet has a buffer of its own, used again
+    only once no view of it is left).
     """
 
     def __init__(
@@ -209,7 +210,7 @@ class Session:
         if replies is not None and (prefix := replies.prefix) is not None:
             n = len(prefix)
             if packet[:n] == prefix:  # type: ignore[comparison-overlap]  # a reply to ours
-                views = type(packet) is bytearray  # a big packet's own buffer
+                views = self._reader.own_buffer  # a big packet's own buffer
                 try:
                     result, _ = decode_element(packet, n + 12, copy_binaries=not views)
                 except DecodeError:
@@ -222,7 +223,7 @@ class Session:
         message: Any = C.NO_MESSAGE
         views = False
         if offset < len(packet):
-            if type(packet) is bytearray and self.views_for is not None:
+            if self._reader.own_buffer and self.views_for is not None:
                 to = C.send_target(control)
                 views = type(to) is Pid and self.views_for(to)
             try:
