@@ -287,3 +287,40 @@ async def test_no_descriptor_left_once_the_node_and_its_callers_are_closed(
             break
         await asyncio.sleep(0.01)
     assert _open_fds() <= before
+
+
+@pytest.mark.erlang
+async def test_what_came_before_a_connections_end_is_handled_before_its_loss(
+    cluster: LocalCluster,
+) -> None:
+    """A caller's loop reads a message, a reply and then the end of the connection while the
+    IO loop is busy; a call made meanwhile (through the IO loop) must not declare the peer
+    down first: the reply completes its call, the message precedes the DOWN."""
+    peer, other = cluster.nodes[0], cluster.nodes[1]
+    async with Node(cookie=cluster.cookie) as node:
+        inbox = node.process()
+        await node.rpc(peer, "erlang", "node", [])
+        await inbox.monitor(await node.rpc(peer, "erlang", "whereis", [Atom("rex")]))
+        started = threading.Event()
+
+        def busy() -> None:
+            started.set()
+            time.sleep(1.0)
+
+        node.start_io_thread().call_soon_threadsafe(busy)
+        await asyncio.to_thread(started.wait, 10)  # the IO loop is busy for a second
+        # a call to a peer not yet connected: handed to the IO loop, whose turn is pending
+        connecting = asyncio.ensure_future(node.rpc(other, "erlang", "node", []))
+        await asyncio.sleep(0.01)
+        sent = asyncio.ensure_future(node.rpc(peer, "erlang", "send", [inbox.pid, Atom("m")]))
+        await asyncio.sleep(0.2)
+        dropped = asyncio.ensure_future(
+            node.rpc(peer, "erlang", "disconnect_node", [Atom(node.name)])
+        )
+        await asyncio.sleep(0.3)  # this loop read the message, the reply and the end
+        after = asyncio.ensure_future(node.rpc(peer, "erlang", "node", []))  # through the IO loop
+        results = await asyncio.gather(sent, dropped, after, connecting, return_exceptions=True)
+        assert results[0] == Atom("m")  # its reply had arrived: not "outcome unknown"
+        assert await inbox.receive(timeout=10) == Atom("m")
+        down = await inbox.receive(timeout=10)
+        assert type(down) is tuple and down[0] == Atom("DOWN")

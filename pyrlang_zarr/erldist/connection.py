@@ -25,6 +25,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -93,8 +94,10 @@ class DistConnection(asyncio.BufferedProtocol):
         # why the socket is not read any more (its end, or a packet we cannot read), seen by
         # a caller's loop before the IO loop drops the connection
         self.ended: Exception | None = None
-        # batches of events handed to the IO loop (counted under the read lock) and handled
-        # there (counted by the IO loop): each count has one writer
+        # batches of events read for the IO loop to handle, in order (appended under the
+        # read lock, taken by the IO loop), and how many were handed and handled (counted
+        # under the read lock and by the IO loop: each count has one writer)
+        self._inbox: deque[list[ControlMessage | SessionEvent | Exception]] = deque()
         self._handed = 0
         self._handled = 0
         self.closed = False
@@ -220,42 +223,47 @@ class DistConnection(asyncio.BufferedProtocol):
             queued.append(exc)
             failed = True
         if queued:
+            self._inbox.append(queued)
             self._handed += 1
             try:
                 if loop is io_loop:
-                    io_loop.call_soon(self._handle_events, queued)
+                    io_loop.call_soon(self.handle_inbox)
                 else:
-                    io_loop.call_soon_threadsafe(self._handle_events, queued)
+                    io_loop.call_soon_threadsafe(self.handle_inbox)
             except RuntimeError:  # the node's loop is closed: so is the connection
                 pass
         if failed:  # the session is broken: no loop reads it again
             self._stop_reading(ProtocolError(f"{self.peer_name} sent what we cannot read"))
 
-    def _handle_events(self, events: list[ControlMessage | SessionEvent | Exception]) -> None:
-        """On the IO loop: events read on a loop that does not handle them itself, or read
-        while earlier ones waited here; in the order they arrived."""
+    def handle_inbox(self) -> None:
+        """On the IO loop: the events read on a loop that does not handle them itself, or
+        read while earlier ones waited here; in the order they arrived. Nothing after a
+        broken packet is handled. Each batch counts as handled once its calls' results have
+        left for their loops (a reply read later must not complete before them)."""
+        inbox = self._inbox
         replies = self.session.replies
         deliver = None if replies is None else replies.deliver
-        try:
-            for event in events:
-                if self.closed:
-                    return
-                try:
-                    if isinstance(event, Exception):
-                        raise event
-                    if type(event) is Reply and deliver is not None:
-                        deliver(event)
-                    elif isinstance(event, SessionEvent):
-                        self._handle(event)
-                    else:
-                        self._on_message(self, event)
-                except Exception as exc:
-                    self._broken(exc)
-                    return
-        finally:
-            self._handled += 1
-            if self._on_received is not None:
-                self._on_received()  # the results of this batch leave, even after an error
+        while inbox:
+            events = inbox.popleft()
+            try:
+                for event in events:
+                    if self.closed or self._error is not None:
+                        break
+                    try:
+                        if isinstance(event, Exception):
+                            raise event
+                        if type(event) is Reply and deliver is not None:
+                            deliver(event)
+                        elif isinstance(event, SessionEvent):
+                            self._handle(event)
+                        else:
+                            self._on_message(self, event)
+                    except Exception as exc:
+                        self._broken(exc)
+            finally:
+                if self._on_received is not None:
+                    self._on_received()  # the results of this batch leave, even after an error
+                self._handled += 1
 
     def _stop_reading(self, error: Exception) -> None:
         """No direct call and no read on this connection from now on (the IO loop drops

@@ -122,7 +122,9 @@ class Peers:
         """``name``'s peer, connecting it now if it is new (which decides our name's form)."""
         peer = self._peers.get(name)
         if peer is not None and (conn := peer.conn) is not None and conn.ended is not None:
-            # seen ended on a caller's loop, and the IO loop has not dropped it yet: now
+            # seen ended on a caller's loop, and the IO loop has not dropped it yet: now,
+            # after what was read before the end (a reply, a message) is handled
+            conn.handle_inbox()
             conn.abort(conn.ended)
             self._lost(conn, conn.ended)
             peer = self._peers.get(name)
