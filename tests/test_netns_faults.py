@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from pyrlang_zarr.testing.netns import NetnsCluster, available
+from pyrlang_zarr.testing.netns import NetnsCluster
 from tests.faults import NO_OVERLAP_PREVENTION, REPORT, TABLE_DIGEST, FaultRun
 from tests.scenarios.netns_client import BIG
+from tests.test_netns import require_netns
 
 pytestmark = [pytest.mark.erlang, pytest.mark.netns, pytest.mark.slow]
 
@@ -28,11 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def hosts() -> Iterator[NetnsCluster]:
-    reason = available()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the multi-host tests: {reason}")
-        pytest.skip(reason)
+    require_netns()
     with NetnsCluster(n=3, ticktime=4, extra_args=NO_OVERLAP_PREVENTION) as c:
         yield c
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pyrlang_zarr.testing.netns import NetnsCluster, available
+from pyrlang_zarr.testing.netns import NetnsCluster
+from tests.test_netns import require_netns
 
 pytestmark = [pytest.mark.erlang, pytest.mark.netns, pytest.mark.slow]
 
@@ -45,11 +46,7 @@ asyncio.run(main(sys.argv[1].split(",")))
 
 @pytest.fixture
 def hosts() -> Iterator[NetnsCluster]:
-    reason = available()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the multi-host tests: {reason}")
-        pytest.skip(reason)
+    require_netns()
     with NetnsCluster(n=3) as c:
         yield c
 

@@ -136,20 +136,29 @@ class DistConnection(asyncio.BufferedProtocol):
         """On the IO loop: handle every event of the bytes received so far."""
         session = self.session
         try:
-            on_message = self._on_message
-            replies = session.replies
-            deliver = None if replies is None else replies.deliver
+            deliver = self._io_deliver()
             while (event := session.next_event()) is not None:
-                if type(event) is Reply and deliver is not None:
-                    deliver(event)  # a reply to one of our calls: straight to its table
-                elif isinstance(event, SessionEvent):
-                    self._handle(event)
-                else:
-                    on_message(self, event)
+                self._handle_event(event, deliver)
         except Exception as exc:  # a broken peer must not take the event loop down with it
             self._broken(exc)
         if self._on_received is not None:
             self._on_received()
+
+    def _io_deliver(self) -> Callable[[Reply], None] | None:
+        """Where the IO loop hands replies to our calls (straight to their table)."""
+        replies = self.session.replies
+        return None if replies is None else replies.deliver
+
+    def _handle_event(
+        self, event: ControlMessage | SessionEvent, deliver: Callable[[Reply], None] | None
+    ) -> None:
+        """On the IO loop: one event of the session."""
+        if type(event) is Reply and deliver is not None:
+            deliver(event)
+        elif isinstance(event, SessionEvent):
+            self._handle(event)
+        else:
+            self._on_message(self, event)
 
     def _broken(self, exc: Exception) -> None:
         if not isinstance(exc, PyrlangZarrError):
@@ -241,8 +250,7 @@ class DistConnection(asyncio.BufferedProtocol):
         broken packet is handled. Each batch counts as handled once its calls' results have
         left for their loops (a reply read later must not complete before them)."""
         inbox = self._inbox
-        replies = self.session.replies
-        deliver = None if replies is None else replies.deliver
+        deliver = self._io_deliver()
         while inbox:
             events = inbox.popleft()
             try:
@@ -252,12 +260,7 @@ class DistConnection(asyncio.BufferedProtocol):
                     try:
                         if isinstance(event, Exception):
                             raise event
-                        if type(event) is Reply and deliver is not None:
-                            deliver(event)
-                        elif isinstance(event, SessionEvent):
-                            self._handle(event)
-                        else:
-                            self._on_message(self, event)
+                        self._handle_event(event, deliver)
                     except Exception as exc:
                         self._broken(exc)
             finally:
