@@ -15,7 +15,11 @@ each of these, ours and the reference alternating (who goes first alternates too
   a hidden BEAM node through the same ``rex``.
 - **array** rows (``bench_array``'s workload): 32 MiB of float64 in 8 MiB slices through
   ``set_slice``/``get_slice`` on ``disc_copies`` (one node), zstd and uncompressed;
-  reference: zarr's ``LocalStore`` on this machine with the same array and codec.
+  reference: zarr's ``LocalStore`` on this machine with the same array and codec. The
+  **floor** row puts the uncompressed read's transport beside the same ``LocalStore`` read:
+  the same bytes as slice-sized replies over loopback TCP between two plain processes
+  (``transport``), no Erlang and no decoding; no client of the distribution protocol reads
+  faster than that here.
 
 The table shows medians over the reps, the ratio (ours over the reference: throughput wants
 ``>=`` the target, latency ``<=``) and every rep's ratio, so a busy machine shows as a
@@ -32,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks import bench_array, bench_mnesia, bench_node, harness
+from benchmarks import bench_array, bench_mnesia, bench_node, harness, transport
 from pyrlang_zarr import Node
 from pyrlang_zarr.mnesia import MnesiaClient, ensure_table
 from pyrlang_zarr.testing.cluster import LocalCluster
@@ -56,6 +60,9 @@ class Params:
 ENGINE_ROW = "Mnesia write 8 MiB/txn, 1 node"
 ENGINE_READ_ROW = "Mnesia read 8 MiB/txn, 1 node"
 ENGINE_ROWS = (ENGINE_ROW, ENGINE_READ_ROW)
+#: the uncompressed read's transport alone: the same slices as raw TCP replies between two
+#: processes (``transport``), against the same LocalStore read
+FLOOR_ROW = "floor: loopback TCP, slice-sized replies"
 
 
 def mnesia_cells(scale: int) -> tuple[tuple[str, int, str, int, int], ...]:
@@ -190,6 +197,7 @@ def array_cases(cluster: LocalCluster) -> dict[str, dict[str, bench_array.Case]]
         for op in ("write", "read"):
             target = 0.9 if codec == "none" else None
             row(f"array API {op}, {codec}", "MB/s", True, target, "zarr LocalStore")
+    row(FLOOR_ROW, "MB/s", True, None, "zarr LocalStore")
     return out
 
 
@@ -207,6 +215,11 @@ async def array_side(
         ok = ok and same
         reps.add((f"array API write, {codec}", side), data.nbytes / 1e6 / w)
         reps.add((f"array API read, {codec}", side), data.nbytes / 1e6 / r)
+        if codec == "none" and side == "native":
+            reps.add((FLOOR_ROW, side), data.nbytes / 1e6 / r)
+    if side == "ours":
+        seconds = await transport.loopback_replies(data.nbytes, p.slice_mib * MIB)
+        reps.add((FLOOR_ROW, side), data.nbytes / 1e6 / seconds)
     return ok
 
 

@@ -291,15 +291,12 @@ class MnesiaArray:
         )
         client = await self.store.client()
         known = await self._known_root()
-        reads: list[Any] = [
-            Snapshot.read(self.store, client, keys, known, consistent=consistent),
-            self.store.root(),
-        ]
+        reads: list[Any] = [Snapshot.read(self.store, client, keys, known, consistent=consistent)]
         if self.store.settings.majority:
             reads.append(self._warn_if_minority(client))
-        snapshot, root, *_ = await asyncio.gather(*reads)
-        if root != known:  # read alongside the chunks: they were mapped with the old one
-            await self._follow(root)
+        snapshot, *_ = await asyncio.gather(*reads)
+        if snapshot.root_now != known:  # read with the chunks: they were mapped with the old one
+            await self._follow(snapshot.root_now)
         raw = rawchunks.read_into(self.zarr, snapshot.chunks, start, stop)
         if raw is not None:  # chunks stored as bytes: one copy each, into the result
             return raw

@@ -182,9 +182,10 @@ class Snapshot(_SliceView):
     supports_writes = False
     supports_deletes = False
 
-    def __init__(self, store: MnesiaStore, chunks: dict[str, Any]) -> None:
+    def __init__(self, store: MnesiaStore, chunks: dict[str, Any], root: Root) -> None:
         super().__init__(store, read_only=True)
         self._chunks = chunks
+        self.root_now = root  # the array's root as read with the chunks
 
     @classmethod
     async def read(
@@ -198,12 +199,16 @@ class Snapshot(_SliceView):
     ) -> Self:
         """The chunks ``keys`` (absent ones as missing), read consistently in one go
         (``consistent=False``: each on its own), each from the first present of its records
-        as ``root`` (default: read now) maps them."""
+        as ``root`` (default: read now) maps them; the root is read along with them
+        (:attr:`root_now`: if it differs from ``root``, the chunks were mapped with a stale
+        one)."""
         if root is None:
             root = await store.root()
+        meta = store.root_keys()
         items = [Either(tuple(store.mnesia_key(x) for x in root.candidates(k))) for k in keys]
-        found = await client.read_many(items, consistent=consistent)
-        return cls(store, dict(zip(keys, found, strict=True)))
+        found = await client.read_many([*meta, *items], consistent=consistent)
+        now = store.root_from(found[: len(meta)])
+        return cls(store, dict(zip(keys, found[len(meta) :], strict=True)), now)
 
     async def _bytes(self, key: str) -> bytes | memoryview | None:
         return self._chunks.get(key)

@@ -230,7 +230,16 @@ class MnesiaStore(Store):
     async def root(self) -> Root:
         """The records the key mapping depends on, read now (one round trip)."""
         client = await self.client()
-        m, za = await client.read_many([(self._aid, METADATA), (self._aid, _V2_PATH)])
+        return self.root_from(await client.read_many(self.root_keys()))
+
+    def root_keys(self) -> list[Any]:
+        """The Mnesia keys of the records :meth:`root` reads, to read them along with
+        others (:meth:`root_from` makes the root of what was found)."""
+        return [(self._aid, METADATA), (self._aid, _V2_PATH)]
+
+    def root_from(self, found: Sequence[Any]) -> Root:
+        """The root of the data read under :meth:`root_keys` (``None`` where missing)."""
+        m, za = found
         root = root_of(_own(m), _own(za))
         self._hint = root
         return root

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from pyrlang_zarr.array import MAX_RETRIES, MnesiaArray
 from pyrlang_zarr.errors import TransactionError
-from pyrlang_zarr.keys import METADATA, V2_ARRAY_METADATA_KEY, root_of
+from pyrlang_zarr.keys import V2_ARRAY_METADATA_KEY
 from pyrlang_zarr.mnesia.client import (
     Conflict,
     Guard,
@@ -194,7 +194,7 @@ async def get_slices(
         table = array.store.table_name
         fragmented = fragmented or await (await array.store.client()).fragmented()
         base = len(oids)
-        oids += [(table, array.store.mnesia_key(x)) for x in (METADATA, _V2_PATH)]
+        oids += [(table, key) for key in array.store.root_keys()]
         where: list[list[int]] = []
         for key in keys:
             forms = root.candidates(key)
@@ -206,8 +206,7 @@ async def get_slices(
     found = await read_across(via, oids, fragmented=fragmented)
     out: list[np.ndarray[Any, Any]] = []
     for array, region, keys, where, base in plans:
-        m, za = found[base], found[base + 1]
-        root = root_of(None if m is None else bytes(m), None if za is None else bytes(za))
+        root = array.store.root_from(found[base : base + 2])
         if root != await array._known_root():  # the chunks were mapped with the old one
             await array._follow(root)
         chunks = {
@@ -215,6 +214,6 @@ async def get_slices(
             for key, idx in zip(keys, where, strict=True)
         }
         selection = tuple(slice(a, b) for a, b in zip(*region, strict=True))
-        snapshot = Snapshot(array.store, chunks)
+        snapshot = Snapshot(array.store, chunks, root)
         out.append(np.asarray(await array._on(snapshot).getitem(selection)))
     return out

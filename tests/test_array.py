@@ -16,7 +16,7 @@ from zarr.abc.store import RangeByteRequest, SuffixByteRequest
 from zarr.core.buffer import cpu, default_buffer_prototype
 
 import pyrlang_zarr as pz
-from pyrlang_zarr import Atom
+from pyrlang_zarr import Atom, Node
 from pyrlang_zarr.erldist.node_registry import shared_node
 from pyrlang_zarr.errors import NotFound, TableNotFound, TransactionError
 from pyrlang_zarr.mnesia.client import _CHECKED, Conflict, MnesiaClient
@@ -190,8 +190,32 @@ async def test_get_slice_never_sees_half_a_set_slice(
     _, seen = await asyncio.gather(writer(), reader())
     assert all(len(values) == 1 for values in seen)  # one version at a time, never a mix
     assert len(set().union(*seen)) > 1  # and the reads did overlap the writes
-    slice_reads = [c for c in calls if c[0] == 4]  # get_slice reads its 4 chunks at once
+    # get_slice reads the array's 2 root records and its 4 chunks at once
+    slice_reads = [c for c in calls if c[0] == 6]
     assert len(slice_reads) == 25 and all(consistent for _, consistent in slice_reads)
+
+
+async def test_get_slice_is_one_transaction_with_the_root(
+    cluster3: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The root records the chunks were mapped with are read in the chunks' transaction:
+    one round trip, and the root seen is the one those chunks were committed under."""
+    arr = await pz.create(
+        array_id=f"one-{uuid.uuid4().hex[:8]}", shape=(4, 40), chunks=(4, 10), **opts(cluster3)
+    )
+    data = np.arange(160.0).reshape(4, 40)
+    await arr.set_slice(data, start=(0, 0), stop=(4, 40))
+    await arr.get_slice()
+    calls: list[tuple[str, str]] = []
+    real = Node.rpc
+
+    async def spy(self: Node, peer: str, module: str, function: str, *a: Any, **kw: Any) -> Any:
+        calls.append((module, function))
+        return await real(self, peer, module, function, *a, **kw)
+
+    monkeypatch.setattr(Node, "rpc", spy)
+    np.testing.assert_array_equal(await arr.get_slice(), data)
+    assert calls == [("mnesia", "sync_transaction")]
 
 
 # An Erlang transaction that writes Records and keeps their locks until told to commit.
@@ -463,4 +487,8 @@ async def test_slice_views_keep_writes_until_the_checked_commit(cluster3: LocalC
         await snapshot.set("c/1", cpu.Buffer.from_bytes(b"x"))
     with pytest.raises(ValueError, match="read-only"):
         await snapshot.delete("c/0")
-    assert snapshot == snapshot and snapshot != Snapshot(store, {}) and buffer != stale
+    assert (
+        snapshot == snapshot
+        and snapshot != Snapshot(store, {}, snapshot.root_now)
+        and buffer != stale
+    )
