@@ -27,7 +27,6 @@ import numpy.typing as npt
 
 from pyrlang_zarr.array import MAX_RETRIES, MnesiaArray
 from pyrlang_zarr.errors import TransactionError
-from pyrlang_zarr.keys import V2_ARRAY_METADATA_KEY
 from pyrlang_zarr.mnesia.client import (
     Conflict,
     Guard,
@@ -37,8 +36,6 @@ from pyrlang_zarr.mnesia.client import (
     read_across,
 )
 from pyrlang_zarr.overlay import Snapshot, WriteBuffer
-
-_V2_PATH = V2_ARRAY_METADATA_KEY.encode()
 
 _Region = tuple[tuple[int, ...], tuple[int, ...]]
 
