@@ -8,13 +8,15 @@
 # Debian (mmdebstrap's "essential" variant plus erlang-base, erlang-mnesia, erlang-crypto)
 # made from Debian's own archive. .ci/otp27-erl runs `erl` inside it with chroot: the nodes
 # share this machine's network (EPMD on loopback, distribution ports), /tmp and hostname.
-# A finished root is marked with a stamp file; an unfinished one is removed and made again.
+# A finished root is marked with a stamp file naming its suite and packages; an unfinished
+# one, or one made from another list, is removed and made again.
 set -euo pipefail
 
 ROOT=${PZ_OTP27_ROOT:-/opt/otp27}
 SUITE=${PZ_OTP27_SUITE:-trixie}
 MIRROR=${PZ_OTP27_MIRROR:-http://deb.debian.org/debian}
-PACKAGES=erlang-base,erlang-mnesia,erlang-crypto
+# erlang-ssl: the TLS distribution tests run on OTP 27 too
+PACKAGES=erlang-base,erlang-mnesia,erlang-crypto,erlang-ssl
 STAMP=$ROOT/.pz-otp-root
 WRAPPER=$(cd "$(dirname "$0")" && pwd)/otp27-erl
 export DEBIAN_FRONTEND=noninteractive
@@ -24,7 +26,7 @@ otp_release() {
     'io:format("~s~n", [erlang:system_info(otp_release)]), halt().'
 }
 
-if [[ -f $STAMP ]]; then
+if [[ -f $STAMP ]] && grep -qxF "packages $PACKAGES" "$STAMP"; then
   echo "OTP $(otp_release) already in $ROOT ($SUITE)"
   exit 0
 fi
@@ -70,5 +72,5 @@ touch "$ROOT/etc/hosts"
 
 release=$(otp_release)
 [[ $release =~ ^[0-9]+$ ]] || { echo "otp27.sh: erl in $ROOT does not run: $release" >&2; exit 1; }
-echo "$SUITE OTP $release" >"$STAMP"
+printf '%s OTP %s\npackages %s\n' "$SUITE" "$release" "$PACKAGES" >"$STAMP"
 echo "OTP $release from $SUITE in $ROOT: $(du -sh "$ROOT" | cut -f1), $(($(date +%s) - start)) s"
