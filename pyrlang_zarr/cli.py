@@ -1,6 +1,6 @@
 """The ``pyrlang-zarr`` command (also ``python -m pyrlang_zarr``).
 
-    pyrlang-zarr cluster up [--nodes N]     local Erlang nodes that keep running
+    pyrlang-zarr cluster up [--nodes N] [--tls]   local Erlang nodes that keep running
     pyrlang-zarr cluster status | down
     pyrlang-zarr ping NODE                  can this node be used? each problem with its fix
     pyrlang-zarr ls NODE [--table T]        the arrays in a table
@@ -15,7 +15,8 @@ URLs are ``mnesia://NODE/TABLE/ARRAY_ID`` (see :mod:`pyrlang_zarr.url`). The coo
 ``--cookie-file``, else ``ERLANG_COOKIE``/``RELEASE_COOKIE``, else the local cluster's when
 NODE is one of its nodes, else ``~/.erlang.cookie``; never from the command line itself.
 For a cluster running TLS distribution, ``--tls-optfile FILE`` (its ``ssl_dist_optfile``,
-or a client's) in every command that connects, or ``$PYRLANG_ZARR_SSL_DIST_OPTFILE``.
+or a client's) in every command that connects, or ``$PYRLANG_ZARR_SSL_DIST_OPTFILE``; for
+the nodes of a local cluster started with ``cluster up --tls``, its client optfile.
 """
 
 from __future__ import annotations
@@ -98,10 +99,16 @@ def _cluster_dir(args: argparse.Namespace) -> Path | None:
 
 def _cookie(args: argparse.Namespace, node: str | None) -> str | None:
     """--cookie-file, else the environment (the library reads it), else the local
-    cluster's cookie for its own nodes, else None (the library reads ~/.erlang.cookie)."""
+    cluster's cookie for its own nodes, else None (the library reads ~/.erlang.cookie).
+
+    For a node of a local cluster running TLS distribution, its client optfile is used too
+    unless --tls-optfile (or the environment) names one."""
     from pyrlang_zarr import devcluster
+    from pyrlang_zarr.erldist.tls import OPTFILE_ENV
     from pyrlang_zarr.url import read_cookie_file
 
+    if node is not None and not os.environ.get(OPTFILE_ENV):
+        _use_tls_optfile(devcluster.tls_optfile_for(node, _cluster_dir(args)))
     if getattr(args, "cookie_file", None):
         return read_cookie_file(args.cookie_file)
     if os.environ.get("ERLANG_COOKIE") or os.environ.get("RELEASE_COOKIE"):
@@ -111,7 +118,7 @@ def _cookie(args: argparse.Namespace, node: str | None) -> str | None:
     return None
 
 
-def _use_tls_optfile(path: str | None) -> None:
+def _use_tls_optfile(path: str | Path | None) -> None:
     """``--tls-optfile``: read now (a bad file is an error before anything connects), then
     left where every node of this process finds it (admin, doctor, stores all make theirs
     with ``tls=None``)."""
@@ -158,6 +165,7 @@ async def cmd_cluster_up(args: argparse.Namespace) -> int:
         ram_copies=args.ram,
         setup=not args.no_mnesia,
         extra_args=args.erl_arg or (),
+        tls=args.tls,
     )
     return 0
 
@@ -169,7 +177,8 @@ async def cmd_cluster_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(devcluster.as_json(state, statuses), indent=2))
     else:
-        print(f"cluster in {state.dir}; cookie {state.cookie_file}")
+        how = f"; TLS distribution ({state.client_optfile})" if state.tls_dir else ""
+        print(f"cluster in {state.dir}; cookie {state.cookie_file}{how}")
         widths = (24, 8, 8, 10)
         print(_table_row(("NODE", "PID", "UP", "MNESIA"), widths))
         for s in statuses:
@@ -472,6 +481,11 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         metavar="ARG",
         help="extra erl argument, repeatable (--erl-arg=-flag for ones starting with -)",
+    )
+    q.add_argument(
+        "--tls",
+        action="store_true",
+        help="TLS distribution, with a CA and certificates made in DIR/tls (needs cryptography)",
     )
     q.set_defaults(func=cmd_cluster_up)
     q = csub.add_parser("status", parents=[where], help="are the nodes up, is Mnesia running")

@@ -11,6 +11,11 @@ The cookie never appears on a command line: by default the nodes use ``~/.erlang
 (created owner-only with a random cookie if missing, as ``erl`` does), which the library
 and ``erl -remsh`` read too. With ``cookie_file`` the nodes get a home directory of their
 own holding a copy of it.
+
+With ``tls`` the nodes run TLS distribution (``-proto_dist inet_tls``), as OTP's guide sets
+it up: a CA of the cluster's own and certificates under ``DIR/tls`` (``node.optfile`` for
+the nodes, ``client.optfile`` for clients: the command line finds it for this cluster's
+nodes, ``erl`` takes it as ``-ssl_dist_optfile``). Making them needs ``cryptography``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import string
 import subprocess
 import time
@@ -30,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pyrlang_zarr as pz
+from pyrlang_zarr.erldist.tls import TlsConfig
 from pyrlang_zarr.mnesia import TableInfo, ensure_table
 from pyrlang_zarr.store import DEFAULT_TABLE
 from pyrlang_zarr.url import read_cookie_file
@@ -43,6 +50,7 @@ __all__ = [
     "down",
     "load",
     "status",
+    "tls_optfile_for",
     "up",
 ]
 
@@ -88,10 +96,26 @@ class ClusterState:
     ram_copies: bool
     extra_args: list[str] = field(default_factory=list)
     nodes: list[NodeState] = field(default_factory=list)
+    tls_dir: str | None = None  # TLS distribution: the CA, certificates and optfiles
 
     @property
     def names(self) -> list[str]:
         return [n.name for n in self.nodes]
+
+    @property
+    def node_optfile(self) -> Path | None:
+        """The nodes' ``ssl_dist_optfile`` (``None``: plain TCP distribution)."""
+        return None if self.tls_dir is None else Path(self.tls_dir) / "node.optfile"
+
+    @property
+    def client_optfile(self) -> Path | None:
+        """A client's ``ssl_dist_optfile`` for the nodes (``None``: plain TCP)."""
+        return None if self.tls_dir is None else Path(self.tls_dir) / "client.optfile"
+
+    def client_tls(self) -> TlsConfig | bool:
+        """What ``Node(tls=...)`` takes to reach the nodes."""
+        optfile = self.client_optfile
+        return False if optfile is None else TlsConfig.from_optfile(optfile)
 
     def save(self) -> None:
         path = Path(self.dir) / STATE_FILE
@@ -127,6 +151,35 @@ def cookie_for(node: str, directory: Path | None = None) -> str | None:
     if state is None or node not in state.names:
         return None
     return state.cookie()
+
+
+def tls_optfile_for(node: str, directory: Path | None = None) -> Path | None:
+    """The client optfile of ``node`` if it belongs to the local cluster in ``directory``
+    and that cluster runs TLS distribution."""
+    try:
+        state = load(directory)
+    except ClusterError:
+        return None
+    if state is None or node not in state.names:
+        return None
+    return state.client_optfile
+
+
+def _make_tls(tls_dir: Path) -> None:
+    """A CA, one certificate for the nodes (naming this host) and one for clients, with
+    their optfiles, in ``tls_dir``."""
+    try:
+        from pyrlang_zarr.testing.certs import CA, write_optfile
+    except ImportError:
+        raise ClusterError(
+            "--tls makes a CA and certificates with the cryptography package: "
+            "pip install cryptography (or pyrlang_zarr[test])"
+        ) from None
+    host = socket.gethostname()
+    hosts = sorted({host, host.partition(".")[0], socket.getfqdn(), "localhost", "127.0.0.1"})
+    ca = CA(tls_dir)
+    write_optfile(tls_dir / "node.optfile", ca.issue("nodes", hosts=hosts), ca.cafile)
+    write_optfile(tls_dir / "client.optfile", ca.issue("client"), ca.cafile, server=False)
 
 
 def _alive(pid: int | None, short_name: str) -> bool:
@@ -179,6 +232,7 @@ def _launch(state: ClusterState, node: NodeState, erl: str) -> subprocess.Popen[
         "dir",
         _erlang_string(node.mnesia_dir),
         *state.extra_args,
+        *_tls_args(state),
         "-eval",
         _READY_EVAL,
     ]
@@ -198,6 +252,13 @@ def _launch(state: ClusterState, node: NodeState, erl: str) -> subprocess.Popen[
             env=env,
             start_new_session=True,  # survives the command, away from its terminal's signals
         )
+
+
+def _tls_args(state: ClusterState) -> list[str]:
+    optfile = state.node_optfile
+    if optfile is None:
+        return []
+    return ["-proto_dist", "inet_tls", "-ssl_dist_optfile", str(optfile)]
 
 
 def _wait_ready(node: NodeState, proc: subprocess.Popen[bytes], deadline: float) -> None:
@@ -231,9 +292,11 @@ async def up(
     ram_copies: bool = False,
     setup: bool = True,
     extra_args: Sequence[str] = (),
+    tls: bool = False,
     say: Callable[[str], None] = print,
 ) -> ClusterState:
-    """Start the nodes (or those of a cluster stopped with ``keep``) and set Mnesia up."""
+    """Start the nodes (or those of a cluster stopped with ``keep``, as they were) and set
+    Mnesia up; with ``tls``, new nodes run TLS distribution."""
     base = (directory or default_dir()).expanduser().absolute()
     erl = shutil.which("erl")
     if erl is None:
@@ -245,6 +308,12 @@ async def up(
             raise ClusterError(
                 f"a cluster already runs from {base}: {', '.join(running)} "
                 "(`pyrlang-zarr cluster status`; `cluster down` stops it, --dir picks another)"
+            )
+        if tls and state.tls_dir is None:
+            raise ClusterError(
+                f"the cluster kept in {base} runs plain TCP distribution: `pyrlang-zarr cluster "
+                "up` starts it as it was; `cluster down` (without --keep) ends it, and "
+                "`cluster up --tls` then starts a TLS one"
             )
         say(f"starting the cluster kept in {base} again ({len(state.nodes)} nodes)")
     else:
@@ -278,8 +347,20 @@ async def up(
                     f"{prefix}{i}@{host}", None, str(d), str(d / "mnesia"), str(d / "node.log")
                 )
             )
+        tls_dir = None
+        if tls:
+            _make_tls(base / "tls")
+            tls_dir = str(base / "tls")
         state = ClusterState(
-            str(base), prefix, str(path), node_home, table, ram_copies, list(extra_args), nodes
+            str(base),
+            prefix,
+            str(path),
+            node_home,
+            table,
+            ram_copies,
+            list(extra_args),
+            nodes,
+            tls_dir,
         )
     procs = [_launch(state, x, erl) for x in state.nodes]
     deadline = time.monotonic() + START_TIMEOUT
@@ -312,12 +393,18 @@ async def up(
             f"{', '.join(info.replicas)}"
         )
     first = state.nodes[0].name
+    if state.client_optfile is not None:
+        say(
+            f"TLS distribution: CA and certificates in {state.tls_dir}; clients: "
+            f"--tls-optfile {state.client_optfile} (pyrlang-zarr finds it for these nodes), "
+            f"erl -proto_dist inet_tls -ssl_dist_optfile {state.client_optfile}"
+        )
     say(f"next: pyrlang-zarr ping {first}; stop: pyrlang-zarr cluster down")
     return state
 
 
 async def _setup(state: ClusterState) -> TableInfo:
-    async with pz.Node(cookie=state.cookie(), tls=False) as node:  # its nodes speak plain TCP
+    async with pz.Node(cookie=state.cookie(), tls=state.client_tls()) as node:
         return await ensure_table(node, state.names, state.table, ram_copies=state.ram_copies)
 
 
@@ -343,7 +430,7 @@ async def status(directory: Path | None = None) -> tuple[ClusterState, list[Node
         raise ClusterError(f"no cluster recorded in {base}: `pyrlang-zarr cluster up` starts one")
     out = []
     async with pz.Node(
-        cookie=state.cookie(), connect_timeout=5.0, rpc_timeout=5.0, tls=False
+        cookie=state.cookie(), connect_timeout=5.0, rpc_timeout=5.0, tls=state.client_tls()
     ) as node:
         for x in state.nodes:
             alive = _alive(x.pid, x.name.partition("@")[0])
@@ -402,6 +489,8 @@ def _remove(base: Path, state: ClusterState) -> None:
     """Only what ``up`` made: the state, the node directories and the nodes' home."""
     for x in state.nodes:
         shutil.rmtree(x.dir, ignore_errors=True)
+    if state.tls_dir is not None:
+        shutil.rmtree(state.tls_dir, ignore_errors=True)
     if state.node_home is not None:
         home = Path(state.node_home)
         cookie = home / ".erlang.cookie"

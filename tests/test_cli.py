@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
@@ -156,6 +157,8 @@ def test_cluster_lifecycle_keeps_nodes_and_data(home: Path, tmp_path: Path) -> N
     cli(home, "cluster", "down", "--keep", *where)
     down = cli(home, "cluster", "status", *where, code=1).stdout
     assert "process not running" in down
+    refused = cli(home, "cluster", "up", "--tls", *where, code=1).stderr
+    assert "runs plain TCP distribution" in refused  # kept as it was, not switched
     again = cli(home, "cluster", "up", *where).stdout
     assert "again" in again and all(n in again for n in names)
     listing = cli(home, "ls", names[0], *where).stdout
@@ -165,6 +168,79 @@ def test_cluster_lifecycle_keeps_nodes_and_data(home: Path, tmp_path: Path) -> N
     assert not (tmp_path / "c").exists()
     gone = subprocess.run(["epmd", "-names"], capture_output=True, text=True, check=False).stdout
     assert f"name {prefix}1 " not in gone
+
+
+def erl_ping(home: Path, node: str, *dist: str) -> str:
+    """``net_adm:ping(node)`` from a throwaway erl with ``home``'s cookie, as an operator
+    would: ``pong`` or ``pang``."""
+    done = subprocess.run(
+        [
+            "erl",
+            "-noshell",
+            "-sname",
+            "probe" + uuid.uuid4().hex[:6],
+            *dist,
+            "-eval",
+            f"io:format(\"~p~n\", [net_adm:ping('{node}')]), halt().",
+        ],
+        env=env_for(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr
+
+
+def test_cluster_up_tls_runs_tls_distribution(home: Path, tmp_path: Path) -> None:
+    """``cluster up --tls``: the nodes speak TLS distribution only; the command line and erl
+    reach them with the client optfile it made, plain TCP does not."""
+    where = ["--dir", str(tmp_path / "c")]
+    prefix = "s" + uuid.uuid4().hex[:5]
+    out = cli(
+        home, "cluster", "up", "--tls", "--nodes", "2", "--prefix", prefix, *where, *GENTLE
+    ).stdout
+    state = json.loads((tmp_path / "c" / "cluster.json").read_text())
+    names = [n["name"] for n in state["nodes"]]
+    client = Path(state["tls_dir"]) / "client.optfile"
+    assert str(client) in out and "zarr_storage" in out  # Mnesia was set up over TLS
+    try:
+        for n in state["nodes"]:
+            args = Path(f"/proc/{n['pid']}/cmdline").read_bytes().split(b"\0")
+            assert b"inet_tls" in args and b"-ssl_dist_optfile" in args
+        status = cli(home, "cluster", "status", *where).stdout
+        assert status.count(" yes ") == 2 and "TLS distribution" in status, status
+        # the command line finds the cluster's client optfile for its nodes
+        assert "usable" in cli(home, "ping", names[1], *where).stdout
+        # from the Erlang side: an operator's erl with the client optfile, and without it
+        assert (
+            erl_ping(home, names[0], "-proto_dist", "inet_tls", "-ssl_dist_optfile", str(client))
+            == "pong"
+        )
+        assert erl_ping(home, names[0]) == "pang"
+
+        async def plain() -> None:
+            cookie = (home / ".erlang.cookie").read_text()
+            async with pz.Node(cookie=cookie, tls=False, connect_timeout=5) as node:
+                await node.rpc(names[0], "erlang", "node", [])
+
+        with pytest.raises(pz.PyrlangZarrError, match="TLS"):
+            asyncio.run(plain())
+        # a kept TLS cluster comes back as it was
+        cli(home, "cluster", "down", "--keep", *where)
+        again = cli(home, "cluster", "up", *where).stdout
+        assert "again" in again and str(client) in again
+    finally:
+        cli(home, "cluster", "down", *where)
+    assert not (tmp_path / "c").exists()
+
+
+def test_cluster_up_tls_needs_cryptography(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyrlang_zarr import devcluster
+
+    monkeypatch.setitem(sys.modules, "pyrlang_zarr.testing.certs", None)
+    with pytest.raises(devcluster.ClusterError, match="pip install cryptography"):
+        devcluster._make_tls(tmp_path / "tls")
 
 
 # -- ping ------------------------------------------------------------------------------------
