@@ -26,7 +26,7 @@ otp_release() {
     'io:format("~s~n", [erlang:system_info(otp_release)]), halt().'
 }
 
-if [[ -f $STAMP ]] && grep -qxF "packages $PACKAGES" "$STAMP"; then
+if [[ -f $STAMP ]] && grep -qxF "suite $SUITE" "$STAMP" && grep -qxF "packages $PACKAGES" "$STAMP"; then
   echo "OTP $(otp_release) already in $ROOT ($SUITE)"
   exit 0
 fi
@@ -40,7 +40,7 @@ fi
 remove_root() {
   # Left by an interrupted run. Never delete through a mount (the wrapper's are private to
   # each node, so none should be visible here).
-  if grep -q " $ROOT/" /proc/self/mountinfo; then
+  if grep -qF -e " $ROOT/" -e " $ROOT " /proc/self/mountinfo; then
     echo "otp27.sh: something is mounted under $ROOT; not removing it" >&2
     exit 1
   fi
@@ -72,5 +72,5 @@ touch "$ROOT/etc/hosts"
 
 release=$(otp_release)
 [[ $release =~ ^[0-9]+$ ]] || { echo "otp27.sh: erl in $ROOT does not run: $release" >&2; exit 1; }
-printf '%s OTP %s\npackages %s\n' "$SUITE" "$release" "$PACKAGES" >"$STAMP"
+printf 'OTP %s\nsuite %s\npackages %s\n' "$release" "$SUITE" "$PACKAGES" >"$STAMP"
 echo "OTP $release from $SUITE in $ROOT: $(du -sh "$ROOT" | cut -f1), $(($(date +%s) - start)) s"

@@ -97,28 +97,34 @@ def _cluster_dir(args: argparse.Namespace) -> Path | None:
     return Path(args.dir) if getattr(args, "dir", None) else None
 
 
-def _cookie(args: argparse.Namespace, node: str | None) -> str | None:
-    """--cookie-file, else the environment (the library reads it), else the local
-    cluster's cookie for its own nodes, else None (the library reads ~/.erlang.cookie).
+def _auth(args: argparse.Namespace, node: str | None) -> dict[str, Any]:
+    """How to reach ``node``, as keyword arguments (``cookie``, ``tls``) for the library.
 
-    For a node of a local cluster running TLS distribution, its client optfile is used too
-    unless --tls-optfile (or the environment) names one."""
+    The cookie: --cookie-file, else the environment (the library reads it), else the local
+    cluster's for its own nodes, else none given (the library reads ~/.erlang.cookie). TLS:
+    for a node of a local cluster started with ``--tls``, its client optfile unless
+    --tls-optfile was given; otherwise none given (the library reads
+    ``$PYRLANG_ZARR_SSL_DIST_OPTFILE``, which --tls-optfile sets)."""
     from pyrlang_zarr import devcluster
-    from pyrlang_zarr.erldist.tls import OPTFILE_ENV
     from pyrlang_zarr.url import read_cookie_file
 
-    if node is not None and not os.environ.get(OPTFILE_ENV):
-        _use_tls_optfile(devcluster.tls_optfile_for(node, _cluster_dir(args)))
+    out: dict[str, Any] = {}
+    if node is not None and not getattr(args, "tls_optfile", None):
+        optfile = devcluster.tls_optfile_for(node, _cluster_dir(args))
+        if optfile is not None:
+            out["tls"] = str(optfile)
     if getattr(args, "cookie_file", None):
-        return read_cookie_file(args.cookie_file)
-    if os.environ.get("ERLANG_COOKIE") or os.environ.get("RELEASE_COOKIE"):
-        return None
-    if node is not None:
-        return devcluster.cookie_for(node, _cluster_dir(args))
-    return None
+        out["cookie"] = read_cookie_file(args.cookie_file)
+    elif node is not None and not (
+        os.environ.get("ERLANG_COOKIE") or os.environ.get("RELEASE_COOKIE")
+    ):
+        cookie = devcluster.cookie_for(node, _cluster_dir(args))
+        if cookie is not None:
+            out["cookie"] = cookie
+    return out
 
 
-def _use_tls_optfile(path: str | Path | None) -> None:
+def _use_tls_optfile(path: str | None) -> None:
     """``--tls-optfile``: read now (a bad file is an error before anything connects), then
     left where every node of this process finds it (admin, doctor, stores all make theirs
     with ``tls=None``)."""
@@ -140,8 +146,7 @@ def _storage_options(args: argparse.Namespace, spec: str) -> dict[str, Any]:
     node = _mnesia_node(spec)
     if node is None:
         return {}
-    cookie = _cookie(args, node)
-    return {"cookie": cookie} if cookie is not None else {}
+    return _auth(args, node)
 
 
 def _table_row(cols: Sequence[str], widths: Sequence[int]) -> str:
@@ -199,7 +204,7 @@ async def cmd_cluster_down(args: argparse.Namespace) -> int:
 async def cmd_ping(args: argparse.Namespace) -> int:
     from pyrlang_zarr import doctor
 
-    checks = await doctor.ping(args.node, table=args.table, cookie=_cookie(args, args.node))
+    checks = await doctor.ping(args.node, table=args.table, **_auth(args, args.node))
     if args.json:
         print(json.dumps([c.__dict__ for c in checks], indent=2))
     else:
@@ -220,15 +225,15 @@ async def cmd_frag(args: argparse.Namespace) -> int:
         raise Fail(f"frag takes a node name (name@host), got {args.node!r}")
     if args.add < 0:
         raise Fail(f"--add takes a number of fragments to add, got {args.add}")
-    cookie = _cookie(args, args.node)
+    auth = _auth(args, args.node)
     if args.add or args.pool:
         t0 = time.perf_counter()
         n = await admin.grow_fragments(
-            args.node, args.table, add=args.add, nodes=args.pool or (), cookie=cookie
+            args.node, args.table, add=args.add, nodes=args.pool or (), **auth
         )
         if not args.json:
             print(f"{args.table}: {n} fragments ({time.perf_counter() - t0:.1f} s)")
-    pool, frags = await admin.fragments(args.node, args.table, cookie=cookie)
+    pool, frags = await admin.fragments(args.node, args.table, **auth)
     if args.json:
         print(json.dumps({"pool": pool, "fragments": [f.as_dict() for f in frags]}, indent=2))
         return 0
@@ -251,7 +256,7 @@ async def cmd_ls(args: argparse.Namespace) -> int:
 
     if "@" not in args.node or args.node.startswith("mnesia://"):
         raise Fail(f"ls takes a node name (name@host), got {args.node!r}")
-    arrays = await admin.list_arrays(args.node, args.table, cookie=_cookie(args, args.node))
+    arrays = await admin.list_arrays(args.node, args.table, **_auth(args, args.node))
     if args.json:
         print(json.dumps([a.as_dict() for a in arrays], indent=2))
         return 0
@@ -294,9 +299,9 @@ async def cmd_info(args: argparse.Namespace) -> int:
     url = parse_url(args.url)
     if url.table is None or url.array_id is None:
         raise Fail(f"{args.url}: expected mnesia://NODE/TABLE/ARRAY_ID")
-    cookie = _cookie(args, url.node)
-    a = await admin.array_info(url.node, url.table, url.array_id, cookie=cookie)
-    store = url.store(read_only=True, **({"cookie": cookie} if cookie else {}))
+    auth = _auth(args, url.node)
+    a = await admin.array_info(url.node, url.table, url.array_id, **auth)
+    store = url.store(read_only=True, **auth)
     zinfo = ""
     try:
         node = await zasync.open(store=store, path=url.path or None, mode="r")
@@ -324,12 +329,12 @@ async def cmd_rm(args: argparse.Namespace) -> int:
     url = parse_url(args.url)
     if url.table is None or url.array_id is None or url.path:
         raise Fail(f"rm removes a whole array: expected mnesia://NODE/TABLE/ARRAY_ID, got {url}")
-    cookie = _cookie(args, url.node)
+    auth = _auth(args, url.node)
     if args.dry_run:
-        a = await admin.array_info(url.node, url.table, url.array_id, cookie=cookie)
+        a = await admin.array_info(url.node, url.table, url.array_id, **auth)
         print(f"would remove {url} ({a.records} records, {human_bytes(a.stored_bytes)})")
         return 0
-    a = await admin.remove_array(url.node, url.table, url.array_id, cookie=cookie)
+    a = await admin.remove_array(url.node, url.table, url.array_id, **auth)
     print(f"removed {url} ({a.records} records, {human_bytes(a.stored_bytes)})")
     return 0
 
@@ -375,13 +380,12 @@ async def cmd_watch(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise Fail("--count must be at least 1")
     region = _region_arg(args.region)
-    cookie = _cookie(args, url.node)
     arr = await pz.open(
         url.array_id,
         node=url.node,
         table_name=url.table,
         read_only=True,
-        cookie=cookie,
+        **_auth(args, url.node),
     )
     seen = 0
     async with arr.watch(region) as w:

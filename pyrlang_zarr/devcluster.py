@@ -20,6 +20,7 @@ nodes, ``erl`` takes it as ``-ssl_dist_optfile``). Making them needs ``cryptogra
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -167,7 +168,8 @@ def tls_optfile_for(node: str, directory: Path | None = None) -> Path | None:
 
 def _make_tls(tls_dir: Path) -> None:
     """A CA, one certificate for the nodes (naming this host) and one for clients, with
-    their optfiles, in ``tls_dir``."""
+    their optfiles, in ``tls_dir``; good for ten years (a kept cluster may be started again
+    much later)."""
     try:
         from pyrlang_zarr.testing.certs import CA, write_optfile
     except ImportError:
@@ -177,9 +179,13 @@ def _make_tls(tls_dir: Path) -> None:
         ) from None
     host = socket.gethostname()
     hosts = sorted({host, host.partition(".")[0], socket.getfqdn(), "localhost", "127.0.0.1"})
+    # within the CA's own ten years
+    until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=3649)
     ca = CA(tls_dir)
-    write_optfile(tls_dir / "node.optfile", ca.issue("nodes", hosts=hosts), ca.cafile)
-    write_optfile(tls_dir / "client.optfile", ca.issue("client"), ca.cafile, server=False)
+    nodes = ca.issue("nodes", hosts=hosts, not_after=until)
+    write_optfile(tls_dir / "node.optfile", nodes, ca.cafile)
+    client = ca.issue("client", not_after=until)
+    write_optfile(tls_dir / "client.optfile", client, ca.cafile, server=False)
 
 
 def _alive(pid: int | None, short_name: str) -> bool:
@@ -321,6 +327,10 @@ async def up(
             raise ClusterError(f"--nodes must be at least 1, got {n}")
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", prefix):
             raise ClusterError(f"bad --prefix {prefix!r}: letters, digits, _ and - only")
+        tls_dir = None
+        if tls:  # first: if it cannot be made, nothing else is
+            _make_tls(base / "tls")
+            tls_dir = str(base / "tls")
         base.mkdir(parents=True, exist_ok=True)
         if cookie_file is None:
             path, created = _own_cookie_file()
@@ -347,10 +357,6 @@ async def up(
                     f"{prefix}{i}@{host}", None, str(d), str(d / "mnesia"), str(d / "node.log")
                 )
             )
-        tls_dir = None
-        if tls:
-            _make_tls(base / "tls")
-            tls_dir = str(base / "tls")
         state = ClusterState(
             str(base),
             prefix,
@@ -397,7 +403,8 @@ async def up(
         say(
             f"TLS distribution: CA and certificates in {state.tls_dir}; clients: "
             f"--tls-optfile {state.client_optfile} (pyrlang-zarr finds it for these nodes), "
-            f"erl -proto_dist inet_tls -ssl_dist_optfile {state.client_optfile}"
+            f"erl -hidden -proto_dist inet_tls -ssl_dist_optfile {state.client_optfile} "
+            f"(a full member: {state.node_optfile})"
         )
     say(f"next: pyrlang-zarr ping {first}; stop: pyrlang-zarr cluster down")
     return state
@@ -506,6 +513,7 @@ def _remove(base: Path, state: ClusterState) -> None:
 
 def as_json(state: ClusterState, statuses: Sequence[NodeStatus] = ()) -> dict[str, Any]:
     out = asdict(state)
+    out["client_optfile"] = None if state.client_optfile is None else str(state.client_optfile)
     if statuses:
         out["status"] = [asdict(s) for s in statuses]
     return out

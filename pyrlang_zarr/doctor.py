@@ -77,9 +77,15 @@ async def epmd_names(host: str, *, port: int = EPMD_PORT, timeout: float = 5.0) 
 
 
 async def ping(
-    peer: str, *, table: str = DEFAULT_TABLE, cookie: str | None = None, timeout: float = 10.0
+    peer: str,
+    *,
+    table: str = DEFAULT_TABLE,
+    cookie: str | None = None,
+    tls: Any = None,
+    timeout: float = 10.0,
 ) -> list[Check]:
-    """Every check on ``peer``, in order; stops at the first one that blocks the rest."""
+    """Every check on ``peer``, in order; stops at the first one that blocks the rest.
+    ``tls`` as for :class:`~pyrlang_zarr.Node` (``None``: from the environment)."""
     checks: list[Check] = []
     name, _, host = peer.partition("@")
     if not name or not host or "@" in host:
@@ -130,7 +136,7 @@ async def ping(
     )
 
     try:
-        node = pz.Node(cookie=cookie, connect_timeout=timeout, rpc_timeout=timeout)
+        node = pz.Node(cookie=cookie, tls=tls, connect_timeout=timeout, rpc_timeout=timeout)
     except (AuthenticationError, ValueError) as exc:
         checks.append(
             Check(

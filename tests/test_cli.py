@@ -20,8 +20,10 @@ import zarr
 import pyrlang_zarr as pz
 import pyrlang_zarr.sync as pzs
 from pyrlang_zarr import transfer
+from pyrlang_zarr.erldist.tls import OPTFILE_ENV
 from pyrlang_zarr.mnesia import ensure_table
 from pyrlang_zarr.progress import Progress
+from pyrlang_zarr.testing.certs import CA, write_optfile
 from pyrlang_zarr.testing.cluster import LocalCluster
 
 pytestmark = pytest.mark.erlang
@@ -192,7 +194,9 @@ def erl_ping(home: Path, node: str, *dist: str) -> str:
     return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr
 
 
-def test_cluster_up_tls_runs_tls_distribution(home: Path, tmp_path: Path) -> None:
+def test_cluster_up_tls_runs_tls_distribution(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``cluster up --tls``: the nodes speak TLS distribution only; the command line and erl
     reach them with the client optfile it made, plain TCP does not."""
     where = ["--dir", str(tmp_path / "c")]
@@ -210,22 +214,28 @@ def test_cluster_up_tls_runs_tls_distribution(home: Path, tmp_path: Path) -> Non
             assert b"inet_tls" in args and b"-ssl_dist_optfile" in args
         status = cli(home, "cluster", "status", *where).stdout
         assert status.count(" yes ") == 2 and "TLS distribution" in status, status
-        # the command line finds the cluster's client optfile for its nodes
+        # the command line finds the cluster's client optfile for its nodes, even with
+        # another cluster's in the environment
+        other = CA(tmp_path / "other")
+        elsewhere = write_optfile(tmp_path / "other.optfile", other.issue("c"), other.cafile)
+        monkeypatch.setenv(OPTFILE_ENV, str(elsewhere))
         assert "usable" in cli(home, "ping", names[1], *where).stdout
-        # from the Erlang side: an operator's erl with the client optfile, and without it
-        assert (
-            erl_ping(home, names[0], "-proto_dist", "inet_tls", "-ssl_dist_optfile", str(client))
-            == "pong"
-        )
+        monkeypatch.delenv(OPTFILE_ENV)
+        # from the Erlang side: the operator's erl that cluster up prints, and one without TLS
+        tls_erl = ["-hidden", "-proto_dist", "inet_tls", "-ssl_dist_optfile", str(client)]
+        assert f"erl {' '.join(tls_erl)}" in out
+        assert erl_ping(home, names[0], *tls_erl) == "pong"
         assert erl_ping(home, names[0]) == "pang"
 
-        async def plain() -> None:
+        async def nodes_seen(tls: Any) -> Any:
             cookie = (home / ".erlang.cookie").read_text()
-            async with pz.Node(cookie=cookie, tls=False, connect_timeout=5) as node:
-                await node.rpc(names[0], "erlang", "node", [])
+            async with pz.Node(cookie=cookie, tls=tls, connect_timeout=5) as node:
+                return await node.rpc(names[0], "erlang", "nodes", [])
 
+        # the probes left the nodes' mesh as it was; plain TCP is refused
+        assert asyncio.run(nodes_seen(str(client))) == [pz.Atom(names[1])]
         with pytest.raises(pz.PyrlangZarrError, match="TLS"):
-            asyncio.run(plain())
+            asyncio.run(nodes_seen(False))
         # a kept TLS cluster comes back as it was
         cli(home, "cluster", "down", "--keep", *where)
         again = cli(home, "cluster", "up", *where).stdout
@@ -235,12 +245,44 @@ def test_cluster_up_tls_runs_tls_distribution(home: Path, tmp_path: Path) -> Non
     assert not (tmp_path / "c").exists()
 
 
+def test_a_tls_clusters_optfile_is_for_its_own_nodes_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In one command (``cp`` between two URLs, say) the local TLS cluster's client optfile
+    goes to its own nodes' connections and no further: nothing is put in the environment."""
+    from pyrlang_zarr import cli as cli_module
+    from pyrlang_zarr.devcluster import ClusterState, NodeState
+
+    monkeypatch.delenv(OPTFILE_ENV, raising=False)
+    cookie = tmp_path / "cookie"
+    cookie.write_text("c" * 20)
+    cookie.chmod(0o400)
+    tls_dir = tmp_path / "c" / "tls"
+    (tmp_path / "c").mkdir()
+    node = NodeState("own1@host", None, str(tmp_path), str(tmp_path), str(tmp_path / "log"))
+    state = ClusterState(
+        str(tmp_path / "c"), "own", str(cookie), None, "t", False, [], [node], str(tls_dir)
+    )
+    state.save()
+    args = cli_module._parser().parse_args(["ls", "other@host", "--dir", state.dir])
+    for _ in range(2):  # in either order
+        own = cli_module._storage_options(args, "mnesia://own1@host/t/a")
+        other = cli_module._storage_options(args, "mnesia://other@host/t/a")
+        assert own == {"tls": str(tls_dir / "client.optfile"), "cookie": "c" * 20}
+        assert other == {} and OPTFILE_ENV not in os.environ
+    # --tls-optfile, given, applies to every node
+    args.tls_optfile = str(tmp_path / "given.optfile")
+    assert "tls" not in cli_module._storage_options(args, "mnesia://own1@host/t/a")
+
+
 def test_cluster_up_tls_needs_cryptography(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pyrlang_zarr import devcluster
 
     monkeypatch.setitem(sys.modules, "pyrlang_zarr.testing.certs", None)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     with pytest.raises(devcluster.ClusterError, match="pip install cryptography"):
-        devcluster._make_tls(tmp_path / "tls")
+        asyncio.run(devcluster.up(2, directory=tmp_path / "c", tls=True, say=lambda _: None))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing made: no dir, no cookie
 
 
 # -- ping ------------------------------------------------------------------------------------
