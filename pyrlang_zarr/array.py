@@ -291,7 +291,18 @@ class MnesiaArray:
         )
         client = await self.store.client()
         known = await self._known_root()
-        reads: list[Any] = [Snapshot.read(self.store, client, keys, known, consistent=consistent)]
+        # chunks that are whole rows of the result are received straight into it
+        placement = rawchunks.placement(self.zarr, start, stop) if keys else None
+        reads: list[Any] = [
+            Snapshot.read(
+                self.store,
+                client,
+                keys,
+                known,
+                consistent=consistent,
+                placement=None if placement is None else placement.reading,
+            )
+        ]
         if self.store.settings.majority:
             reads.append(self._warn_if_minority(client))
         snapshot, *_ = await asyncio.gather(*reads)

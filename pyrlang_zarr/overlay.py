@@ -27,7 +27,7 @@ for one call, and equals only itself.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from zarr.abc.store import (
@@ -40,6 +40,7 @@ from zarr.abc.store import (
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 from pyrlang_zarr.keys import Root, version
+from pyrlang_zarr.mnesia.arriving import Placement
 from pyrlang_zarr.mnesia.client import Delete, Either, Guard, MnesiaClient, Write
 
 if TYPE_CHECKING:
@@ -196,17 +197,26 @@ class Snapshot(_SliceView):
         root: Root | None = None,
         *,
         consistent: bool = True,
+        placement: Callable[[list[str | None]], Placement] | None = None,
     ) -> Self:
         """The chunks ``keys`` (absent ones as missing), read consistently in one go
         (``consistent=False``: each on its own), each from the first present of its records
         as ``root`` (default: read now) maps them; the root is read along with them
         (:attr:`root_now`: if it differs from ``root``, the chunks were mapped with a stale
-        one)."""
+        one). ``placement``, given the chunk read at each index of the read (``None``: not
+        a chunk), gives where chunks may be received as they arrive
+        (:mod:`~pyrlang_zarr.mnesia.arriving`)."""
         if root is None:
             root = await store.root()
         meta = store.root_keys()
-        items = [Either(tuple(store.mnesia_key(x) for x in root.candidates(k))) for k in keys]
-        found = await client.read_many([*meta, *items], consistent=consistent)
+        forms = [root.candidates(k) for k in keys]
+        items = [Either(tuple(store.mnesia_key(x) for x in f)) for f in forms]
+        where = None
+        if placement is not None:  # the chunk read at each index, the root's records first
+            read: list[str | None] = [None] * len(meta)
+            read += [k for k, f in zip(keys, forms, strict=True) for _ in f]
+            where = placement(read)
+        found = await client.read_many([*meta, *items], consistent=consistent, placement=where)
         now = store.root_from(found[: len(meta)])
         return cls(store, dict(zip(keys, found[len(meta) :], strict=True)), now)
 

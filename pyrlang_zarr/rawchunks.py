@@ -11,6 +11,10 @@ written (unless the array's config says ``write_empty_chunks``), compared as zar
 (its ``all_equal``), after a one-element look that settles most chunks at once; a missing
 chunk reads as the fill value. Anything else (a codec, sharding, zarr v2, a partial chunk
 to merge) goes through zarr as before.
+
+A ``get_slice`` may go further (:class:`SlicePlacement`): a chunk that is whole in the
+region and one C-ordered run of the result (full rows of it, say) is received from the
+socket straight into the result, with no copy at all.
 """
 
 from __future__ import annotations
@@ -116,6 +120,85 @@ def chunks_to_write(
     return out
 
 
+class SliceLanding:
+    """One reply's landing (:class:`~pyrlang_zarr.mnesia.arriving.Landing`): a result array
+    of its own, and where in it each chunk that may land in place goes."""
+
+    def __init__(
+        self,
+        want: tuple[int, ...],
+        dtype: np.dtype[Any],
+        runs: dict[str, Any],
+        keys: list[str | None],
+    ) -> None:
+        self.out = np.empty(want, dtype=dtype)
+        self._runs = runs  # chunk key -> its region in out
+        self._keys = keys  # by index in the read
+        self._placed: set[str] = set()
+
+    def place(self, index: int, nbytes: int) -> memoryview | None:
+        keys = self._keys
+        key = keys[index] if 0 <= index < len(keys) else None
+        if key is None or key in self._placed:  # an Either's second record: not this one
+            return None
+        region = self._runs.get(key)
+        if region is None:
+            return None
+        view = memoryview(self.out[region]).cast("B")
+        if view.nbytes != nbytes:
+            return None  # not this array's chunk as it should be: checked on the way out
+        self._placed.add(key)
+        return view
+
+
+class SlicePlacement:
+    """The chunks of a region that can land in place, for ``read_many(placement=...)``
+    once :meth:`reading` says which chunk is read at each index."""
+
+    def __init__(
+        self,
+        want: tuple[int, ...],
+        dtype: np.dtype[Any],
+        runs: dict[str, Any],
+        keys: list[str | None] | None = None,
+    ) -> None:
+        self._want = want
+        self._dtype = dtype
+        self._runs = runs
+        self._keys = keys or []
+
+    def reading(self, keys: list[str | None]) -> SlicePlacement:
+        """This placement for a read of the chunk ``keys[i]`` at each index ``i``
+        (``None``: not a chunk)."""
+        return SlicePlacement(self._want, self._dtype, self._runs, keys)
+
+    def begin(self) -> SliceLanding:
+        return SliceLanding(self._want, self._dtype, self._runs, self._keys)
+
+
+def placement(
+    array: AsyncArray[Any], start: tuple[int, ...], stop: tuple[int, ...]
+) -> SlicePlacement | None:
+    """Where the chunks of ``[start, stop)`` can be received straight into the result (a
+    chunk whole in the region, one C-ordered run of it, stored in the result's dtype and
+    byte order), or ``None`` if none can."""
+    dtype = stored_dtype(array)
+    want = tuple(b - a for a, b in zip(start, stop, strict=True))
+    if dtype is None or not want or 0 in want or dtype != np.dtype(array.dtype):
+        return None
+    shape, chunks = tuple(array.shape), tuple(array.chunks)
+    runs: dict[str, Any] = {}
+    meta = array.metadata
+    for idx, in_chunk, in_region in boxes(shape, chunks, start, stop):
+        if tuple(s.stop - s.start for s in in_chunk) != chunks:
+            continue  # an edge or a part: copied
+        inner = [s.stop - s.start for s in in_region][1:]
+        if inner != list(want[1:]):
+            continue  # not full rows of the result: not one run
+        runs[meta.encode_chunk_key(idx)] = in_region
+    return SlicePlacement(want, np.dtype(array.dtype), runs) if runs else None
+
+
 def read_into(
     array: AsyncArray[Any],
     chunk_bytes: dict[str, Any],
@@ -123,18 +206,28 @@ def read_into(
     stop: tuple[int, ...],
 ) -> np.ndarray[Any, Any] | None:
     """The region's values from the chunks' stored bytes (a missing chunk is the fill
-    value), or ``None`` if zarr's pipeline must decode them."""
+    value; a chunk that landed in place is there already), or ``None`` if zarr's pipeline
+    must decode them."""
     dtype = stored_dtype(array)
     want = tuple(b - a for a, b in zip(start, stop, strict=True))
+    landings = {id(v): v for v in chunk_bytes.values() if type(v) is SliceLanding}
+    if landings and (len(landings) > 1 or dtype is None):
+        raise AssertionError("chunks of one read landed in more than one result")
     if dtype is None or not want or 0 in want:
         return None
     shape, chunks = tuple(array.shape), tuple(array.chunks)
     meta = array.metadata
-    out = np.empty(want, dtype=np.dtype(array.dtype))
+    if landings:
+        (landing,) = landings.values()
+        out = landing.out
+    else:
+        out = np.empty(want, dtype=np.dtype(array.dtype))
     size = int(np.prod(chunks)) * dtype.itemsize
     for idx, in_chunk, in_region in boxes(shape, chunks, start, stop):
         key = meta.encode_chunk_key(idx)
         data = chunk_bytes.get(key)
+        if type(data) is SliceLanding:
+            continue  # received into out already
         if data is None:
             out[in_region] = meta.fill_value
             continue

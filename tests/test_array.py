@@ -167,9 +167,9 @@ async def test_get_slice_never_sees_half_a_set_slice(
     calls: list[tuple[int, bool]] = []
     real = MnesiaClient.read_many
 
-    async def spy(self: MnesiaClient, keys: Any, *, consistent: bool = False) -> Any:
+    async def spy(self: MnesiaClient, keys: Any, *, consistent: bool = False, **kw: Any) -> Any:
         calls.append((len(keys), consistent))
-        return await real(self, keys, consistent=consistent)
+        return await real(self, keys, consistent=consistent, **kw)
 
     monkeypatch.setattr(MnesiaClient, "read_many", spy)
     arr = await pz.create(

@@ -125,3 +125,47 @@ async def test_whole_chunks_skip_zarrs_codec_pipeline(
     expected[:2] += 1
     assert np.array_equal(await arr.get_slice(), expected)
     assert await chunk_record(cluster, arr.array_id, (0, 0)) == expected[:4].tobytes()
+
+
+async def test_whole_rows_of_chunks_are_received_straight_into_the_result(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk that is whole in the region and full rows of the result lands in it from the
+    socket; every other chunk is copied as before; the values are what Mnesia holds."""
+    from pyrlang_zarr.rawchunks import SliceLanding
+
+    landed: list[int] = []
+    real = SliceLanding.place
+
+    def counting(self: SliceLanding, index: int, nbytes: int) -> memoryview | None:
+        view = real(self, index, nbytes)
+        landed.append(view is not None)
+        return view
+
+    monkeypatch.setattr(SliceLanding, "place", counting)
+    arr = await make(cluster, (64, 4096), (16, 4096), dtype="float64", fill_value=-1.0)
+    data = np.random.default_rng(5).random((64, 4096))
+    await arr.set_slice(data[:48], start=(0, 0), stop=(48, 4096))  # chunk 3 stays missing
+    # chunk 1 rewritten from the Erlang side, as another client would
+    theirs = np.full((16, 4096), 2.5)
+    node = shared_node(cluster.cookie)
+    key = (arr.array_id.encode(), (Atom("chunk"), (1, 0)))
+    await node.rpc(cluster.nodes[-1], "mnesia", "dirty_write", [(Atom(TAB), key, theirs.tobytes())])
+    expected = data.copy()
+    expected[16:32] = theirs
+    expected[48:] = -1.0
+
+    got = await arr.get_slice()
+    assert np.array_equal(got, expected) and got.flags.c_contiguous
+    assert sum(landed) == 3  # chunks 0-2 landed; the missing one is filled
+    for i in range(3):
+        assert (
+            await chunk_record(cluster, arr.array_id, (i, 0))
+            == got[16 * i : 16 * (i + 1)].tobytes()
+        )
+    landed.clear()
+    assert np.array_equal(await arr.get_slice((8, 0), (40, 4096)), expected[8:40])
+    assert sum(landed) == 1  # chunk 1 whole; 0 and 2 in part: copied
+    landed.clear()
+    assert np.array_equal(await arr.get_slice((0, 5), (64, 4000)), expected[:, 5:4000])
+    assert landed == []  # not full rows: nothing offered a place

@@ -33,6 +33,7 @@ from pyrlang_zarr.erldist.identity import Identity, ref_ids
 from pyrlang_zarr.erldist.io_thread import IoThread
 from pyrlang_zarr.erldist.mailbox import resolve
 from pyrlang_zarr.erldist.session import ReplyRoute
+from pyrlang_zarr.erldist.sinks import ReplySink, Unreadable
 from pyrlang_zarr.errors import DecodeError, NodeDown, RpcError
 from pyrlang_zarr.term import (
     Atom,
@@ -123,7 +124,10 @@ def rpc_result(call: Pending, result: Any) -> Any:
 
 
 def _owned(call: Pending, result: Any, views: bool) -> tuple[Any, DecodeError | None]:
-    """A reply's result with binaries of its own if the call wants them."""
+    """A reply's result with binaries of its own if the call wants them (a taken reply
+    that did not parse: its error)."""
+    if type(result) is Unreadable:
+        return None, DecodeError(f"the reply to {call.what} cannot be read: {result.error}")
     if not (views and call.copy):
         return result, None
     try:
@@ -157,6 +161,7 @@ class Calls:
         if replies is not None:
             replies.deliver = self.on_tagged_reply
             replies.deliver_on = self.on_tagged_reply_on
+            replies.sink_for = self.sink_for
         self.pid: Pid | None = None  # the pid every call is sent from, made on first use
         self._header: list[bytes | memoryview] = []  # REG_SEND from pid to rex, encoded
         # the header, then the $gen_call message up to the reference's three words
@@ -215,6 +220,12 @@ class Calls:
         if type(ref) is not Reference or not self._identity.owns(ref):
             return None
         return tag_of(ref.ids)
+
+    def sink_for(self, tag: int) -> ReplySink | None:
+        """On the reading thread: the sink of the call tagged ``tag``, if it waits and has
+        one."""
+        call = self._pending.get(tag)
+        return None if call is None else call.sink
 
     def _pop(self, tag: int) -> Pending | None:
         return self._pending.pop(tag, None)

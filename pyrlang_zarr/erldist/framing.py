@@ -11,9 +11,17 @@ A big packet's buffer is used again for the next big packet once nothing refers 
 more (every view of the last one released), up to :data:`SPARE_LIMIT` bytes: a client
 reading 8 MiB slices receives each into pages the kernel has already given us, instead of
 faulting in and zeroing fresh ones every time.
+
+A big packet may also be *taken* instead (:attr:`PacketReader.offer`): a
+:class:`PacketTaker` then says where each of its bytes goes as they arrive (a reply's chunk
+data straight into the array it is read for), and :meth:`PacketReader.taken_packet` returns
+the taker once the packet's last byte is in.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
 
 from pyrlang_zarr.errors import ProtocolError
 
@@ -28,6 +36,19 @@ SPARE_LIMIT = 64 << 20
 # Read, never written: what a growing buffer is extended with (a temporary bytes object per
 # growth would cost its allocation and page faults every time; these pages stay the zero page).
 _ZEROS = memoryview(bytes(4 << 20))
+
+
+class PacketTaker(Protocol):
+    """Receives one big packet's bytes, in order, wherever it wants them."""
+
+    def get_buffer(self) -> memoryview:
+        """Where the packet's next bytes go (not empty; the reader cuts it at the packet's
+        end)."""
+        ...
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` were written at the start of the last buffer handed out."""
+        ...
 
 
 class PacketReader:
@@ -58,9 +79,19 @@ class PacketReader:
         #: (its binaries may stay views of it), rather than being a view of the shared one
         self.own_buffer = False
         self._spare: bytearray | None = None  # the last big packet's buffer
+        #: asked when a big packet begins, with its first bytes (a view valid during the
+        #: call) and its length: a :class:`PacketTaker` takes the packet, ``None`` leaves it
+        self.offer: Callable[[memoryview, int], PacketTaker | None] | None = None
+        self._taker: PacketTaker | None = None  # taking the packet being received
+        self._taker_left = 0  # its bytes still to come
+        self._taken: PacketTaker | None = None  # took a whole packet, not yet returned
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Where the next received bytes go (``BufferedProtocol.get_buffer``)."""
+        taker = self._taker
+        if taker is not None:
+            view = taker.get_buffer()
+            return view[: self._taker_left] if len(view) > self._taker_left else view
         big = self._big
         if big is not None:
             if self._big_filled == len(big):
@@ -81,6 +112,13 @@ class PacketReader:
 
     def buffer_updated(self, nbytes: int) -> None:
         """``nbytes`` were written into the last buffer handed out."""
+        taker = self._taker
+        if taker is not None:
+            taker.buffer_updated(nbytes)
+            self._taker_left -= nbytes
+            if self._taker_left == 0:
+                self._taken, self._taker = taker, None
+            return
         big = self._big
         if big is None:
             self._end += nbytes
@@ -116,15 +154,24 @@ class PacketReader:
             self.buffer_updated(n)
             view = view[n:]
 
+    def taken_packet(self) -> PacketTaker | None:
+        """The taker of the next packet, if that packet was taken and is whole (ask before
+        :meth:`next_packet`: it comes first)."""
+        taken, self._taken = self._taken, None
+        return taken
+
     def next_packet(self) -> memoryview | bytearray | None:
-        """The next complete packet, or ``None`` until more bytes arrive."""
+        """The next complete packet, or ``None`` until more bytes arrive (or while one is
+        being taken, or was taken and waits for :meth:`taken_packet`)."""
+        if self._taken is not None:
+            return None
         ready = self._ready
         if ready is not None:
             self._ready = None
             self.own_buffer = True
             return ready
         self.own_buffer = False
-        if self._big is not None:
+        if self._big is not None or self._taker is not None:
             return None
         hs = self.header_size
         start = self._start
@@ -140,6 +187,8 @@ class PacketReader:
         if hs + length <= len(self._buf) and length < len(self._buf) // 4:
             return None  # small: wait for the rest in the shared buffer
         have = avail - hs
+        if self.offer is not None and self._take(start + hs, have, length):
+            return None
         big = self._free_spare()
         if big is None:
             big = bytearray(min(length, max(BIG_FIRST, 2 * have)))
@@ -149,6 +198,20 @@ class PacketReader:
         self._start = self._end = 0
         self._big, self._big_filled, self._big_size = big, have, length
         return None
+
+    def _take(self, first: int, have: int, length: int) -> bool:
+        """Offer the big packet starting at ``self._buf[first]`` (``have`` bytes of its
+        ``length`` in); if taken, hand its taker the bytes already here."""
+        assert self.offer is not None
+        with memoryview(self._buf) as buf:
+            taker = self.offer(buf[first : first + have], length)
+        if taker is None:
+            return False
+        self._taker, self._taker_left = taker, length
+        self._start = self._end = 0
+        with memoryview(self._buf) as buf:
+            self.feed(buf[first : first + have])
+        return True
 
     def _free_spare(self) -> bytearray | None:
         """The last big packet's buffer, if no view of it is left (it could not be resized
@@ -166,7 +229,7 @@ class PacketReader:
     def peek(self, n: int) -> bytes:
         """Up to ``n`` of the bytes received but not yet cut into packets (before a big
         packet's own buffer takes them)."""
-        if self._big is not None or self._ready is not None:
+        if self._big is not None or self._ready is not None or self._taker is not None:
             return b""
         return bytes(self._buf[self._start : min(self._end, self._start + n)])
 

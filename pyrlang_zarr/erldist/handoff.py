@@ -18,6 +18,7 @@ from typing import Any
 
 from pyrlang_zarr.erldist.io_thread import IoThread
 from pyrlang_zarr.erldist.mailbox import resolve
+from pyrlang_zarr.erldist.sinks import ReplySink
 from pyrlang_zarr.errors import NodeDown, RpcTimeout
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class Pending:
     kind: str = "send"  # "send", or "M:F/A" of a remote call
     tag: int | None = None  # a remote call's tag, once sent (calls.py)
     copy: bool = True  # False: large binaries of the reply may stay memoryviews
+    sink: ReplySink | None = None  # takes the reply as it arrives (``sinks.py``)
 
     @property
     def what(self) -> str:

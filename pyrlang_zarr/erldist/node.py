@@ -50,6 +50,7 @@ from pyrlang_zarr.erldist.processes import Process, Processes
 from pyrlang_zarr.erldist.services import NAMES as SERVICE_NAMES
 from pyrlang_zarr.erldist.services import Services
 from pyrlang_zarr.erldist.session import ReplyRoute
+from pyrlang_zarr.erldist.sinks import ReplySink
 from pyrlang_zarr.erldist.tls import TlsConfig, resolve_tls
 from pyrlang_zarr.errors import NodeDown, NodeUnreachable, RpcTimeout
 from pyrlang_zarr.term import Atom, Pid, Reference, atoms, encode_parts
@@ -445,6 +446,7 @@ class Node:
         *,
         timeout: float | _Default | None = _DEFAULT,
         copy_binaries: bool = True,
+        sink: ReplySink | None = None,
     ) -> Any:
         """``apply(module, function, args)`` on ``peer``, through its ``rex`` server.
 
@@ -454,6 +456,8 @@ class Node:
         :class:`NodeDown` if the connection drops first, :class:`RpcTimeout` after
         ``timeout`` seconds (default: the node's ``rpc_timeout``). After a timeout or a
         cancellation the late reply is dropped; the call may still have run on the peer.
+        A ``sink`` (:mod:`~pyrlang_zarr.erldist.sinks`) is offered a big reply as it
+        arrives, on the thread that reads it.
         """
         if type(peer) is not str or peer not in self._peer_names:
             peer = str(peer)
@@ -470,7 +474,9 @@ class Node:
             io = self._runtime()
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        call = Pending(loop, fut, peer, f"{module}:{function}/{len(args)}", copy=copy_binaries)
+        call = Pending(
+            loop, fut, peer, f"{module}:{function}/{len(args)}", copy=copy_binaries, sink=sink
+        )
         state = self._callers.of(loop)
         if loop is io.loop:
             self._calls.start(peer, request, call)

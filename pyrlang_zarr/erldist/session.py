@@ -19,11 +19,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from pyrlang_zarr.erldist import control as C
-from pyrlang_zarr.erldist.framing import PacketReader
+from pyrlang_zarr.erldist.framing import PacketReader, PacketTaker
 from pyrlang_zarr.erldist.handshake import ClientHandshake, Peer, State
+from pyrlang_zarr.erldist.sinks import ReplySink, TakenReply, Unreadable
 from pyrlang_zarr.erldist.tls import TLS_RECORD_STARTS, plain_refused
 from pyrlang_zarr.errors import (
     AuthenticationError,
@@ -84,13 +85,15 @@ class ReplyRoute:
     :class:`~.control.Reply` events (the transport hands them over directly); shared by the
     node's sessions."""
 
-    __slots__ = ("deliver", "deliver_on", "prefix")
+    __slots__ = ("deliver", "deliver_on", "prefix", "sink_for")
 
     def __init__(self) -> None:
         self.prefix: bytes | None = None
         self.deliver: Callable[[C.Reply], None] | None = None  # read on the IO loop
         # read on a caller's loop (given): completes the call there, or hands it to its own
         self.deliver_on: Callable[[C.Reply, Any], None] | None = None
+        # the sink of the call tagged so, if it has one (``sinks.py``)
+        self.sink_for: Callable[[int], ReplySink | None] | None = None
 
 
 TICK_EVENT = Tick()
@@ -121,6 +124,7 @@ class Session:
         self.replies = replies
         self.last_recv = now  # the clock value when bytes last arrived
         self._reader = PacketReader(handshake.length_bytes)
+        self._reader.offer = self._offer
         self._connected = False
         self._sent_since_tick = False
         self._error: Exception | None = None
@@ -163,7 +167,14 @@ class Session:
         try:
             if not self._first_bytes_seen:
                 self._check_first_bytes()
-            while (packet := self._reader.next_packet()) is not None:
+            reader = self._reader
+            while True:
+                taken = reader.taken_packet()  # only a sink's taker takes one
+                if taken is not None:
+                    return self._taken(cast(TakenReply, taken))
+                packet = reader.next_packet()
+                if packet is None:
+                    break
                 if self._connected:
                     return self._packet(packet)
                 event = self._handshake_packet(packet)
@@ -202,6 +213,29 @@ class Session:
             self.peer_name = hs.peer.name
             return Connected(hs.peer)
         return None if reply is None else Outgoing(reply)
+
+    def _offer(self, first: memoryview, size: int) -> PacketTaker | None:
+        """A big packet begins: if it is the reply to a call with a sink, the sink may take
+        it."""
+        replies = self.replies
+        if not self._connected or replies is None or replies.sink_for is None:
+            return None
+        prefix = replies.prefix
+        if prefix is None:
+            return None
+        n = len(prefix)
+        if len(first) < n + 12 or first[:n] != prefix:
+            return None
+        tag = int.from_bytes(first[n : n + 12], "big")
+        sink = replies.sink_for(tag)
+        return None if sink is None else sink.taker(tag, n + 12, first, size)
+
+    def _taken(self, taker: TakenReply) -> C.Reply:
+        try:
+            result = taker.result()
+        except DecodeError as exc:
+            result = Unreadable(exc)
+        return C.Reply(taker.tag, result, False)
 
     def _packet(self, packet: memoryview | bytearray) -> Event:
         if len(packet) == 0:

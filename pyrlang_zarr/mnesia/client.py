@@ -46,6 +46,7 @@ from pyrlang_zarr.errors import (
     TransactionError,
 )
 from pyrlang_zarr.mnesia.aborts import abort_error, from_rpc_error
+from pyrlang_zarr.mnesia.arriving import Placement, ReadSink
 from pyrlang_zarr.mnesia.expr import Expressions
 from pyrlang_zarr.mnesia.fragments import (
     ASYNC_DIRTY,
@@ -546,12 +547,19 @@ class MnesiaClient:
         unwrap: bool = False,
         copy: bool = True,
         reading: bool = False,
+        sink: ReadSink | None = None,
     ) -> Any:
         async def attempt(peer: str) -> Any:
             try:
                 result = await self._frag_settled(
                     lambda: self.node.rpc(
-                        peer, module, function, args, timeout=self.timeout, copy_binaries=copy
+                        peer,
+                        module,
+                        function,
+                        args,
+                        timeout=self.timeout,
+                        copy_binaries=copy,
+                        sink=sink,
                     )
                 )
                 return self._unwrap(result, what) if unwrap else result
@@ -836,18 +844,27 @@ class MnesiaClient:
             raise NotFound(f"not_found: no record {key!r} in table {self.table!r}")
         return data
 
-    async def read_many(self, keys: Sequence[Any], *, consistent: bool = False) -> list[Any | None]:
+    async def read_many(
+        self,
+        keys: Sequence[Any],
+        *,
+        consistent: bool = False,
+        placement: Placement | None = None,
+    ) -> list[Any | None]:
         """The data under each key (``None`` where missing), in order.
 
         ``consistent=True`` reads them all in one transaction (read locks: a concurrent batch
         is seen entirely or not at all); otherwise each is a dirty read. An :class:`Either`
-        in ``keys`` gives the data of the first of its keys that is present.
+        in ``keys`` gives the data of the first of its keys that is present. A
+        ``placement`` (:mod:`~pyrlang_zarr.mnesia.arriving`, indexed by the keys with each
+        ``Either`` spelled out) may receive data in place, as the consistent read of a
+        table that is not fragmented arrives: that data reads as ``PLACED``.
         """
         if not keys:
             return []
         if any(isinstance(k, Either) for k in keys):
             flat = [k for key in keys for k in (key.keys if isinstance(key, Either) else (key,))]
-            values = iter(await self.read_many(flat, consistent=consistent))
+            values = iter(await self.read_many(flat, consistent=consistent, placement=placement))
             out: list[Any | None] = []
             for key in keys:
                 found = [next(values) for _ in (key.keys if isinstance(key, Either) else (key,))]
@@ -876,6 +893,7 @@ class MnesiaClient:
                 unwrap=True,
                 copy=False,
                 reading=True,
+                sink=None if placement is None else ReadSink(len(oids), placement),
             )
         else:
             found = await self._rpc(
