@@ -281,3 +281,73 @@ def test_a_session_offers_a_big_reply_to_its_calls_sink_only() -> None:
     assert bytes(landing.placed[0]) == found[0][0][2]
     assert isinstance(usual, C.Reply) and usual.tag == without
     assert usual.result == decode(encode((Atom("atomic"), found)))[0]
+
+
+def test_a_record_claiming_more_than_its_packet_fails_without_allocating_it() -> None:
+    """Memory follows what the peer sent: data claimed 4 GiB long in a small packet fails
+    the read at once (nothing that size is allocated) and the framing holds."""
+    import tracemalloc
+
+    head = bytes(ReadSink(2, Placement(set()))._head)
+    record = b"l\x00\x00\x00\x01h\x03" + encode(TAB)[1:] + encode(b"k")[1:] + b"m\xff\xff\xff\xff"
+    packet = PREFIX + TAG.to_bytes(12, "big") + head + record + b"x" * 2000
+    tracemalloc.start()
+    try:
+        taken, packets = take(packet, 2, Placement(set()), [])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 << 20 and packets == [b"next"]
+    with pytest.raises(DecodeError, match="longer than the packet"):
+        taken.result()
+
+
+class Raising(Placement):
+    """Its landings raise on the second record (a bug, or memory running out)."""
+
+    def begin(self) -> Landing:
+        landing = super().begin()
+        real = landing.place
+
+        def place(index: int, nbytes: int) -> memoryview | None:
+            if index == 1:
+                raise MemoryError("no room")
+            return real(index, nbytes)
+
+        landing.place = place  # type: ignore[method-assign]
+        return landing
+
+
+class RaisingSink:
+    def taker(self, tag: int, start: int, first: memoryview, size: int) -> Any:
+        raise RuntimeError("the sink broke")
+
+
+@pytest.mark.parametrize("broken", ["landing", "sink"])
+def test_a_failing_taker_fails_its_call_alone_and_the_connection_goes_on(broken: str) -> None:
+    """An exception in a landing (on the reading thread) fails that call with DecodeError;
+    one in the sink itself leaves the reply to the usual path. Either way the packets after
+    it are read as they should be."""
+    identity, calls, session = reply_session()
+    pid = calls.pid
+    assert pid is not None
+    found = items([200_000, 200_000, None])
+    tag, _ = calls._tagged_head()
+    sink = ReadSink(3, Raising({0, 1})) if broken == "landing" else RaisingSink()
+    calls._pending[tag] = Pending(None, None, "peer@host", sink=sink)  # type: ignore[arg-type]
+    to_us = b"p" + encode((C.SEND, Atom(""), pid))
+    ref = Reference(identity.name or "", identity.creation, words(tag))
+    stream = framed(to_us + encode((ref, (Atom("atomic"), found)))) + framed(
+        b"p" + encode((C.SEND, Atom(""), pid)) + encode(Atom("after"))
+    )
+    got: list[Any] = []
+    for at in range(0, len(stream), 65536):
+        session.receive_data(stream[at : at + 65536], now=1.0)
+        got += events(session)
+    reply, after = got
+    assert isinstance(reply, C.Reply) and reply.tag == tag
+    if broken == "landing":
+        assert isinstance(reply.result, Unreadable) and "no room" in str(reply.result.error)
+    else:
+        assert reply.result == decode(encode((Atom("atomic"), found)))[0]
+    assert after == C.Send(pid, Atom("after"))

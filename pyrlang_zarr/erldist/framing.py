@@ -114,10 +114,10 @@ class PacketReader:
         """``nbytes`` were written into the last buffer handed out."""
         taker = self._taker
         if taker is not None:
-            taker.buffer_updated(nbytes)
-            self._taker_left -= nbytes
+            self._taker_left -= nbytes  # first: the bytes are the packet's whatever it does
             if self._taker_left == 0:
                 self._taken, self._taker = taker, None
+            taker.buffer_updated(nbytes)
             return
         big = self._big
         if big is None:

@@ -96,6 +96,44 @@ class ReplyRoute:
         self.sink_for: Callable[[int], ReplySink | None] | None = None
 
 
+class _Guarded:
+    """A sink's taker, kept from breaking the connection: if it raises, the rest of its
+    packet is dropped as it arrives and only its call fails (the framing stays in step)."""
+
+    __slots__ = ("_drain", "_error", "_taker", "tag")
+
+    def __init__(self, taker: TakenReply) -> None:
+        self.tag = taker.tag
+        self._taker = taker
+        self._error: Exception | None = None
+        self._drain: bytearray | None = None
+
+    def get_buffer(self) -> memoryview:
+        if self._error is None:
+            try:
+                view = self._taker.get_buffer()
+                if len(view):
+                    return view
+                raise ValueError("the reply's taker gave no room for its bytes")
+            except Exception as exc:
+                self._error = exc
+        if self._drain is None:
+            self._drain = bytearray(64 * 1024)
+        return memoryview(self._drain)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._error is None:
+            try:
+                self._taker.buffer_updated(nbytes)
+            except Exception as exc:
+                self._error = exc
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise DecodeError(f"the reply could not be taken in: {self._error!r}")
+        return self._taker.result()
+
+
 TICK_EVENT = Tick()
 Event: TypeAlias = C.ControlMessage | Outgoing | Connected | Tick | Malformed
 
@@ -228,13 +266,20 @@ class Session:
             return None
         tag = int.from_bytes(first[n : n + 12], "big")
         sink = replies.sink_for(tag)
-        return None if sink is None else sink.taker(tag, n + 12, first, size)
+        if sink is None:
+            return None
+        try:
+            taker = sink.taker(tag, n + 12, first, size)
+        except Exception:  # the sink's own failure: the reply is read as usual
+            return None
+        return None if taker is None else _Guarded(taker)
 
     def _taken(self, taker: TakenReply) -> C.Reply:
         try:
             result = taker.result()
-        except DecodeError as exc:
-            result = Unreadable(exc)
+        except Exception as exc:
+            error = exc if isinstance(exc, DecodeError) else DecodeError(repr(exc))
+            result = Unreadable(error)
         return C.Reply(taker.tag, result, False)
 
     def _packet(self, packet: memoryview | bytearray) -> Event:

@@ -89,6 +89,7 @@ class ReadReply:
         self._dest: memoryview | None = None  # receiving a record's data, if not None
         self._own: bytearray | None = None  # the data's own bytes, if not placed
         self._got = 0
+        self._unreceived = size  # bytes of the packet still to come
         self._error: str | None = None
 
     # -- PacketTaker ----------------------------------------------------------------------
@@ -110,6 +111,7 @@ class ReadReply:
         return memoryview(self._buf)[self._hi :]
 
     def buffer_updated(self, nbytes: int) -> None:
+        self._unreceived -= nbytes
         if self._dest is not None:
             self._got += nbytes
             if self._got == len(self._dest):
@@ -212,6 +214,9 @@ class ReadReply:
                 return False
             nbytes = int.from_bytes(view[pos + 1 : pos + 5], "big")
             pos += 5
+            if nbytes > hi - pos + self._unreceived:  # memory follows what was sent
+                self._fail(f"the data of item {len(self._items)} is longer than the packet")
+                return False
             dest = None
             if not self._records:  # the item's first record is the one a read returns
                 dest = self._landing.place(len(self._items), nbytes)

@@ -858,7 +858,7 @@ class MnesiaClient:
         in ``keys`` gives the data of the first of its keys that is present. A
         ``placement`` (:mod:`~pyrlang_zarr.mnesia.arriving`, indexed by the keys with each
         ``Either`` spelled out) may receive data in place, as the consistent read of a
-        table that is not fragmented arrives: that data reads as ``PLACED``.
+        table that is not fragmented arrives: that data reads as the landing it went to.
         """
         if not keys:
             return []
