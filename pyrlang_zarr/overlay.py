@@ -206,9 +206,9 @@ class Snapshot(_SliceView):
         one). ``placement``, given the chunk read at each index of the read (``None``: not
         a chunk), gives where chunks may be received as they arrive
         (:mod:`~pyrlang_zarr.mnesia.arriving`)."""
-        if root is None:
-            root = await store.root()
         meta = store.root_keys()
+        if root is None:  # read first: the chunks' keys follow from it
+            root = await store.root()
         forms = [root.candidates(k) for k in keys]
         items = [Either(tuple(store.mnesia_key(x) for x in f)) for f in forms]
         where = None

@@ -351,3 +351,15 @@ def test_a_failing_taker_fails_its_call_alone_and_the_connection_goes_on(broken:
     else:
         assert reply.result == decode(encode((Atom("atomic"), found)))[0]
     assert after == C.Send(pid, Atom("after"))
+
+
+def test_a_taken_packets_bytes_count_as_buffered_until_it_is_returned() -> None:
+    reader = PacketReader(4, buffer_size=1024)
+    sink = ReadSink(1, Placement({0}))
+    reader.offer = lambda first, size: sink.taker(TAG, START, first, size)
+    stream = framed(reply_packet((Atom("atomic"), items([3000]))))
+    reader.feed(stream[:700])
+    assert reader.next_packet() is None and reader.buffered == 696  # taken: 696 of its bytes
+    reader.feed(stream[700:])
+    assert reader.buffered == len(stream) - 4
+    assert reader.taken_packet() is not None and reader.buffered == 0

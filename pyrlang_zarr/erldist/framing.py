@@ -84,6 +84,7 @@ class PacketReader:
         self.offer: Callable[[memoryview, int], PacketTaker | None] | None = None
         self._taker: PacketTaker | None = None  # taking the packet being received
         self._taker_left = 0  # its bytes still to come
+        self._taker_size = 0  # its length
         self._taken: PacketTaker | None = None  # took a whole packet, not yet returned
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
@@ -207,7 +208,7 @@ class PacketReader:
             taker = self.offer(buf[first : first + have], length)
         if taker is None:
             return False
-        self._taker, self._taker_left = taker, length
+        self._taker, self._taker_left, self._taker_size = taker, length, length
         self._start = self._end = 0
         with memoryview(self._buf) as buf:
             self.feed(buf[first : first + have])
@@ -235,8 +236,10 @@ class PacketReader:
 
     @property
     def buffered(self) -> int:
-        """Bytes received but not yet returned as packets."""
+        """Bytes received but not yet returned as packets (or as a taken packet's taker)."""
         pending = self._end - self._start
         if self._ready is not None:
             pending += len(self._ready)
+        if self._taker is not None or self._taken is not None:
+            pending += self._taker_size - self._taker_left
         return pending + (self._big_filled if self._big is not None else 0)
