@@ -32,6 +32,14 @@ PEER_FLAGS = F.OUR_FLAGS | F.PUBLISHED
 CRASH = object()
 
 
+class Raw:
+    """Returned by a FakeNode call handler: the reply's result as these bytes, as they are
+    (a term no encoder would make)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 def port2_resp(name: str, port: int) -> bytes:
     """A PORT2_RESP for a registered normal node speaking version 6."""
     n = name.encode()
@@ -213,6 +221,10 @@ async def serve_calls(
             return
         if result is None:
             result = (Atom("badrpc"), Atom("not_here"))
+        if isinstance(result, Raw):
+            head = b"p" + encode((C.SEND, Atom(""), pid)) + b"\x83h\x02" + encode(ref)[1:]
+            writer.write(packet(head + result.data, 4))
+            continue
         body = b"p" + encode((C.SEND, Atom(""), pid)) + encode((ref, result))
         writer.write(packet(body, 4))
 

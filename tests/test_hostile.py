@@ -36,7 +36,7 @@ from pyrlang_zarr.term import Atom, decode_term, encode
 from pyrlang_zarr.term.format import format_term
 from pyrlang_zarr.testing.cluster import LocalCluster
 from tests import attacks
-from tests.hostile import CRASH, HOST, FakeEpmd, FakeNode, ReflectingPeer, port2_resp
+from tests.hostile import CRASH, HOST, FakeEpmd, FakeNode, Raw, ReflectingPeer, port2_resp
 
 COOKIE = "hostile-test-cookie"
 MiB = 1 << 20
@@ -365,6 +365,36 @@ async def test_badrpc_with_a_huge_integer_is_an_rpc_error(fake_epmd: FakeEpmd) -
         await peer.close()
     assert info.value.reason == huge
     attacks.record("{badrpc, 5001-digit integer}", "RpcError")
+
+
+async def test_a_read_reply_claiming_gigabytes_fails_that_read_alone(fake_epmd: FakeEpmd) -> None:
+    """A read taken as it arrives (chunks landing in place), whose record claims 4 GiB of
+    data in a 300 kB packet: that call fails with DecodeError at once, nothing that size is
+    allocated, and the connection reads on in step (the next call is answered)."""
+    from pyrlang_zarr.mnesia.arriving import ReadSink
+    from tests.test_arriving import Placement
+
+    record = b"l\x00\x00\x00\x01h\x03" + encode(Atom("t"))[1:] + encode(b"k")[1:]
+    raw = Raw(b"h\x02w\x06atomicl\x00\x00\x00\x01" + record + b"m\xff\xff\xff\xff" + bytes(300_000))
+
+    def answer(module: str, function: str, args: list[Any]) -> Any:
+        return raw if function == "sync_transaction" else Atom("still_here")
+
+    peer = FakeNode(f"claimer@{SHORT_HOST}", COOKIE, on_call=answer)
+    tracemalloc.start()
+    try:
+        name = await serve(fake_epmd, peer)
+        async with Node(cookie=COOKIE, connect_timeout=5) as node:
+            sink = ReadSink(1, Placement({0}))
+            with pytest.raises(DecodeError, match="longer than the packet"):
+                await node.rpc(name, "mnesia", "sync_transaction", [], sink=sink, timeout=10)
+            assert await node.rpc(name, "erlang", "node", [], timeout=10) == Atom("still_here")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        await peer.close()
+    assert peak < 64 << 20
+    attacks.record("read reply claiming a 4 GiB chunk", "DecodeError; that call only")
 
 
 # -- 6 and 7 with Mnesia: a rogue node among real replicas ------------------------------------
