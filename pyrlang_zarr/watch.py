@@ -38,13 +38,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pyrlang_zarr.errors import NodeDown, NodeUnreachable, PyrlangZarrError, RpcError, RpcTimeout
-from pyrlang_zarr.keys import CHUNK, METADATA
+from pyrlang_zarr.keys import CHUNK, METADATA, Root
 from pyrlang_zarr.mnesia.expr import tree
 from pyrlang_zarr.term import Atom, Pid, atoms
 
@@ -272,10 +273,11 @@ class WatchError(PyrlangZarrError):
 class ChangeEvent:
     """One change: ``kind`` is ``"write"`` or ``"delete"`` of a chunk (``chunk`` its index,
     ``region`` the ``(start, stop)`` of the array it covers), ``"metadata"`` (the array's
-    metadata record changed: open it again if its shape changed), ``"key"`` (another record
-    of the array, for store watches: ``key`` is the zarr key and ``deleted`` says how), or
-    ``"resync"``: changes may have been missed, read ``region`` again. ``node`` is where the
-    subscription runs."""
+    metadata record changed: the regions of later events follow its new shape and chunk
+    grid; a ``MnesiaArray`` you hold keeps the old ones until opened again), ``"key"``
+    (another record of the array, for store watches: ``key`` is the zarr key and
+    ``deleted`` says how), or ``"resync"``: changes may have been missed, read ``region``
+    again. ``node`` is where the subscription runs."""
 
     kind: str
     chunk: tuple[int, ...] | None = None
@@ -283,6 +285,34 @@ class ChangeEvent:
     key: str | None = None
     deleted: bool = False
     node: str | None = None
+
+
+def shape_and_grid(root: Root) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """The array's shape and its chunk grid (shards, when sharded) from its metadata
+    document, or ``None`` if it holds none that says so."""
+    document = root.m if root.m is not None else root.za
+    if document is None:
+        return None
+    try:
+        doc = json.loads(bytes(document))
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    if doc.get("zarr_format") == 3:
+        grid = doc.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
+    else:
+        grid = doc.get("chunks")
+    shape, grid = _json_ints(doc.get("shape")), _json_ints(grid)
+    if shape is None or grid is None or len(shape) != len(grid) or 0 in grid:
+        return None
+    return shape, grid
+
+
+def _json_ints(x: Any) -> tuple[int, ...] | None:
+    if isinstance(x, list) and all(type(i) is int and i >= 0 for i in x):
+        return tuple(x)
+    return None
 
 
 def _int_tuple(x: Any) -> tuple[int, ...] | None:
@@ -546,6 +576,8 @@ class Watch:
                 self._layout = await self._store.root()
                 name = self._layout.m_name or "zarr.json"
                 return ChangeEvent("key", key=name, deleted=deleted, node=self.node)
+            if not deleted:  # resized, say: later events' regions follow the new shape
+                await self._follow_metadata()
             return ChangeEvent("metadata", deleted=deleted, node=self.node)
         index = None
         if type(x) is tuple and len(x) == 2 and x[0] == CHUNK:
@@ -568,6 +600,15 @@ class Watch:
             region=(start, stop),
             node=self.node,
         )
+
+    async def _follow_metadata(self) -> None:
+        try:
+            found = shape_and_grid(await self._source.root())
+        except PyrlangZarrError as exc:  # the event still goes out; a resync follows a loss
+            log.warning("watch of %r: the changed metadata could not be read: %s", self._id, exc)
+            return
+        if found is not None:
+            self._shape, self._grid = found
 
     # -- closing --------------------------------------------------------------------------
     async def close(self) -> None:

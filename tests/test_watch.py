@@ -162,6 +162,22 @@ async def test_metadata_changes_are_events_too(cluster: LocalCluster) -> None:
         assert event.kind == "metadata"
 
 
+async def test_regions_follow_a_resize_made_by_another_client(cluster: LocalCluster) -> None:
+    """Another client grows the array: after the metadata event, a chunk beyond the old
+    shape comes with its region in the new one (not clipped to the old shape)."""
+    arr = await grid_array(cluster)
+    other = await pz.open(arr.array_id, node=cluster.nodes[1], cookie=cluster.cookie)
+    async with arr.watch() as w:
+        await other.zarr.resize((60, 45))
+        assert (await w.next(timeout=30)).kind == "metadata"
+        other = await pz.open(arr.array_id, node=cluster.nodes[1], cookie=cluster.cookie)
+        await other.set_slice(np.ones((5, 5), dtype=np.int32), (50, 40), (55, 45))
+        event = await w.next(timeout=30)
+        assert (event.kind, event.chunk, event.region) == ("write", (5, 4), ((50, 40), (60, 45)))
+        resync = w._resync()
+        assert resync.region == ((0, 0), (60, 45))  # the whole array, as it is now
+
+
 async def test_a_store_watch_names_zarr_keys(cluster: LocalCluster) -> None:
     arr = await grid_array(cluster)  # zarr v2, "." separator (ExZarr's form)
     store = pz.MnesiaStore(arr.array_id, node=cluster.nodes[1], cookie=cluster.cookie)
