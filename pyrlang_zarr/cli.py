@@ -109,18 +109,15 @@ def _auth(args: argparse.Namespace, node: str | None) -> dict[str, Any]:
     from pyrlang_zarr.url import read_cookie_file
 
     out: dict[str, Any] = {}
-    if node is not None and not getattr(args, "tls_optfile", None):
-        optfile = devcluster.tls_optfile_for(node, _cluster_dir(args))
-        if optfile is not None:
-            out["tls"] = str(optfile)
+    local = None if node is None else devcluster.cluster_of(node, _cluster_dir(args))
+    if local is not None and local.client_optfile and not getattr(args, "tls_optfile", None):
+        out["tls"] = str(local.client_optfile)
     if getattr(args, "cookie_file", None):
         out["cookie"] = read_cookie_file(args.cookie_file)
-    elif node is not None and not (
+    elif local is not None and not (
         os.environ.get("ERLANG_COOKIE") or os.environ.get("RELEASE_COOKIE")
     ):
-        cookie = devcluster.cookie_for(node, _cluster_dir(args))
-        if cookie is not None:
-            out["cookie"] = cookie
+        out["cookie"] = local.cookie()
     return out
 
 

@@ -46,12 +46,11 @@ __all__ = [
     "ClusterError",
     "ClusterState",
     "NodeStatus",
-    "cookie_for",
+    "cluster_of",
     "default_dir",
     "down",
     "load",
     "status",
-    "tls_optfile_for",
     "up",
 ]
 
@@ -143,27 +142,16 @@ def load(directory: Path | None = None) -> ClusterState | None:
     return ClusterState(**raw, nodes=nodes)
 
 
-def cookie_for(node: str, directory: Path | None = None) -> str | None:
-    """The cookie of ``node`` if it belongs to the local cluster in ``directory``."""
+def cluster_of(node: str, directory: Path | None = None) -> ClusterState | None:
+    """The local cluster in ``directory`` if ``node`` is one of its nodes (its cookie and
+    TLS settings are then the ones to use)."""
     try:
         state = load(directory)
     except ClusterError:
         return None
     if state is None or node not in state.names:
         return None
-    return state.cookie()
-
-
-def tls_optfile_for(node: str, directory: Path | None = None) -> Path | None:
-    """The client optfile of ``node`` if it belongs to the local cluster in ``directory``
-    and that cluster runs TLS distribution."""
-    try:
-        state = load(directory)
-    except ClusterError:
-        return None
-    if state is None or node not in state.names:
-        return None
-    return state.client_optfile
+    return state
 
 
 def _make_tls(tls_dir: Path) -> None:
