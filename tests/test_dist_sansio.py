@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from pyrlang_zarr.erldist import control as C
 from pyrlang_zarr.erldist import flags as F
+from pyrlang_zarr.erldist import framing
 from pyrlang_zarr.erldist.connection import DistConnection
 from pyrlang_zarr.erldist.epmd import decode_port2_resp, encode_port_please2
 from pyrlang_zarr.erldist.framing import PacketReader
@@ -318,6 +319,29 @@ def test_a_big_packets_buffer_serves_the_next_once_no_view_is_left() -> None:
         assert reader.own_buffer and packet == b"c" * size
         assert allocated >= size  # a buffer of its own
         assert kept == b"b" * 10  # untouched
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_big_packets_buffer_past_the_spare_limit_is_not_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A buffer bigger than ``SPARE_LIMIT`` is let go with its packet (a client that once
+    read a huge reply does not hold that much memory for ever); one within it serves the
+    next big packet."""
+    monkeypatch.setattr(framing, "SPARE_LIMIT", 1 << 20)
+    tracemalloc.start()
+    try:
+        reader = PacketReader(4, buffer_size=1024)
+        packet = _receive_big(reader, b"a" * (2 << 20))
+        del packet
+        stream = memoryview(frames([b"b" * (1 << 20)]))
+        packet, allocated = _allocated_while(lambda: _receive_frame(reader, stream))
+        assert packet == b"b" * (1 << 20) and allocated >= 1 << 20  # a buffer of its own
+        del packet
+        stream = memoryview(frames([b"c" * (1 << 19)]))
+        packet, allocated = _allocated_while(lambda: _receive_frame(reader, stream))
+        assert packet == b"c" * (1 << 19) and allocated < 1 << 18  # the 1 MiB one served
     finally:
         tracemalloc.stop()
 
