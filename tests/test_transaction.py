@@ -161,6 +161,35 @@ async def test_get_slices_never_sees_half_a_transaction(cluster: LocalCluster) -
     assert writes > 1 and len(seen) > 1  # the reads did overlap the writes
 
 
+async def test_get_slices_of_uncompressed_arrays_skip_zarrs_pipeline(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As get_slice does: chunks stored as their values' bytes are copied into the result,
+    zarr's bytes codec never runs (missing chunks read as the fill value)."""
+    from zarr.codecs import BytesCodec
+
+    opts: dict[str, Any] = {
+        "node": cluster.nodes[0],
+        "cookie": cluster.cookie,
+        "nodes": cluster.nodes,
+        "compressors": None,
+    }
+    a = await pz.create(new_id(), (20,), (10,), dtype="int64", **opts)
+    b = await pz.create(new_id(), (6, 6), (3, 3), dtype="float32", fill_value=-1, **opts)
+    await a.set_slice(np.arange(20))
+    await b.set_slice(np.ones((3, 3), dtype="float32"), (0, 0), (3, 3))
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("zarr's bytes codec ran")
+
+    monkeypatch.setattr(BytesCodec, "_decode_single", refuse)
+    got_a, got_b = await pz.get_slices([(a, (5,), (17,)), (b, (1, 1), (6, 5))])
+    np.testing.assert_array_equal(got_a, np.arange(5, 17))
+    expected = np.full((6, 6), -1, dtype="float32")
+    expected[:3, :3] = 1
+    np.testing.assert_array_equal(got_b, expected[1:6, 1:5])
+
+
 async def test_get_slices_follows_attributes_and_refuses_a_recreated_array(
     cluster: LocalCluster,
 ) -> None:
