@@ -190,6 +190,43 @@ async def test_get_slices_of_uncompressed_arrays_skip_zarrs_pipeline(
     np.testing.assert_array_equal(got_b, expected[1:6, 1:5])
 
 
+async def test_whole_chunks_of_uncompressed_arrays_skip_zarrs_pipeline_in_a_transaction(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As set_slice does: whole chunks are written as their values' bytes (zarr's bytes
+    codec never runs); a later write in the same transaction that covers a chunk in part
+    merges with what the earlier one wrote."""
+    from zarr.codecs import BytesCodec
+
+    opts: dict[str, Any] = {
+        "node": cluster.nodes[0],
+        "cookie": cluster.cookie,
+        "nodes": cluster.nodes,
+        "compressors": None,
+    }
+    a = await pz.create(new_id(), (20,), (10,), dtype="int64", **opts)
+    b = await pz.create(new_id(), (6, 6), (3, 3), dtype="float32", **opts)
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("zarr's bytes codec ran")
+
+    monkeypatch.setattr(BytesCodec, "_encode_single", refuse)
+    async with pz.transaction() as tx:
+        await tx.set_slice(a, np.arange(20))
+        await tx.set_slice(b, np.ones((3, 6), dtype="float32"), (0, 0), (3, 6))
+    monkeypatch.undo()
+    async with pz.transaction() as tx:
+        await tx.set_slice(a, np.arange(100, 120))
+        await tx.set_slice(a, np.array([7, 7]), (9,), (11,))  # in part: merged with the above
+    got_a, got_b = await pz.get_slices([(a, (0,), (20,)), (b, (0, 0), (6, 6))])
+    expected_a = np.arange(100, 120)
+    expected_a[9:11] = 7
+    np.testing.assert_array_equal(got_a, expected_a)
+    expected_b = np.zeros((6, 6), dtype="float32")
+    expected_b[:3] = 1
+    np.testing.assert_array_equal(got_b, expected_b)
+
+
 async def test_get_slices_follows_attributes_and_refuses_a_recreated_array(
     cluster: LocalCluster,
 ) -> None:
