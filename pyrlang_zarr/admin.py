@@ -10,12 +10,12 @@ metadata document, read through :class:`~pyrlang_zarr.MnesiaStore`.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyrlang_zarr as pz
 from pyrlang_zarr.errors import MnesiaNotRunning, NotFound, TableNotFound
+from pyrlang_zarr.keys import parse_metadata
 from pyrlang_zarr.store import DEFAULT_TABLE
 from pyrlang_zarr.term import Atom
 
@@ -121,52 +121,6 @@ class ArrayInfo:
             "replicas": list(self.replicas.replicas) if self.replicas else None,
             "replicas_down": list(self.replicas.down) if self.replicas else None,
         }
-
-
-def _ints(value: Any) -> tuple[int, ...] | None:
-    try:
-        return tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        return None
-
-
-def parse_metadata(zarr_json: bytes | None, zarray: bytes | None) -> dict[str, Any]:
-    """kind, format, shape, dtype, chunks and shards from the root metadata documents."""
-    if zarr_json is not None:
-        try:
-            doc = json.loads(bytes(zarr_json))
-        except ValueError:
-            return {}
-        if doc.get("node_type") == "group":
-            return {"kind": "group", "zarr_format": 3}
-        grid = doc.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
-        chunks, shards = _ints(grid), None
-        for codec in doc.get("codecs", []):
-            if isinstance(codec, dict) and codec.get("name") == "sharding_indexed":
-                shards = chunks
-                chunks = _ints(codec.get("configuration", {}).get("chunk_shape"))
-        dtype = doc.get("data_type")
-        return {
-            "kind": "array",
-            "zarr_format": 3,
-            "shape": _ints(doc.get("shape", ())),
-            "dtype": dtype if isinstance(dtype, str) else json.dumps(dtype),
-            "chunks": chunks,
-            "shards": shards,
-        }
-    if zarray is not None:
-        try:
-            doc = json.loads(bytes(zarray))
-        except ValueError:
-            return {}
-        return {
-            "kind": "array",
-            "zarr_format": 2,
-            "shape": _ints(doc.get("shape", ())),
-            "dtype": str(doc.get("dtype")),
-            "chunks": _ints(doc.get("chunks", ())),
-        }
-    return {}
 
 
 async def _check_table(node: pz.Node, peer: str, table: str) -> None:

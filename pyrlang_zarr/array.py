@@ -222,17 +222,12 @@ class MnesiaArray:
         if 0 in values.shape:
             return
         client = await self.store.client()
-        selection = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
         raw = rawchunks.chunks_to_write(self.zarr, values, start, stop)
         for _attempt in range(MAX_RETRIES):
             root = await self._known_root()
             root_keys = {self.store.mnesia_key(x) for x, _ in root.guards()}
             buffer = WriteBuffer(self.store, client, root)
-            if raw is None:
-                await self._on(buffer).setitem(selection, values)
-            else:  # whole chunks stored as bytes: zarr's pipeline would only copy them
-                for key, chunk in raw.items():
-                    buffer.keep(key, chunk)
+            await self._stage(buffer, start, stop, values, raw)
             try:
                 await buffer.commit()  # checks the reads and the root metadata, then writes
                 return
@@ -244,6 +239,24 @@ class MnesiaArray:
             f"transaction_error: set_slice on {self.array_id!r} kept conflicting with "
             f"concurrent writers ({MAX_RETRIES} attempts); nothing was written"
         )
+
+    async def _stage(
+        self,
+        buffer: WriteBuffer,
+        start: tuple[int, ...],
+        stop: tuple[int, ...],
+        values: np.ndarray[Any, Any],
+        raw: dict[str, memoryview | None] | None,
+    ) -> None:
+        """Put the write of ``values`` into ``[start, stop)`` in ``buffer``: ``raw``
+        (:func:`rawchunks.chunks_to_write`'s whole chunks, as stored) as they are, else
+        through zarr (which reads and merges what it covers in part)."""
+        if raw is None:
+            selection = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
+            await self._on(buffer).setitem(selection, values)
+            return
+        for key, chunk in raw.items():  # zarr's pipeline would only copy them
+            buffer.keep(key, chunk)
 
     def _writable(
         self, data: npt.ArrayLike, start: Sequence[int] | None, stop: Sequence[int] | None
@@ -300,7 +313,7 @@ class MnesiaArray:
                 keys,
                 known,
                 consistent=consistent,
-                placement=None if placement is None else placement.reading,
+                placement=placement,
             )
         ]
         if self.store.settings.majority:

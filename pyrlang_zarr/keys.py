@@ -69,6 +69,52 @@ def is_v2_document(document: bytes | memoryview | None) -> bool:
     )
 
 
+def _ints(value: Any) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_metadata(zarr_json: bytes | None, zarray: bytes | None) -> dict[str, Any]:
+    """kind, format, shape, dtype, chunks and shards from the root metadata documents."""
+    if zarr_json is not None:
+        try:
+            doc = json.loads(bytes(zarr_json))
+        except ValueError:
+            return {}
+        if doc.get("node_type") == "group":
+            return {"kind": "group", "zarr_format": 3}
+        grid = doc.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
+        chunks, shards = _ints(grid), None
+        for codec in doc.get("codecs", []):
+            if isinstance(codec, dict) and codec.get("name") == "sharding_indexed":
+                shards = chunks
+                chunks = _ints(codec.get("configuration", {}).get("chunk_shape"))
+        dtype = doc.get("data_type")
+        return {
+            "kind": "array",
+            "zarr_format": 3,
+            "shape": _ints(doc.get("shape", ())),
+            "dtype": dtype if isinstance(dtype, str) else json.dumps(dtype),
+            "chunks": chunks,
+            "shards": shards,
+        }
+    if zarray is not None:
+        try:
+            doc = json.loads(bytes(zarray))
+        except ValueError:
+            return {}
+        return {
+            "kind": "array",
+            "zarr_format": 2,
+            "shape": _ints(doc.get("shape", ())),
+            "dtype": str(doc.get("dtype")),
+            "chunks": _ints(doc.get("chunks", ())),
+        }
+    return {}
+
+
 def metadata_name_of(document: bytes | memoryview) -> str:
     """The zarr key the ``{Id, metadata}`` record holding ``document`` is served as."""
     return V2_ARRAY_METADATA_KEY if is_v2_document(document) else ROOT_METADATA_KEY
@@ -236,6 +282,12 @@ class Root:
         if self.m is None:
             guards.append((_V2_PATH, version(self.za)))
         return guards
+
+    def metadata(self) -> dict[str, Any]:
+        """:func:`parse_metadata` of the root's document (v3, or v2 in either record)."""
+        if self.m is not None and self.m_name != V2_ARRAY_METADATA_KEY:
+            return parse_metadata(self.m, None)
+        return parse_metadata(None, self.m if self.m is not None else self.za)
 
     def candidates(self, key: str) -> tuple[Any, ...]:
         """The records (``X``) that may hold the non-metadata ``key``, the one a write

@@ -19,8 +19,9 @@ socket straight into the result, with no copy at all.
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -152,36 +153,23 @@ class SliceLanding:
 
 
 class SlicePlacement:
-    """The chunks of a region that can land in place, for ``read_many(placement=...)``
-    once :meth:`reading` says which chunk is read at each index."""
+    """The chunks of a region that can land in place, for ``read_many(placement=...)``:
+    each reply that starts arriving gets a :class:`SliceLanding` of its own."""
 
-    def __init__(
-        self,
-        want: tuple[int, ...],
-        dtype: np.dtype[Any],
-        runs: dict[str, Any],
-        keys: list[str | None] | None = None,
-    ) -> None:
-        self._want = want
-        self._dtype = dtype
-        self._runs = runs
-        self._keys = keys or []
-
-    def reading(self, keys: list[str | None]) -> SlicePlacement:
-        """This placement for a read of the chunk ``keys[i]`` at each index ``i``
-        (``None``: not a chunk)."""
-        return SlicePlacement(self._want, self._dtype, self._runs, keys)
+    def __init__(self, landing: Callable[[], SliceLanding]) -> None:
+        self._landing = landing
 
     def begin(self) -> SliceLanding:
-        return SliceLanding(self._want, self._dtype, self._runs, self._keys)
+        return self._landing()
 
 
 def placement(
     array: AsyncArray[Any], start: tuple[int, ...], stop: tuple[int, ...]
-) -> SlicePlacement | None:
+) -> Callable[[list[str | None]], SlicePlacement] | None:
     """Where the chunks of ``[start, stop)`` can be received straight into the result (a
     chunk whole in the region, one C-ordered run of it, stored in the result's dtype and
-    byte order), or ``None`` if none can."""
+    byte order): a :class:`SlicePlacement` once given the chunk read at each index; or
+    ``None`` if none can."""
     dtype = stored_dtype(array)
     want = tuple(b - a for a, b in zip(start, stop, strict=True))
     if dtype is None or not want or 0 in want or dtype != np.dtype(array.dtype):
@@ -196,7 +184,9 @@ def placement(
         if inner != list(want[1:]):
             continue  # not full rows of the result: not one run
         runs[meta.encode_chunk_key(idx)] = in_region
-    return SlicePlacement(want, np.dtype(array.dtype), runs) if runs else None
+    if not runs:
+        return None
+    return lambda keys: SlicePlacement(functools.partial(SliceLanding, want, dtype, runs, keys))
 
 
 def read_into(

@@ -80,7 +80,10 @@ class Transaction:
         self.retries = retries
         self.committed = False
         self._via: MnesiaClient | None = None
-        self._writes: list[tuple[MnesiaArray, _Region, np.ndarray[Any, Any]]] = []
+        # each write: its array, region, values, and its whole chunks as stored (or None)
+        self._writes: list[
+            tuple[MnesiaArray, _Region, np.ndarray[Any, Any], dict[str, memoryview | None] | None]
+        ] = []
 
     def __repr__(self) -> str:
         state = "committed" if self.committed else f"{len(self._writes)} write(s) pending"
@@ -103,7 +106,8 @@ class Transaction:
         await _same_node(self._via, array)
         if 0 in values.shape:
             return
-        self._writes.append((array, region, values))
+        raw = rawchunks.chunks_to_write(array.zarr, values, *region)
+        self._writes.append((array, region, values, raw))
 
     async def commit(self) -> None:
         """One Mnesia transaction for every write collected; retried from fresh reads while
@@ -116,20 +120,14 @@ class Transaction:
         via = self._via
         for _attempt in range(self.retries):
             buffers: dict[tuple[str, Any], tuple[MnesiaArray, MnesiaClient, WriteBuffer]] = {}
-            for array, region, values in self._writes:
+            for array, region, values, raw in self._writes:
                 key = _array_key(array)
                 entry = buffers.get(key)
                 if entry is None:
                     client = await array.store.client()
                     root = await array._known_root()
                     entry = buffers[key] = (array, client, WriteBuffer(array.store, client, root))
-                raw = rawchunks.chunks_to_write(array.zarr, values, *region)
-                if raw is not None:  # whole chunks stored as bytes, as set_slice writes them
-                    for chunk_key, chunk in raw.items():
-                        entry[2].keep(chunk_key, chunk)  # later writes here see them
-                    continue
-                selection = tuple(slice(a, b) for a, b in zip(*region, strict=True))
-                await entry[0]._on(entry[2]).setitem(selection, values)
+                await array._stage(entry[2], *region, values, raw)  # later writes see it
             parts: list[tuple[MnesiaClient, Sequence[Guard], Sequence[Op]]] = []
             for _array, client, buffer in buffers.values():
                 guards, ops = await buffer.plan()

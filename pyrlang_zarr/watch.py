@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -290,29 +289,11 @@ class ChangeEvent:
 def shape_and_grid(root: Root) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """The array's shape and its chunk grid (shards, when sharded) from its metadata
     document, or ``None`` if it holds none that says so."""
-    document = root.m if root.m is not None else root.za
-    if document is None:
-        return None
-    try:
-        doc = json.loads(bytes(document))
-    except ValueError:
-        return None
-    if not isinstance(doc, dict):
-        return None
-    if doc.get("zarr_format") == 3:
-        grid = doc.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
-    else:
-        grid = doc.get("chunks")
-    shape, grid = _json_ints(doc.get("shape")), _json_ints(grid)
+    meta = root.metadata()
+    shape, grid = meta.get("shape"), meta.get("shards") or meta.get("chunks")
     if shape is None or grid is None or len(shape) != len(grid) or 0 in grid:
         return None
     return shape, grid
-
-
-def _json_ints(x: Any) -> tuple[int, ...] | None:
-    if isinstance(x, list) and all(type(i) is int and i >= 0 for i in x):
-        return tuple(x)
-    return None
 
 
 def _int_tuple(x: Any) -> tuple[int, ...] | None:

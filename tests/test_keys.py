@@ -39,6 +39,7 @@ from pyrlang_zarr.keys import (
     metadata_plan,
     other_metadata_name,
     root_after,
+    root_of,
 )
 from pyrlang_zarr.term import Atom
 
@@ -477,3 +478,28 @@ def test_a_0d_array_has_one_chunk_name(encoding: str) -> None:
         assert layout.from_mnesia(chunk(())) == name
         for key in ["c/0", "0/0", "x", ".zattrs", "grp/c", name + "/"]:
             assert layout.to_mnesia(key) == key.encode()
+
+
+def test_a_roots_shape_and_chunk_grid_for_a_watch() -> None:
+    """What a watch takes from changed metadata: the shape and the outer grid (shards when
+    sharded), in either record and either format; nothing from a group or a broken text."""
+    from pyrlang_zarr.watch import shape_and_grid
+
+    v3 = {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": [60, 45],
+        "data_type": "int32",
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [20, 15]}},
+        "codecs": [{"name": "sharding_indexed", "configuration": {"chunk_shape": [10, 5]}}],
+    }
+    v2 = {"zarr_format": 2, "shape": [7], "chunks": [3], "dtype": "<f8"}
+    assert shape_and_grid(root_of(json.dumps(v3).encode())) == ((60, 45), (20, 15))
+    assert shape_and_grid(root_of(json.dumps(v2).encode())) == ((7,), (3,))
+    assert shape_and_grid(root_of(None, json.dumps(v2).encode())) == ((7,), (3,))
+    group = {"zarr_format": 3, "node_type": "group"}
+    assert shape_and_grid(root_of(json.dumps(group).encode())) is None
+    assert shape_and_grid(root_of(b"{not json")) is None
+    assert shape_and_grid(root_of(None)) is None
+    bad = {**v2, "chunks": [0]}
+    assert shape_and_grid(root_of(json.dumps(bad).encode())) is None

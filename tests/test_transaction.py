@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from zarr.codecs import BytesCodec
 
 import pyrlang_zarr as pz
 import pyrlang_zarr.sync as pzs
@@ -161,26 +162,25 @@ async def test_get_slices_never_sees_half_a_transaction(cluster: LocalCluster) -
     assert writes > 1 and len(seen) > 1  # the reads did overlap the writes
 
 
+def uncompressed(c: LocalCluster) -> dict[str, Any]:
+    """``create``'s options for an array without a compressor on every node of ``c``."""
+    return {"node": c.nodes[0], "cookie": c.cookie, "nodes": c.nodes, "compressors": None}
+
+
+async def refuse(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("zarr's bytes codec ran")
+
+
 async def test_get_slices_of_uncompressed_arrays_skip_zarrs_pipeline(
     cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As get_slice does: chunks stored as their values' bytes are copied into the result,
     zarr's bytes codec never runs (missing chunks read as the fill value)."""
-    from zarr.codecs import BytesCodec
-
-    opts: dict[str, Any] = {
-        "node": cluster.nodes[0],
-        "cookie": cluster.cookie,
-        "nodes": cluster.nodes,
-        "compressors": None,
-    }
+    opts = uncompressed(cluster)
     a = await pz.create(new_id(), (20,), (10,), dtype="int64", **opts)
     b = await pz.create(new_id(), (6, 6), (3, 3), dtype="float32", fill_value=-1, **opts)
     await a.set_slice(np.arange(20))
     await b.set_slice(np.ones((3, 3), dtype="float32"), (0, 0), (3, 3))
-
-    async def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("zarr's bytes codec ran")
 
     monkeypatch.setattr(BytesCodec, "_decode_single", refuse)
     got_a, got_b = await pz.get_slices([(a, (5,), (17,)), (b, (1, 1), (6, 5))])
@@ -196,19 +196,9 @@ async def test_whole_chunks_of_uncompressed_arrays_skip_zarrs_pipeline_in_a_tran
     """As set_slice does: whole chunks are written as their values' bytes (zarr's bytes
     codec never runs); a later write in the same transaction that covers a chunk in part
     merges with what the earlier one wrote."""
-    from zarr.codecs import BytesCodec
-
-    opts: dict[str, Any] = {
-        "node": cluster.nodes[0],
-        "cookie": cluster.cookie,
-        "nodes": cluster.nodes,
-        "compressors": None,
-    }
+    opts = uncompressed(cluster)
     a = await pz.create(new_id(), (20,), (10,), dtype="int64", **opts)
     b = await pz.create(new_id(), (6, 6), (3, 3), dtype="float32", **opts)
-
-    async def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("zarr's bytes codec ran")
 
     monkeypatch.setattr(BytesCodec, "_encode_single", refuse)
     async with pz.transaction() as tx:

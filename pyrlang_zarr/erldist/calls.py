@@ -127,7 +127,8 @@ def _owned(call: Pending, result: Any, views: bool) -> tuple[Any, DecodeError | 
     """A reply's result with binaries of its own if the call wants them (a taken reply
     that did not parse: its error)."""
     if type(result) is Unreadable:
-        return None, DecodeError(f"the reply to {call.what} cannot be read: {result.error}")
+        why = result.error if isinstance(result.error, DecodeError) else repr(result.error)
+        return None, DecodeError(f"the reply to {call.what} cannot be read: {why}")
     if not (views and call.copy):
         return result, None
     try:

@@ -95,6 +95,22 @@ class ReplyRoute:
         # the sink of the call tagged so, if it has one (``sinks.py``)
         self.sink_for: Callable[[int], ReplySink | None] | None = None
 
+    @property
+    def result_at(self) -> int:
+        """Where a reply's result begins: after the prefix and the reference's words."""
+        return len(self.prefix or b"") + 12
+
+    def tag_of(self, packet: memoryview | bytearray) -> int | None:
+        """The tag of the call ``packet`` replies to, if it is a reply to one of ours (read
+        from its first bytes; nothing decoded)."""
+        prefix = self.prefix
+        if prefix is None:
+            return None
+        n = len(prefix)
+        if len(packet) < n + 12 or packet[:n] != prefix:  # type: ignore[comparison-overlap]
+            return None
+        return int.from_bytes(packet[n : n + 12], "big")
+
 
 class _Guarded:
     """A sink's taker, kept from breaking the connection: if it raises, the rest of its
@@ -130,7 +146,7 @@ class _Guarded:
 
     def result(self) -> Any:
         if self._error is not None:
-            raise DecodeError(f"the reply could not be taken in: {self._error!r}")
+            raise self._error
         return self._taker.result()
 
 
@@ -258,18 +274,14 @@ class Session:
         replies = self.replies
         if not self._connected or replies is None or replies.sink_for is None:
             return None
-        prefix = replies.prefix
-        if prefix is None:
+        tag = replies.tag_of(first)
+        if tag is None:
             return None
-        n = len(prefix)
-        if len(first) < n + 12 or first[:n] != prefix:
-            return None
-        tag = int.from_bytes(first[n : n + 12], "big")
         sink = replies.sink_for(tag)
         if sink is None:
             return None
         try:
-            taker = sink.taker(tag, n + 12, first, size)
+            taker = sink.taker(tag, replies.result_at, first, size)
         except Exception:  # the sink's own failure: the reply is read as usual
             return None
         return None if taker is None else _Guarded(taker)
@@ -277,25 +289,22 @@ class Session:
     def _taken(self, taker: TakenReply) -> C.Reply:
         try:
             result = taker.result()
-        except Exception as exc:
-            error = exc if isinstance(exc, DecodeError) else DecodeError(repr(exc))
-            result = Unreadable(error)
+        except Exception as exc:  # its call fails, the connection goes on
+            result = Unreadable(exc)
         return C.Reply(taker.tag, result, False)
 
     def _packet(self, packet: memoryview | bytearray) -> Event:
         if len(packet) == 0:
             return TICK_EVENT
         replies = self.replies
-        if replies is not None and (prefix := replies.prefix) is not None:
-            n = len(prefix)
-            if packet[:n] == prefix:  # type: ignore[comparison-overlap]  # a reply to ours
-                views = self._reader.own_buffer  # a big packet's own buffer
-                try:
-                    result, _ = decode_element(packet, n + 12, copy_binaries=not views)
-                except DecodeError:
-                    pass  # the general path says which call it was, and why
-                else:
-                    return C.Reply(int.from_bytes(packet[n : n + 12], "big"), result, views)
+        if replies is not None and (tag := replies.tag_of(packet)) is not None:
+            views = self._reader.own_buffer  # a big packet's own buffer
+            try:
+                result, _ = decode_element(packet, replies.result_at, copy_binaries=not views)
+            except DecodeError:
+                pass  # the general path says which call it was, and why
+            else:
+                return C.Reply(tag, result, views)
         if packet[0] != PASS_THROUGH:
             raise ProtocolError(f"{self.peer_name} sent a packet of unknown type {packet[0]}")
         control, offset = decode(packet, 1)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from pyrlang_zarr.erldist.framing import PacketTaker
-from pyrlang_zarr.errors import DecodeError
 
 __all__ = ["ReplySink", "TakenReply", "Unreadable"]
 
@@ -39,9 +38,10 @@ class ReplySink(Protocol):
 
 
 class Unreadable:
-    """The result of a taken reply that did not parse: its call fails with ``error``."""
+    """The result of a taken reply that did not parse (or whose taker failed): its call
+    fails with :class:`DecodeError` saying why."""
 
     __slots__ = ("error",)
 
-    def __init__(self, error: DecodeError) -> None:
+    def __init__(self, error: Exception) -> None:
         self.error = error

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from pyrlang_zarr.erldist import Node
 from pyrlang_zarr.erldist.options import check_timeout
+from pyrlang_zarr.erldist.sinks import ReplySink
 from pyrlang_zarr.errors import (
     HandshakeTimeout,
     MnesiaNotRunning,
@@ -547,7 +548,7 @@ class MnesiaClient:
         unwrap: bool = False,
         copy: bool = True,
         reading: bool = False,
-        sink: ReadSink | None = None,
+        sink: ReplySink | None = None,
     ) -> Any:
         async def attempt(peer: str) -> Any:
             try:
