@@ -27,7 +27,7 @@ from pyrlang_zarr.mnesia.fragments import frag_text
 from pyrlang_zarr.mnesia.setup import frag_properties, fragment_names
 from pyrlang_zarr.settings import StoreSettings
 from pyrlang_zarr.testing.cluster import LocalCluster
-from tests.erl import CallCounts
+from tests.erl import CallCounts, restarts, spawn_eval, wait_for_lock_conflict
 from tests.faults import REPORT, FaultRun
 from tests.test_cli import cli as run_cli
 
@@ -78,12 +78,16 @@ def fragment_census(c: LocalCluster, i: int, table: str, array_id: str) -> dict[
 def test_frag_text_rewrites_transactions_only() -> None:
     text = "begin R = mnesia:sync_transaction(F, A), {R, mnesia:table_info(Tab, disc_copies)} end."
     out = frag_text(text)
-    assert "mnesia:activity(sync_transaction, F, A, mnesia_frag)" in out
-    assert "sync_transaction(F" not in out.replace("activity(sync_transaction, F", "")
-    nested = frag_text("mnesia:sync_transaction(fun() -> {a, [b]} end).")
-    assert nested == (
-        "{atomic, mnesia:activity(sync_transaction, fun() -> {a, [b]} end, [], mnesia_frag)}."
+    # the function runs after a read lock on the schema table, through mnesia_frag
+    locked = (
+        "{atomic, mnesia:activity(sync_transaction, fun(PzCall__) -> "
+        "mnesia:lock({table, schema}, read), case PzCall__ of [PzFun__] -> apply(PzFun__, []); "
+        "[PzFun__, PzArgs__] -> apply(PzFun__, PzArgs__) end end, [[%s]], mnesia_frag)}"
     )
+    assert out == f"begin R = {locked % 'F, A'}, {{R, mnesia:table_info(Tab, disc_copies)}} end."
+    # a fun whose body has commas and a nested transaction is kept whole
+    nested = frag_text("mnesia:sync_transaction(fun() -> a, mnesia:sync_transaction(G) end).")
+    assert nested == locked % ("fun() -> a, " + locked % "G" + " end") + "."
 
 
 def test_bad_fragment_options_fail_before_anything_is_sent() -> None:
@@ -209,6 +213,62 @@ async def test_concurrent_partial_writes_lose_no_update(
     await asyncio.gather(fill(a, 0), fill(b, 1), fill(a, 2), fill(b, 3))
     got = await a.get_slice()
     assert [list(got[r]) for r in range(4)] == [[r * 10 + c for c in range(8)] for r in range(4)]
+
+
+HOLD_SCHEMA = """
+Result = mnesia:transaction(fun() ->
+    mnesia:lock({table, schema}, write),
+    Py ! {locked, self()},
+    receive commit -> ok end
+end),
+Py ! Result.
+"""
+
+
+@pytest.mark.parametrize("call", ["set_slice", "get_slice", "get_slice_dirty"])
+async def test_calls_wait_for_a_split_in_progress(
+    cluster4: LocalCluster, node4: Node, call: str
+) -> None:
+    """``add_frag`` holds a write lock on the schema table on every node until that node has
+    applied the split; ``mnesia_frag`` picks a key's fragment before it locks the record. A
+    transaction that did not wait for the split wrote to the fragment the record was moving
+    out of (the write acknowledged and lost, a second copy left behind: seen under live
+    growth). Each transaction, and the check that ends a spread read, must wait for it."""
+    pool = cluster4.nodes[:3]
+    table = "pz_frag_hold"
+    aid = f"hold-{uuid.uuid4().hex[:8]}"
+    opts: dict[str, Any] = {"cookie": cluster4.cookie, "table_name": table}
+    arr = await pz.create(
+        array_id=aid,
+        shape=(256,),
+        chunks=(64,),
+        dtype="float64",
+        node=pool[0],
+        nodes=pool,
+        fragments=2,
+        **opts,
+    )
+    await arr.set_slice(np.full(256, 1.0), start=(0,), stop=(256,))
+    await arr.get_slice(consistent=False)  # the layout is known
+    py = node4.process()
+    await spawn_eval(node4, pool[0], HOLD_SCHEMA, Py=py.pid)
+    locked, holder = await py.receive(10)
+    assert locked == Atom("locked")
+    before = await restarts(node4, pool[0])
+    task: asyncio.Future[Any] = asyncio.ensure_future(
+        arr.set_slice(np.full(256, 2.0), start=(0,), stop=(256,))
+        if call == "set_slice"
+        else arr.get_slice(consistent=call == "get_slice")
+    )
+    await wait_for_lock_conflict(node4, pool[0], before, task)
+    await py.send(holder, Atom("commit"))
+    assert await py.receive(10) == (Atom("atomic"), Atom("ok"))
+    got = await task
+    if call == "set_slice":
+        got = await arr.get_slice()
+        assert np.array_equal(got, np.full(256, 2.0))
+    else:
+        assert np.array_equal(got, np.full(256, 1.0))
 
 
 async def test_grow_live_while_reading_and_writing(cluster4: LocalCluster, node4: Node) -> None:

@@ -57,6 +57,7 @@ from pyrlang_zarr.mnesia.fragments import (
     MNESIA_FRAG,
     SYNC_TRANSACTION,
     FragLayout,
+    after_schema_lock,
     frag_text,
     fragment_numbers_call,
     hash_state_call,
@@ -535,8 +536,13 @@ class MnesiaClient:
         self, kind: Atom, fun: ExportFun, args: list[Any], what: str, **kw: Any
     ) -> Any:
         """``mnesia:activity(Kind, Fun, Args, mnesia_frag)``: exits (aborts) arrive as
-        rpc errors and are mapped like aborts."""
-        return await self._rpc("mnesia", "activity", [kind, fun, args, MNESIA_FRAG], what, **kw)
+        rpc errors and are mapped like aborts. A transaction runs after the ``schema`` read
+        lock (:func:`~.fragments.after_schema_lock`: a split in progress is waited for)."""
+        if kind != SYNC_TRANSACTION:
+            return await self._rpc("mnesia", "activity", [kind, fun, args, MNESIA_FRAG], what, **kw)
+        fun, args = after_schema_lock(fun, args)
+        _, value = await self._rpc("mnesia", "activity", [kind, fun, args, MNESIA_FRAG], what, **kw)
+        return value
 
     async def _rpc(
         self,
@@ -874,14 +880,7 @@ class MnesiaClient:
         oids = [(self._tab, k) for k in keys]
         if await self.fragmented():
             if consistent:
-                found = await self._activity(
-                    SYNC_TRANSACTION,
-                    _MAP,
-                    [_READ, oids],
-                    f"read of {len(keys)}",
-                    copy=False,
-                    reading=True,
-                )
+                found = await self._frag_read(list(keys))
             else:
                 found = await self._spread_read(list(keys))
             return [records[0][2] if records else None for records in list(found)]
@@ -906,6 +905,18 @@ class MnesiaClient:
                 reading=True,
             )
         return [records[0][2] if records else None for records in list(found)]
+
+    async def _frag_read(self, keys: list[Any]) -> list[Any]:
+        """The records of each key, read in one transaction through ``mnesia_frag``."""
+        found = await self._activity(
+            SYNC_TRANSACTION,
+            _MAP,
+            [_READ, [(self._tab, k) for k in keys]],
+            f"read of {len(keys)}",
+            copy=False,
+            reading=True,
+        )
+        return list(found)
 
     async def _frag_dirty_read(self, keys: list[Any]) -> list[Any]:
         """The records of each key, read through ``mnesia_frag`` by the coordinator."""
@@ -942,11 +953,14 @@ class MnesiaClient:
         if stale:
             self._layout = None
         # The hash state only changes when fragments are added or removed: if it is still
-        # the layout's, every key was looked for in its fragment, as no record had moved.
-        after = await self._rpc(*hash_state_call(self._tab), "fragment layout", reading=True)
-        if after[-1] != layout.hash_state:  # grown since the layout was read: again, safely
+        # the layout's once any split begun meanwhile is done (the schema lock), every key
+        # was looked for in its fragment, as no record had moved.
+        after = await self._rpc(
+            *hash_state_call(self._tab), "fragment layout", unwrap=True, reading=True
+        )
+        if after[-1][-1] != layout.hash_state:  # grown since: again, in a transaction
             self._layout = None
-            return await self._frag_dirty_read(keys)
+            return await self._frag_read(keys)
         return found
 
     async def size(self, key: Any) -> int | None:

@@ -18,8 +18,18 @@ into fragments ``T``, ``T_frag2``, ... each on ``frag_copies`` nodes of a node p
   (:func:`spread_read`). A key missing there is read again through ``mnesia_frag``, and if,
   once the read is done, the hash state is no longer the layout's (fragments were added:
   records moved, and an old fragment may still hold a moved record's earlier value for a
-  moment), the whole read is done again through ``mnesia_frag``: a stale layout costs a
-  second look, never an old value.
+  moment), the whole read is done again, in a transaction through ``mnesia_frag``: a stale
+  layout costs a second look, never an old value. The hash state is asked for after the
+  same ``schema`` lock, so a split that had begun when the chunks were read is seen.
+- ``mnesia_frag`` picks a key's fragment by the hash state its node has *now*, then locks
+  the record there. A transaction that picked the fragment being split by ``add_frag`` and
+  waited for its lock wrote (or read) the old fragment once the records had moved, and one
+  on a node that had not yet applied the split did the same after the split's locks were
+  released elsewhere: a write acknowledged and lost, a second copy of the record left in
+  the old fragment. So every transaction run through ``mnesia_frag`` here first takes a read
+  lock on the ``schema`` table (:func:`after_schema_lock`): ``add_frag`` holds a write lock
+  on it on every node until that node has applied the split, so the fragment is picked with
+  the hash state of after the split, or the split waits for the transaction.
 - Listing one array is ``mnesia:select`` through ``mnesia_frag``: one ordered range per
   fragment (ordered within a fragment only), so its cost grows with the number of
   fragments, and the order across fragments is not kept.
@@ -45,6 +55,10 @@ TABLE_INFO = ExportFun("mnesia", "table_info", 2)
 FRAG_READ = ExportFun("mnesia", "read", 2)
 FRAG_SELECT = ExportFun("mnesia", "select", 2)
 _DIRTY_READ_1 = ExportFun("mnesia", "dirty_read", 1)
+_ZIPWITH = ExportFun("lists", "zipwith", 3)
+_APPLY = ExportFun("erlang", "apply", 2)
+_LOCK = ExportFun("mnesia", "lock", 2)
+_SCHEMA_READ_LOCK = [(Atom("table"), Atom("schema")), Atom("read")]
 
 #: Keys per call of a spread read, and calls in flight at once to each node: a few, so
 #: that every node's link stays busy while the client takes an answer in.
@@ -54,10 +68,26 @@ SPREAD_PER_NODE = 3
 STORAGE_KINDS = ("disc_copies", "ram_copies", "disc_only_copies")
 
 _SYNC_TX = "mnesia:sync_transaction("
+#: ``mnesia:sync_transaction(F)`` or ``(F, A)`` (their text in ``[%s]``), through
+#: ``mnesia_frag`` after the schema lock
+_FRAG_TX = (
+    "{atomic, mnesia:activity(sync_transaction, fun(PzCall__) -> "
+    "mnesia:lock({table, schema}, read), case PzCall__ of [PzFun__] -> apply(PzFun__, []); "
+    "[PzFun__, PzArgs__] -> apply(PzFun__, PzArgs__) end end, [[%s]], mnesia_frag)}"
+)
+
+
+def after_schema_lock(fun: ExportFun, args: list[Any]) -> tuple[ExportFun, list[Any]]:
+    """The activity function and arguments that run ``fun(args...)`` after a read lock on
+    the ``schema`` table: ``lists:zipwith(fun erlang:apply/2, [fun mnesia:lock/2, Fun],
+    [[{table, schema}, read], Args])``, whose value is ``[_, Value]`` (see the module's
+    docstring for why)."""
+    return _ZIPWITH, [_APPLY, [_LOCK, fun], [_SCHEMA_READ_LOCK, args]]
 
 
 def frag_text(text: str) -> str:
-    """``text`` with each ``mnesia:sync_transaction(F[, A])`` run through ``mnesia_frag``.
+    """``text`` with each ``mnesia:sync_transaction(F[, A])`` run through ``mnesia_frag``,
+    after the ``schema`` read lock (:func:`after_schema_lock`, spelled out).
 
     ``mnesia:activity/4`` returns the value or exits with ``{aborted, Reason}``; the
     rewritten call yields ``{atomic, Value}`` so the rest of the expression is unchanged,
@@ -66,30 +96,16 @@ def frag_text(text: str) -> str:
     pos = 0
     while (start := text.find(_SYNC_TX, pos)) >= 0:
         i = start + len(_SYNC_TX)
-        depth, top_comma = 1, -1
-        j = i
-        while depth:
+        depth, j = 1, i
+        while depth:  # to the closing parenthesis; the arguments are kept whole
             ch = text[j]
             if ch in "([{":
                 depth += 1
             elif ch in ")]}":
                 depth -= 1
-            elif ch == "," and depth == 1:
-                top_comma = j
             j += 1
-        inner = text[i : j - 1]
-        if top_comma < 0:
-            fun, args = inner, "[]"
-        else:
-            fun, args = text[i:top_comma], text[top_comma + 1 : j - 1]
         out.append(text[pos:start])
-        out.append(
-            "{atomic, mnesia:activity(sync_transaction, "
-            + frag_text(fun)
-            + ", "
-            + args.strip()
-            + ", mnesia_frag)}"
-        )
+        out.append(_FRAG_TX % frag_text(text[i : j - 1]).strip())
         pos = j
     out.append(text[pos:])
     return "".join(out)
@@ -141,9 +157,11 @@ def fragment_numbers_call(layout: FragLayout, keys: Sequence[Any]) -> tuple[str,
 
 
 def hash_state_call(table: Atom) -> tuple[str, str, list[Any]]:
-    """The rpc ``(module, function, args)`` giving the table's ``frag_hash``; its last
-    element is the hash state."""
-    return ("mnesia", "table_info", [table, Atom("frag_hash")])
+    """The rpc ``(module, function, args)`` giving ``{atomic, [_, FragHash]}``: the table's
+    ``frag_hash`` (its last element is the hash state) read after the ``schema`` read lock,
+    so a split in progress on the node is waited for."""
+    fun, args = after_schema_lock(TABLE_INFO, [table, Atom("frag_hash")])
+    return ("mnesia", "transaction", [fun, args])
 
 
 Fallback = Callable[[list[Any]], Awaitable[list[Any]]]
