@@ -23,6 +23,8 @@ import pyrlang_zarr.sync as pzs
 from pyrlang_zarr import Atom, Node
 from pyrlang_zarr.errors import IncompatibleTable, PyrlangZarrError
 from pyrlang_zarr.mnesia import MnesiaClient, add_fragments, add_pool_nodes, ensure_table
+from pyrlang_zarr.mnesia import client as client_module
+from pyrlang_zarr.mnesia.expr import parse
 from pyrlang_zarr.mnesia.fragments import frag_text
 from pyrlang_zarr.mnesia.setup import frag_properties, fragment_names
 from pyrlang_zarr.settings import StoreSettings
@@ -81,13 +83,33 @@ def test_frag_text_rewrites_transactions_only() -> None:
     # the function runs after a read lock on the schema table, through mnesia_frag
     locked = (
         "{atomic, mnesia:activity(sync_transaction, fun(PzCall__) -> "
-        "mnesia:lock({table, schema}, read), case PzCall__ of [PzFun__] -> apply(PzFun__, []); "
-        "[PzFun__, PzArgs__] -> apply(PzFun__, PzArgs__) end end, [[%s]], mnesia_frag)}"
+        "mnesia:lock({table, schema}, read), (fun([PzFun__]) -> apply(PzFun__, []); "
+        "([PzFun__, PzArgs__]) -> apply(PzFun__, PzArgs__) end)(PzCall__) end, [[%s]], "
+        "mnesia_frag)}"
     )
     assert out == f"begin R = {locked % 'F, A'}, {{R, mnesia:table_info(Tab, disc_copies)}} end."
     # a fun whose body has commas and a nested transaction is kept whole
     nested = frag_text("mnesia:sync_transaction(fun() -> a, mnesia:sync_transaction(G) end).")
     assert nested == locked % ("fun() -> a, " + locked % "G" + " end") + "."
+
+
+def test_every_transaction_text_of_the_client_parses_once_rewritten() -> None:
+    """Each text transaction the client sends to a fragmented table, rewritten, is one our
+    own Erlang parser accepts (it is parsed here, never on the cluster), with each of its
+    transactions behind the schema lock."""
+    texts = {
+        name: value
+        for name, value in vars(client_module).items()
+        if isinstance(value, str) and "mnesia:sync_transaction(" in value
+    }
+    assert len(texts) >= 10, sorted(texts)
+    for name, text in texts.items():
+        out = frag_text(text)
+        assert out.count("mnesia:lock({table, schema}, read)") == text.count(
+            "mnesia:sync_transaction("
+        ), name
+        assert "mnesia:sync_transaction(" not in out, name
+        parse(out)
 
 
 def test_bad_fragment_options_fail_before_anything_is_sent() -> None:
@@ -219,7 +241,7 @@ HOLD_SCHEMA = """
 Result = mnesia:transaction(fun() ->
     mnesia:lock({table, schema}, write),
     Py ! {locked, self()},
-    receive commit -> ok end
+    receive commit -> ok after 30000 -> ok end
 end),
 Py ! Result.
 """
@@ -260,8 +282,12 @@ async def test_calls_wait_for_a_split_in_progress(
         if call == "set_slice"
         else arr.get_slice(consistent=call == "get_slice")
     )
-    await wait_for_lock_conflict(node4, pool[0], before, task)
-    await py.send(holder, Atom("commit"))
+    try:
+        await wait_for_lock_conflict(node4, pool[0], before, task)
+        await asyncio.sleep(0.2)
+        assert not task.done(), "the call did not wait for the schema lock"
+    finally:  # the holder lets the schema go whatever happened (later tests need it)
+        await py.send(holder, Atom("commit"))
     assert await py.receive(10) == (Atom("atomic"), Atom("ok"))
     got = await task
     if call == "set_slice":

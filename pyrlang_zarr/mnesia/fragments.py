@@ -29,7 +29,11 @@ into fragments ``T``, ``T_frag2``, ... each on ``frag_copies`` nodes of a node p
   the old fragment. So every transaction run through ``mnesia_frag`` here first takes a read
   lock on the ``schema`` table (:func:`after_schema_lock`): ``add_frag`` holds a write lock
   on it on every node until that node has applied the split, so the fragment is picked with
-  the hash state of after the split, or the split waits for the transaction.
+  the hash state of after the split, or the split waits for the transaction. (The split
+  also write-locks the fragments it moves records out of and into until each of their
+  nodes has applied it, so the moved records are in place before such a write lands.)
+  The price: every schema operation write-locks that table, so these transactions wait
+  for any one in progress on their node (``add_table_copy`` holds it while it copies).
 - Listing one array is ``mnesia:select`` through ``mnesia_frag``: one ordered range per
   fragment (ordered within a fragment only), so its cost grows with the number of
   fragments, and the order across fragments is not kept.
@@ -72,8 +76,9 @@ _SYNC_TX = "mnesia:sync_transaction("
 #: ``mnesia_frag`` after the schema lock
 _FRAG_TX = (
     "{atomic, mnesia:activity(sync_transaction, fun(PzCall__) -> "
-    "mnesia:lock({table, schema}, read), case PzCall__ of [PzFun__] -> apply(PzFun__, []); "
-    "[PzFun__, PzArgs__] -> apply(PzFun__, PzArgs__) end end, [[%s]], mnesia_frag)}"
+    "mnesia:lock({table, schema}, read), (fun([PzFun__]) -> apply(PzFun__, []); "
+    "([PzFun__, PzArgs__]) -> apply(PzFun__, PzArgs__) end)(PzCall__) end, [[%s]], "
+    "mnesia_frag)}"
 )
 
 
