@@ -87,6 +87,9 @@ log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 16
 #: How often a transaction is mapped again after the metadata changed under it.
 MAX_REMAPS = 20
+#: How often a read of a fragmented table that found nothing is made again because
+#: fragments were added while it ran.
+MAX_SPLITS_MET = 20
 _V2_PATH = V2_ARRAY_METADATA_KEY.encode()
 _ANY = Atom("_")
 _ALL = Atom("$_")
@@ -295,15 +298,25 @@ class MnesiaStore(Store):
             client.read_call((self._aid, _V2_PATH)),
             *(client.select_call(want.spec(client, (self._aid, x))) for x in forms),
         ]
-        m, za, *values = await client.dirty_calls(calls, "read")
-        root = root_of(_data(m), _data(za))
-        self._hint = root
-        found_by_form = dict(zip(forms, values, strict=True))
-        for x in root.candidates(key):
-            value = found_by_form[x]
-            if value:
-                return value[0]
-        return None
+        fragmented = await client.fragmented()
+        if fragmented:  # the hash state first, to tell a split overlapping the read
+            calls.insert(0, client.hash_state_call())
+        for _ in range(MAX_SPLITS_MET):
+            found = await client.dirty_calls(calls, "read")
+            state = found.pop(0) if fragmented else None
+            m, za, *values = found
+            root = root_of(_data(m), _data(za))
+            self._hint = root
+            found_by_form = dict(zip(forms, values, strict=True))
+            for x in root.candidates(key):
+                value = found_by_form[x]
+                if value:
+                    return value[0]
+            # missing: for certain unless a fragment was split meanwhile (it may have been
+            # looked for where it had just left)
+            if not fragmented or not await client.split_since(state):
+                return None
+        raise TransactionError(f"{key}: fragments kept being added while it was read")
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
+from zarr.core.buffer import default_buffer_prototype
 
 import pyrlang_zarr as pz
 import pyrlang_zarr.sync as pzs
@@ -247,7 +248,7 @@ Py ! Result.
 """
 
 
-@pytest.mark.parametrize("call", ["set_slice", "get_slice", "get_slice_dirty"])
+@pytest.mark.parametrize("call", ["set_slice", "get_slice", "get_slice_dirty", "zarr_get_missing"])
 async def test_calls_wait_for_a_split_in_progress(
     cluster4: LocalCluster, node4: Node, call: str
 ) -> None:
@@ -255,14 +256,16 @@ async def test_calls_wait_for_a_split_in_progress(
     applied the split; ``mnesia_frag`` picks a key's fragment before it locks the record. A
     transaction that did not wait for the split wrote to the fragment the record was moving
     out of (the write acknowledged and lost, a second copy left behind: seen under live
-    growth). Each transaction, and the check that ends a spread read, must wait for it."""
+    growth). Each transaction, the check that ends a spread read, and the check a read
+    through zarr that found nothing makes (the chunk may have been looked for where it had
+    just left), must wait for it."""
     pool = cluster4.nodes[:3]
     table = "pz_frag_hold"
     aid = f"hold-{uuid.uuid4().hex[:8]}"
     opts: dict[str, Any] = {"cookie": cluster4.cookie, "table_name": table}
     arr = await pz.create(
         array_id=aid,
-        shape=(256,),
+        shape=(320,),  # the last chunk is never written
         chunks=(64,),
         dtype="float64",
         node=pool[0],
@@ -276,13 +279,18 @@ async def test_calls_wait_for_a_split_in_progress(
     await spawn_eval(node4, pool[0], HOLD_SCHEMA, Py=py.pid)
     locked, holder = await py.receive(10)
     assert locked == Atom("locked")
-    before = await restarts(node4, pool[0])
-    task: asyncio.Future[Any] = asyncio.ensure_future(
-        arr.set_slice(np.full(256, 2.0), start=(0,), stop=(256,))
-        if call == "set_slice"
-        else arr.get_slice(consistent=call == "get_slice")
-    )
+    calls = {
+        "set_slice": lambda: arr.set_slice(np.full(256, 2.0), start=(0,), stop=(256,)),
+        "get_slice": lambda: arr.get_slice(start=(0,), stop=(256,)),
+        "get_slice_dirty": lambda: arr.get_slice(start=(0,), stop=(256,), consistent=False),
+        "zarr_get_missing": lambda: arr.store.get("c/4", default_buffer_prototype()),
+    }
     try:
+        if call == "zarr_get_missing":  # a chunk found needs no second look: read at once
+            present = arr.store.get("c/0", default_buffer_prototype())
+            assert await asyncio.wait_for(present, 10) is not None
+        before = await restarts(node4, pool[0])
+        task: asyncio.Future[Any] = asyncio.ensure_future(calls[call]())
         await wait_for_lock_conflict(node4, pool[0], before, task)
         await asyncio.sleep(0.2)
         assert not task.done(), "the call did not wait for the schema lock"
@@ -291,8 +299,10 @@ async def test_calls_wait_for_a_split_in_progress(
     assert await py.receive(10) == (Atom("atomic"), Atom("ok"))
     got = await task
     if call == "set_slice":
-        got = await arr.get_slice()
+        got = await arr.get_slice(start=(0,), stop=(256,))
         assert np.array_equal(got, np.full(256, 2.0))
+    elif call == "zarr_get_missing":
+        assert got is None
     else:
         assert np.array_equal(got, np.full(256, 1.0))
 

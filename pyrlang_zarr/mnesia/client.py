@@ -56,6 +56,7 @@ from pyrlang_zarr.mnesia.fragments import (
     LAYOUT,
     MNESIA_FRAG,
     SYNC_TRANSACTION,
+    TABLE_INFO,
     FragLayout,
     after_schema_lock,
     frag_text,
@@ -955,10 +956,7 @@ class MnesiaClient:
         # The hash state only changes when fragments are added or removed: if it is still
         # the layout's once any split begun meanwhile is done (the schema lock), every key
         # was looked for in its fragment, as no record had moved.
-        after = await self._rpc(
-            *hash_state_call(self._tab), "fragment layout", unwrap=True, reading=True
-        )
-        if after[-1][-1] != layout.hash_state:  # grown since: again, in a transaction
+        if await self._settled_hash_state() != layout.hash_state:  # grown: again, in a transaction
             self._layout = None
             return await self._frag_read(keys)
         return found
@@ -1000,6 +998,25 @@ class MnesiaClient:
     def read_call(self, key: Any) -> tuple[ExportFun, list[Any]]:
         """:meth:`dirty_calls` entry: the records under ``key``."""
         return (_DIRTY_READ, [self._tab, key])
+
+    def hash_state_call(self) -> tuple[ExportFun, list[Any]]:
+        """:meth:`dirty_calls` entry of a fragmented table: its ``frag_hash`` as the node
+        running the calls has it, to give :meth:`split_since` (put it first)."""
+        return (TABLE_INFO, [self._tab, Atom("frag_hash")])
+
+    async def split_since(self, frag_hash: Any) -> bool:
+        """Whether fragments were added or removed since ``frag_hash`` was read on the
+        coordinator (:meth:`hash_state_call`): a dirty read made since may have looked in
+        a fragment a record was moving out of. Asked after the ``schema`` lock, so a split
+        in progress there is waited for (:mod:`~.fragments`)."""
+        return bool(await self._settled_hash_state() != frag_hash[-1])
+
+    async def _settled_hash_state(self) -> Any:
+        """The table's hash state once any split in progress on the coordinator is done."""
+        after = await self._rpc(
+            *hash_state_call(self._tab), "fragment layout", unwrap=True, reading=True
+        )
+        return after[-1][-1]
 
     def select_call(self, spec: list[Any]) -> tuple[ExportFun, list[Any]]:
         """:meth:`dirty_calls` entry: ``mnesia:dirty_select`` with ``spec`` on the table."""
