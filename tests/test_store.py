@@ -31,6 +31,8 @@ from pyrlang_zarr.testing.cluster import LocalCluster
 pytestmark = pytest.mark.erlang
 
 TABLE = "zarr_storage"
+FRAG_TABLE = "zarr_storage_frag"  # the same suite on a table in 4 fragments
+_FRAG_READ = ExportFun("mnesia", "read", 2)
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +41,22 @@ def table(cluster: LocalCluster) -> str:
     return TABLE
 
 
-async def raw_read(store: MnesiaStore, x: Any) -> bytes | None:
+async def raw_records(store: MnesiaStore, key: Any) -> list[Any]:
+    """The records under ``key`` as Erlang reads them (through ``mnesia_frag`` when the
+    table is fragmented: a plain read sees its first fragment only)."""
     node = shared_node(store.settings.cookie)
-    aid = store.array_id.encode()
-    recs = await node.rpc(store.node, "mnesia", "dirty_read", [Atom(TABLE), (aid, x)])
+    table = Atom(store.settings.table_name)
+    if store.settings.table_name == FRAG_TABLE:
+        args = [Atom("async_dirty"), _FRAG_READ, [table, key], Atom("mnesia_frag")]
+        recs = await node.rpc(store.node, "mnesia", "activity", args)
+    else:
+        recs = await node.rpc(store.node, "mnesia", "dirty_read", [table, key])
+    assert isinstance(recs, list)
+    return recs
+
+
+async def raw_read(store: MnesiaStore, x: Any) -> bytes | None:
+    recs = await raw_records(store, (store.array_id.encode(), x))
     return bytes(recs[0][2]) if recs else None
 
 
@@ -83,25 +97,22 @@ class TestMnesiaStore(StoreTests[MnesiaStore, cpu.Buffer]):
             ops = metadata_plan(key, value.to_bytes(), root.m, other)
         else:
             ops = [("write", (await raw_root(store)).primary(key), value.to_bytes())]
+        table = Atom(store.settings.table_name)
         for op, x, data in ops:
             fun, arg = (
-                (write, (Atom(TABLE), (aid, x), data))
-                if op == "write"
-                else (
-                    delete,
-                    (Atom(TABLE), (aid, x)),
+                (write, (table, (aid, x), data)) if op == "write" else (delete, (table, (aid, x)))
+            )
+            if store.settings.table_name == FRAG_TABLE:
+                args = [Atom("sync_transaction"), fun, [arg], Atom("mnesia_frag")]
+                assert await node.rpc(store.node, "mnesia", "activity", args) == Atom("ok")
+            else:
+                assert await node.rpc(store.node, "mnesia", "transaction", [fun, [arg]]) == (
+                    Atom("atomic"),
+                    Atom("ok"),
                 )
-            )
-            assert await node.rpc(store.node, "mnesia", "transaction", [fun, [arg]]) == (
-                Atom("atomic"),
-                Atom("ok"),
-            )
 
     async def get(self, store: MnesiaStore, key: str) -> Buffer:
-        node = shared_node(store.settings.cookie)
-        recs = await node.rpc(
-            store.node, "mnesia", "dirty_read", [Atom(TABLE), await raw_key(store, key)]
-        )
+        recs = await raw_records(store, await raw_key(store, key))
         assert recs, f"no record for {key}"
         return self.buffer_cls.from_bytes(recs[0][2])
 
@@ -125,6 +136,28 @@ class TestMnesiaStore(StoreTests[MnesiaStore, cpu.Buffer]):
 
     def test_store_supports_listing(self, store: MnesiaStore) -> None:
         assert store.supports_listing
+
+
+@pytest.fixture(scope="module")
+def frag_table(cluster: LocalCluster) -> str:
+    node = shared_node(cluster.cookie)
+    zarr.core.sync.sync(ensure_table(node, cluster.nodes, FRAG_TABLE, fragments=4))
+    return FRAG_TABLE
+
+
+class TestMnesiaStoreFragmented(TestMnesiaStore):
+    """zarr's suite again, on a table split in 4 fragments over the nodes (``mnesia_frag``):
+    every access goes another way there (activities through ``mnesia_frag``, reads spread
+    to the fragments' nodes, the schema lock)."""
+
+    @pytest.fixture
+    def store_kwargs(self, cluster: LocalCluster, frag_table: str) -> dict[str, Any]:
+        return {
+            "array_id": f"suite-{uuid.uuid4().hex}",
+            "node": cluster.nodes[0],
+            "cookie": cluster.cookie,
+            "table_name": frag_table,
+        }
 
 
 @pytest.fixture
