@@ -74,6 +74,7 @@ from pyrlang_zarr.keys import (
 )
 from pyrlang_zarr.mnesia import Delete, MnesiaClient, Write, ensure_table
 from pyrlang_zarr.mnesia.client import Conflict, DeleteSelect, Guard, Move
+from pyrlang_zarr.mnesia.fragments import MAX_SPLITS_MET
 from pyrlang_zarr.settings import DEFAULT_TABLE, StoreSettings
 from pyrlang_zarr.term import Atom
 
@@ -87,9 +88,6 @@ log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 16
 #: How often a transaction is mapped again after the metadata changed under it.
 MAX_REMAPS = 20
-#: How often a read of a fragmented table that found nothing is made again because
-#: fragments were added while it ran.
-MAX_SPLITS_MET = 20
 _V2_PATH = V2_ARRAY_METADATA_KEY.encode()
 _ANY = Atom("_")
 _ALL = Atom("$_")
@@ -287,7 +285,8 @@ class MnesiaStore(Store):
             return None if holder is None else want.cut(bytes(holder))
         indices = plausible_indices(key)
         if not indices:  # never a chunk key: the path record, whatever the metadata
-            found = await client.select(want.spec(client, (self._aid, key.encode())), "read")
+            spec = want.spec(client, (self._aid, key.encode()))
+            found = await client.select(spec, "read", one_key=True)
             return found[0] if found else None
         forms: list[Any] = []
         for index in indices:
@@ -316,7 +315,7 @@ class MnesiaStore(Store):
             # looked for where it had just left)
             if not fragmented or not await client.split_since(state):
                 return None
-        raise TransactionError(f"{key}: fragments kept being added while it was read")
+        raise TransactionError(f"transaction_error: read of {key}: fragments kept being added")
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None

@@ -238,6 +238,10 @@ async def test_concurrent_partial_writes_lose_no_update(
     assert [list(got[r]) for r in range(4)] == [[r * 10 + c for c in range(8)] for r in range(4)]
 
 
+async def listed(store: pz.MnesiaStore) -> list[str]:
+    return sorted([key async for key in store.list()])
+
+
 HOLD_SCHEMA = """
 Result = mnesia:transaction(fun() ->
     mnesia:lock({table, schema}, write),
@@ -248,7 +252,9 @@ Py ! Result.
 """
 
 
-@pytest.mark.parametrize("call", ["set_slice", "get_slice", "get_slice_dirty", "zarr_get_missing"])
+@pytest.mark.parametrize(
+    "call", ["set_slice", "get_slice", "get_slice_dirty", "zarr_get_missing", "zarr_list"]
+)
 async def test_calls_wait_for_a_split_in_progress(
     cluster4: LocalCluster, node4: Node, call: str
 ) -> None:
@@ -257,8 +263,8 @@ async def test_calls_wait_for_a_split_in_progress(
     transaction that did not wait for the split wrote to the fragment the record was moving
     out of (the write acknowledged and lost, a second copy left behind: seen under live
     growth). Each transaction, the check that ends a spread read, and the check a read
-    through zarr that found nothing makes (the chunk may have been looked for where it had
-    just left), must wait for it."""
+    through zarr that found nothing or a listing makes (a record may have been looked for
+    where it had just left), must wait for it."""
     pool = cluster4.nodes[:3]
     table = "pz_frag_hold"
     aid = f"hold-{uuid.uuid4().hex[:8]}"
@@ -284,6 +290,7 @@ async def test_calls_wait_for_a_split_in_progress(
         "get_slice": lambda: arr.get_slice(start=(0,), stop=(256,)),
         "get_slice_dirty": lambda: arr.get_slice(start=(0,), stop=(256,), consistent=False),
         "zarr_get_missing": lambda: arr.store.get("c/4", default_buffer_prototype()),
+        "zarr_list": lambda: listed(arr.store),
     }
     try:
         if call == "zarr_get_missing":  # a chunk found needs no second look: read at once
@@ -303,6 +310,8 @@ async def test_calls_wait_for_a_split_in_progress(
         assert np.array_equal(got, np.full(256, 2.0))
     elif call == "zarr_get_missing":
         assert got is None
+    elif call == "zarr_list":
+        assert got == ["c/0", "c/1", "c/2", "c/3", "zarr.json"]
     else:
         assert np.array_equal(got, np.full(256, 1.0))
 

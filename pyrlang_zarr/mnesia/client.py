@@ -54,6 +54,7 @@ from pyrlang_zarr.mnesia.fragments import (
     FRAG_READ,
     FRAG_SELECT,
     LAYOUT,
+    MAX_SPLITS_MET,
     MNESIA_FRAG,
     SYNC_TRANSACTION,
     TABLE_INFO,
@@ -963,18 +964,22 @@ class MnesiaClient:
 
     async def size(self, key: Any) -> int | None:
         """``byte_size`` of the data under ``key``, computed on the server."""
-        found = await self._select(self.size_spec(key), "size")
+        found = await self._select(self.size_spec(key), "size", one_key=True)
         return found[0] if found else None
 
     async def read_range(self, key: Any, start: int, length: int | None) -> bytes | None:
         """Bytes ``[start, start + length)`` of the data under ``key``, clipped to its end
         (``length=None``: to the end), cut on the server. ``None`` if there is no record."""
-        found = await self._select(self.range_spec(key, start, length), "read_range", copy=False)
+        found = await self._select(
+            self.range_spec(key, start, length), "read_range", copy=False, one_key=True
+        )
         return found[0] if found else None
 
     async def read_suffix(self, key: Any, length: int) -> bytes | None:
         """The last ``length`` bytes (all of them if shorter), cut on the server."""
-        found = await self._select(self.suffix_spec(key, length), "read_suffix", copy=False)
+        found = await self._select(
+            self.suffix_spec(key, length), "read_suffix", copy=False, one_key=True
+        )
         return found[0] if found else None
 
     async def dirty_calls(
@@ -1052,16 +1057,32 @@ class MnesiaClient:
         tail = (_BINARY_PART, _V1, (_MINUS, size, length), length)
         return [(head, [(_LE, length, size)], [tail]), (head, [], [_V1])]
 
-    async def select(self, spec: list[Any], what: str = "select") -> list[Any]:
-        """``mnesia:dirty_select`` on the table (no lock, no transaction)."""
-        return await self._select(spec, what, copy=False)
+    async def select(
+        self, spec: list[Any], what: str = "select", *, one_key: bool = False
+    ) -> list[Any]:
+        """``mnesia:dirty_select`` on the table (no lock, no transaction); ``one_key``: it
+        matches one key's record (see :meth:`_select` for what that changes on a fragmented
+        table)."""
+        return await self._select(spec, what, copy=False, one_key=one_key)
 
-    async def _select(self, spec: list[Any], what: str, *, copy: bool = True) -> list[Any]:
-        if await self.fragmented():  # every fragment, one after the other, by the coordinator
-            selected: list[Any] = await self._activity(
-                ASYNC_DIRTY, FRAG_SELECT, [self._tab, spec], what, copy=copy, reading=True
-            )
-            return selected
+    async def _select(
+        self, spec: list[Any], what: str, *, copy: bool = True, one_key: bool = False
+    ) -> list[Any]:
+        """A dirty select. On a fragmented table every fragment is visited, one after the
+        other, by the coordinator; a split meanwhile may have moved a record past the visit
+        (or into a fragment visited twice), so the result is checked against the hash state
+        read with it (:meth:`split_since`), and the select made again if a split ran; for
+        ``one_key``, only when it found nothing (a record found is whole)."""
+        if await self.fragmented():
+            info, info_args = self.hash_state_call()  # first: the state the select ran in
+            calls = [_APPLY, [info, FRAG_SELECT], [info_args, [self._tab, spec]]]
+            for _ in range(MAX_SPLITS_MET):
+                state, selected = await self._activity(
+                    ASYNC_DIRTY, _ZIPWITH, calls, what, copy=copy, reading=True
+                )
+                if (selected and one_key) or not await self.split_since(state):
+                    return list(selected)
+            raise TransactionError(f"transaction_error: {what}: fragments kept being added")
         found: list[Any] = await self._rpc(
             "mnesia", "dirty_select", [self._tab, spec], what, copy=copy, reading=True
         )
@@ -1070,7 +1091,8 @@ class MnesiaClient:
     # -- listing --------------------------------------------------------------------------
     async def keys_under(self, prefix: Any) -> list[Any]:
         """Second elements of all keys ``{prefix, X}``: one array's keys, without its data."""
-        return await self._select([((self._tab, (prefix, _V1), _ANY), [], [_V1])], "list")
+        spec: list[Any] = [((self._tab, (prefix, _V1), _ANY), [], [_V1])]
+        return await self._select(spec, "list")
 
     async def sizes_under(self, prefix: Any) -> list[tuple[Any, int]]:
         """``(X, byte_size)`` for all keys ``{prefix, X}``, computed on the server."""
