@@ -91,6 +91,8 @@ FRAG_SETTLE = 15.0
 #: the dirty functions as they run inside a mnesia_frag activity
 _FRAG_FUNS = {_DIRTY_READ: FRAG_READ, _DIRTY_SELECT: FRAG_SELECT}
 _CONST = Atom("const")
+_ERROR = Atom("error")
+_NOWHERE = Atom("nowhere")
 _BADARITY = Atom("badarity")
 _READ_LOCK = Atom("read")
 _ANY = Atom("_")
@@ -504,7 +506,10 @@ class MnesiaClient:
         return self._layout
 
     def _fragment_missing(self, reason: Any) -> bool:
-        """``{no_exists, Fragment}`` (or ``[Fragment, Key]``) of one of our fragments."""
+        """``{no_exists, Fragment}`` (or ``[Fragment, Key]``) of one of our fragments, or
+        ``mnesia_frag``'s select finding a fragment with no replica to read from yet
+        (``{error, {node_not_running, nowhere}}``: a new fragment before this node knows
+        where it is loaded)."""
         match reason:
             case (atoms.EXIT, (atoms.ABORTED, (atoms.NO_EXISTS, what))) | (
                 atoms.ABORTED,
@@ -512,6 +517,8 @@ class MnesiaClient:
             ):
                 name = what[0] if isinstance(what, list) and what else what
                 return isinstance(name, Atom) and str(name).startswith(f"{self.table}_frag")
+            case (atoms.EXIT, (atoms.ABORTED, (_ERROR, (atoms.NODE_NOT_RUNNING, _NOWHERE)))):
+                return True
         return False
 
     async def _frag_settled(self, call: Callable[[], Awaitable[T]]) -> T:
