@@ -74,7 +74,6 @@ from pyrlang_zarr.keys import (
 )
 from pyrlang_zarr.mnesia import Delete, MnesiaClient, Write, ensure_table
 from pyrlang_zarr.mnesia.client import Conflict, DeleteSelect, Guard, Move
-from pyrlang_zarr.mnesia.fragments import MAX_SPLITS_MET
 from pyrlang_zarr.settings import DEFAULT_TABLE, StoreSettings
 from pyrlang_zarr.term import Atom
 
@@ -297,25 +296,27 @@ class MnesiaStore(Store):
             client.read_call((self._aid, _V2_PATH)),
             *(client.select_call(want.spec(client, (self._aid, x))) for x in forms),
         ]
-        fragmented = await client.fragmented()
-        if fragmented:  # the hash state first, to tell a split overlapping the read
-            calls.insert(0, client.hash_state_call())
-        for _ in range(MAX_SPLITS_MET):
-            found = await client.dirty_calls(calls, "read")
-            state = found.pop(0) if fragmented else None
-            m, za, *values = found
-            root = root_of(_data(m), _data(za))
-            self._hint = root
-            found_by_form = dict(zip(forms, values, strict=True))
-            for x in root.candidates(key):
-                value = found_by_form[x]
-                if value:
-                    return value[0]
-            # missing: for certain unless a fragment was split meanwhile (it may have been
-            # looked for where it had just left)
-            if not fragmented or not await client.split_since(state):
-                return None
-        raise TransactionError(f"transaction_error: read of {key}: fragments kept being added")
+        value = self._found(key, forms, await client.dirty_calls(calls, "read"))
+        if value is None and await client.fragmented():
+            # on a fragmented table a record moving in a split may be looked for where it
+            # has just left (or not yet arrived): what a dirty read missed is looked for
+            # again in a transaction, which waits for a split in progress
+            locked = await client.dirty_calls(calls, "read", locked=True)
+            value = self._found(key, forms, locked)
+        return value
+
+    def _found(self, key: str, forms: list[Any], found: list[Any]) -> Any | None:
+        """What the calls of :meth:`_lookup` found for ``key`` (the metadata records, then
+        each of ``forms``): the first candidate present."""
+        m, za, *values = found
+        root = root_of(_data(m), _data(za))
+        self._hint = root
+        by_form = dict(zip(forms, values, strict=True))
+        for x in root.candidates(key):
+            value = by_form[x]
+            if value:
+                return value[0]
+        return None
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None

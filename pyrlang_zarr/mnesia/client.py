@@ -54,10 +54,8 @@ from pyrlang_zarr.mnesia.fragments import (
     FRAG_READ,
     FRAG_SELECT,
     LAYOUT,
-    MAX_SPLITS_MET,
     MNESIA_FRAG,
     SYNC_TRANSACTION,
-    TABLE_INFO,
     FragLayout,
     after_schema_lock,
     frag_text,
@@ -927,20 +925,6 @@ class MnesiaClient:
         )
         return list(found)
 
-    async def _frag_dirty_read(self, keys: list[Any]) -> list[Any]:
-        """The records of each key, read through ``mnesia_frag`` by the coordinator."""
-        if not keys:
-            return []
-        found = await self._activity(
-            ASYNC_DIRTY,
-            _MAP,
-            [_READ, [(self._tab, k) for k in keys]],
-            f"read of {len(keys)}",
-            copy=False,
-            reading=True,
-        )
-        return list(found)
-
     async def _spread_read(self, keys: list[Any]) -> list[Any]:
         """The records of each key of a fragmented table, read from the nodes holding
         their fragments in parallel (:func:`~.fragments.spread_read`)."""
@@ -948,14 +932,14 @@ class MnesiaClient:
         module, function, args = fragment_numbers_call(layout, keys)
         numbers = await self._rpc(module, function, args, "fragment of keys", reading=True)
         if not isinstance(numbers, list) or len(numbers) != len(keys):
-            return await self._frag_dirty_read(keys)
+            return await self._frag_read(keys)
         self._turn += 1
         found, stale = await spread_read(
             self.node,
             layout,
             numbers,
             keys,
-            self._frag_dirty_read,
+            self._frag_read,
             timeout=self.timeout,
             start=self._turn,
         )
@@ -963,7 +947,8 @@ class MnesiaClient:
             self._layout = None
         # The hash state only changes when fragments are added or removed: if it is still
         # the layout's once any split begun meanwhile is done (the schema lock), every key
-        # was looked for in its fragment, as no record had moved.
+        # was looked for in its fragment, and a key not found there was looked for again
+        # in a transaction (a copy not yet given the records of a split has none).
         if await self._settled_hash_state() != layout.hash_state:  # grown: again, in a transaction
             self._layout = None
             return await self._frag_read(keys)
@@ -990,18 +975,21 @@ class MnesiaClient:
         return found[0] if found else None
 
     async def dirty_calls(
-        self, calls: Sequence[tuple[ExportFun, list[Any]]], what: str
+        self, calls: Sequence[tuple[ExportFun, list[Any]]], what: str, *, locked: bool = False
     ) -> list[Any]:
         """Several dirty reads or selects (``(fun, args)``) in one round trip, results in
-        order: ``lists:zipwith(fun erlang:apply/2, Funs, Args)`` on the coordinator."""
+        order: ``lists:zipwith(fun erlang:apply/2, Funs, Args)`` on the coordinator.
+        ``locked``, on a fragmented table: in a transaction instead (read locks, after the
+        schema lock), to look again at what a dirty read found missing (:meth:`_select`)."""
         if not calls:
             return []
         funs = [f for f, _ in calls]
         args = [a for _, a in calls]
         if await self.fragmented():
             funs = [_FRAG_FUNS.get(f, f) for f in funs]
+            kind = SYNC_TRANSACTION if locked else ASYNC_DIRTY
             found: list[Any] = await self._activity(
-                ASYNC_DIRTY, _ZIPWITH, [_APPLY, funs, args], what, copy=False
+                kind, _ZIPWITH, [_APPLY, funs, args], what, copy=False
             )
             return list(found)
         found = await self._rpc("lists", "zipwith", [_APPLY, funs, args], what, copy=False)
@@ -1010,18 +998,6 @@ class MnesiaClient:
     def read_call(self, key: Any) -> tuple[ExportFun, list[Any]]:
         """:meth:`dirty_calls` entry: the records under ``key``."""
         return (_DIRTY_READ, [self._tab, key])
-
-    def hash_state_call(self) -> tuple[ExportFun, list[Any]]:
-        """:meth:`dirty_calls` entry of a fragmented table: its ``frag_hash`` as the node
-        running the calls has it, to give :meth:`split_since` (put it first)."""
-        return (TABLE_INFO, [self._tab, Atom("frag_hash")])
-
-    async def split_since(self, frag_hash: Any) -> bool:
-        """Whether fragments were added or removed since ``frag_hash`` was read on the
-        coordinator (:meth:`hash_state_call`): a dirty read made since may have looked in
-        a fragment a record was moving out of. Asked after the ``schema`` lock, so a split
-        in progress there is waited for (:mod:`~.fragments`)."""
-        return bool(await self._settled_hash_state() != frag_hash[-1])
 
     async def _settled_hash_state(self) -> Any:
         """The table's hash state once any split in progress on the coordinator is done."""
@@ -1075,21 +1051,24 @@ class MnesiaClient:
     async def _select(
         self, spec: list[Any], what: str, *, copy: bool = True, one_key: bool = False
     ) -> list[Any]:
-        """A dirty select. On a fragmented table every fragment is visited, one after the
-        other, by the coordinator; a split meanwhile may have moved a record past the visit
-        (or into a fragment visited twice), so the result is checked against the hash state
-        read with it (:meth:`split_since`), and the select made again if a split ran; for
-        ``one_key``, only when it found nothing (a record found is whole)."""
+        """A dirty select; on a fragmented table, not always dirty. There every fragment is
+        visited, one after the other, by the coordinator, each where its node reads it, and
+        a dirty read there may come while a split is being applied on that node and not yet
+        on another (a record moving seen twice, or in neither place). So a listing runs in
+        a transaction (read locks on the fragments: it waits for a split in progress), and
+        a select of ``one_key`` that found nothing is made again in one."""
         if await self.fragmented():
-            info, info_args = self.hash_state_call()  # first: the state the select ran in
-            calls = [_APPLY, [info, FRAG_SELECT], [info_args, [self._tab, spec]]]
-            for _ in range(MAX_SPLITS_MET):
-                state, selected = await self._activity(
-                    ASYNC_DIRTY, _ZIPWITH, calls, what, copy=copy, reading=True
+            args = [self._tab, spec]
+            if one_key:
+                selected = await self._activity(
+                    ASYNC_DIRTY, FRAG_SELECT, args, what, copy=copy, reading=True
                 )
-                if (selected and one_key) or not await self.split_since(state):
+                if selected:
                     return list(selected)
-            raise TransactionError(f"transaction_error: {what}: fragments kept being added")
+            locked = await self._activity(
+                SYNC_TRANSACTION, FRAG_SELECT, args, what, copy=copy, reading=True
+            )
+            return list(locked)
         found: list[Any] = await self._rpc(
             "mnesia", "dirty_select", [self._tab, spec], what, copy=copy, reading=True
         )

@@ -64,10 +64,6 @@ _APPLY = ExportFun("erlang", "apply", 2)
 _LOCK = ExportFun("mnesia", "lock", 2)
 _SCHEMA_READ_LOCK = [(Atom("table"), Atom("schema")), Atom("read")]
 
-#: How often a dirty read of a fragmented table is made again because fragments were
-#: added while it ran (each time it found one had been).
-MAX_SPLITS_MET = 20
-
 #: Keys per call of a spread read, and calls in flight at once to each node: a few, so
 #: that every node's link stays busy while the client takes an answer in.
 SPREAD_BATCH = 8
