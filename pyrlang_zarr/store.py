@@ -18,7 +18,8 @@ it at any time. So no client trusts what it saw before:
   one transaction; ``delete_dir``/``clear`` select what they delete inside it.
 
 What Mnesia adds is done where it is cheapest: byte ranges and sizes are cut on the server,
-listing is one keys-only ``dirty_select`` with the prefix filtered there.
+listing is one keys-only ``dirty_select`` with the prefix filtered there (on a fragmented
+table a ``select`` in one transaction: fragments may be split meanwhile).
 
 The store is its configuration, a frozen :class:`~pyrlang_zarr.settings.StoreSettings`
 plus zarr's ``read_only``: that is all it pickles (dask, multiprocessing; no cookie unless
@@ -299,10 +300,13 @@ class MnesiaStore(Store):
         value = self._found(key, forms, await client.dirty_calls(calls, "read"))
         if value is None and await client.fragmented():
             # on a fragmented table a record moving in a split may be looked for where it
-            # has just left (or not yet arrived): what a dirty read missed is looked for
-            # again in a transaction, which waits for a split in progress
-            locked = await client.dirty_calls(calls, "read", locked=True)
-            value = self._found(key, forms, locked)
+            # has just left (or not yet arrived): what a dirty read missed is read again in
+            # a transaction, which waits for a split in progress (record locks: the records
+            # whole, cut here)
+            reads = [client.read_call((self._aid, x)) for x in (METADATA, _V2_PATH, *forms)]
+            m, za, *records = await client.dirty_calls(reads, "read", locked=True)
+            cut = [[want.cut(bytes(r[0][2]))] if r else [] for r in records]
+            value = self._found(key, forms, [m, za, *cut])
         return value
 
     def _found(self, key: str, forms: list[Any], found: list[Any]) -> Any | None:

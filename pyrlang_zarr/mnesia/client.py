@@ -20,7 +20,9 @@ decision must be taken on the server, as an ``erl_eval`` expression (:mod:`.expr
   disc on every disc replica (``mnesia:sync_log/0``) before returning.
 - A fragmented table (``mnesia_frag``, asked once per client) is reached the same ways, each
   inside ``mnesia:activity(_, _, _, mnesia_frag)``; dirty reads of many keys go to the
-  nodes holding their fragments (:mod:`.fragments`).
+  nodes holding their fragments (:mod:`.fragments`). Because fragments may be split while
+  it is read, what a dirty read found missing there is read again in a transaction, and a
+  listing there is one transaction (read locks on every fragment while it runs).
 """
 
 from __future__ import annotations
@@ -1043,7 +1045,8 @@ class MnesiaClient:
     async def select(
         self, spec: list[Any], what: str = "select", *, one_key: bool = False
     ) -> list[Any]:
-        """``mnesia:dirty_select`` on the table (no lock, no transaction); ``one_key``: it
+        """``mnesia:dirty_select`` on the table (no lock, no transaction, but see
+        :meth:`_select` for a fragmented table); ``one_key``: it
         matches one key's record (see :meth:`_select` for what that changes on a fragmented
         table)."""
         return await self._select(spec, what, copy=False, one_key=one_key)
