@@ -151,13 +151,12 @@ class TestMnesiaStoreFragmented(TestMnesiaStore):
     to the fragments' nodes, the schema lock)."""
 
     @pytest.fixture
-    def store_kwargs(self, cluster: LocalCluster, frag_table: str) -> dict[str, Any]:
-        return {
-            "array_id": f"suite-{uuid.uuid4().hex}",
-            "node": cluster.nodes[0],
-            "cookie": cluster.cookie,
-            "table_name": frag_table,
-        }
+    def table(self, frag_table: str) -> str:
+        return frag_table
+
+    async def test_store_is_on_the_fragmented_table(self, store: MnesiaStore) -> None:
+        client = await store.client()
+        assert store.settings.table_name == FRAG_TABLE and await client.fragmented()
 
 
 @pytest.fixture
