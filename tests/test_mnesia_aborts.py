@@ -35,6 +35,28 @@ def test_no_exists_is_table_not_found() -> None:
     assert "table_not_found" in str(err) and repr(TAB) in str(err) and "write" in str(err)
 
 
+@pytest.mark.parametrize(
+    "reason",
+    [
+        (Atom("no_exists"), Atom(f"{TAB}_frag3")),
+        (Atom("no_exists"), [Atom(f"{TAB}_frag3"), (b"a", Atom("metadata"))]),
+        (Atom("error"), (Atom("node_not_running"), Atom("nowhere"))),
+    ],
+    ids=["no_exists", "no_exists-key", "select-nowhere"],
+)
+def test_a_fragment_out_of_reach_is_said_so_not_a_missing_table(reason: Any) -> None:
+    """A fragment with no copy to reach (its nodes down, or being added) is not a table
+    that does not exist: it says which, and that the table is there."""
+    err = abort_error(wire(reason), TAB, "read")
+    assert type(err) is TransactionError
+    assert "has no copy that can be reached" in str(err) and repr(TAB) in str(err)
+    if reason[0] == Atom("no_exists"):
+        assert f"fragment {TAB}_frag3" in str(err)
+    # another table's fragment, or the table itself, still does not exist
+    other = abort_error(wire((Atom("no_exists"), Atom("other_frag2"))), TAB, "read")
+    assert type(other) is TableNotFound
+
+
 def test_no_majority_is_no_majority_with_its_reason() -> None:
     reason = wire((Atom("no_majority"), Atom(TAB)))
     err = abort_error(reason, TAB, "set_slice")

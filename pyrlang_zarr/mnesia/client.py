@@ -48,7 +48,7 @@ from pyrlang_zarr.errors import (
     TableNotFound,
     TransactionError,
 )
-from pyrlang_zarr.mnesia.aborts import abort_error, from_rpc_error
+from pyrlang_zarr.mnesia.aborts import abort_error, from_rpc_error, unreadable_fragment
 from pyrlang_zarr.mnesia.arriving import Placement, ReadSink
 from pyrlang_zarr.mnesia.expr import Expressions
 from pyrlang_zarr.mnesia.fragments import (
@@ -91,8 +91,6 @@ FRAG_SETTLE = 15.0
 #: the dirty functions as they run inside a mnesia_frag activity
 _FRAG_FUNS = {_DIRTY_READ: FRAG_READ, _DIRTY_SELECT: FRAG_SELECT}
 _CONST = Atom("const")
-_ERROR = Atom("error")
-_NOWHERE = Atom("nowhere")
 _BADARITY = Atom("badarity")
 _READ_LOCK = Atom("read")
 _ANY = Atom("_")
@@ -506,19 +504,11 @@ class MnesiaClient:
         return self._layout
 
     def _fragment_missing(self, reason: Any) -> bool:
-        """``{no_exists, Fragment}`` (or ``[Fragment, Key]``) of one of our fragments, or
-        ``mnesia_frag``'s select finding a fragment with no replica to read from yet
-        (``{error, {node_not_running, nowhere}}``: a new fragment before this node knows
-        where it is loaded)."""
+        """An abort (or an activity's exit) saying one of our fragments has no copy to
+        reach (:func:`~.aborts.unreadable_fragment`)."""
         match reason:
-            case (atoms.EXIT, (atoms.ABORTED, (atoms.NO_EXISTS, what))) | (
-                atoms.ABORTED,
-                (atoms.NO_EXISTS, what),
-            ):
-                name = what[0] if isinstance(what, list) and what else what
-                return isinstance(name, Atom) and str(name).startswith(f"{self.table}_frag")
-            case (atoms.EXIT, (atoms.ABORTED, (_ERROR, (atoms.NODE_NOT_RUNNING, _NOWHERE)))):
-                return True
+            case (atoms.EXIT, (atoms.ABORTED, inner)) | (atoms.ABORTED, inner):
+                return unreadable_fragment(inner, self.table) is not None
         return False
 
     async def _frag_settled(self, call: Callable[[], Awaitable[T]]) -> T:
