@@ -972,7 +972,8 @@ class MnesiaClient:
         """Several dirty reads or selects (``(fun, args)``) in one round trip, results in
         order: ``lists:zipwith(fun erlang:apply/2, Funs, Args)`` on the coordinator.
         ``locked``, on a fragmented table: in a transaction instead (read locks, after the
-        schema lock), to look again at what a dirty read found missing (:meth:`_select`)."""
+        schema lock), to look again at what a dirty read found missing while a fragment may
+        have been split (:mod:`.fragments`)."""
         if not calls:
             return []
         funs = [f for f, _ in calls]
@@ -1035,10 +1036,8 @@ class MnesiaClient:
     async def select(
         self, spec: list[Any], what: str = "select", *, one_key: bool = False
     ) -> list[Any]:
-        """``mnesia:dirty_select`` on the table (no lock, no transaction, but see
-        :meth:`_select` for a fragmented table); ``one_key``: it
-        matches one key's record (see :meth:`_select` for what that changes on a fragmented
-        table)."""
+        """``mnesia:dirty_select`` on the table: no lock, no transaction (on a fragmented
+        table, see :meth:`_select`); ``one_key``: ``spec`` matches one key's record."""
         return await self._select(spec, what, copy=False, one_key=one_key)
 
     async def _select(

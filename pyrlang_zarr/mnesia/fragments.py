@@ -15,12 +15,14 @@ into fragments ``T``, ``T_frag2``, ... each on ``frag_copies`` nodes of a node p
   (one call for many keys), never reproduced here; the hash state and each fragment's
   up-to-date replicas are read once and kept (:class:`FragLayout`).
 - A read of many keys then goes straight to the nodes holding their fragments, in parallel
-  (:func:`spread_read`). A key missing there is read again through ``mnesia_frag``, and if,
-  once the read is done, the hash state is no longer the layout's (fragments were added:
-  records moved, and an old fragment may still hold a moved record's earlier value for a
-  moment), the whole read is done again, in a transaction through ``mnesia_frag``: a stale
-  layout costs a second look, never an old value. The hash state is asked for after the
-  same ``schema`` lock, so a split that had begun when the chunks were read is seen.
+  (:func:`spread_read`). A key missing there is read again in a transaction through
+  ``mnesia_frag`` (a copy that has not yet applied a split lacks the records moving into it;
+  the transaction's read lock waits for it), and if, once the read is done, the hash state
+  is no longer the layout's (fragments were added: records moved, and an old fragment may
+  still hold a moved record's earlier value for a moment), the whole read is done again, in
+  a transaction through ``mnesia_frag``: a stale layout costs a second look, never an old
+  value. The hash state is asked for after the same ``schema`` lock, so a split that had
+  begun when the chunks were read is seen.
 - ``mnesia_frag`` picks a key's fragment by the hash state its node has *now*, then locks
   the record there. A transaction that picked the fragment being split by ``add_frag`` and
   waited for its lock wrote (or read) the old fragment once the records had moved, and one
