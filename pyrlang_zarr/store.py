@@ -297,15 +297,23 @@ class MnesiaStore(Store):
             client.read_call((self._aid, _V2_PATH)),
             *(client.select_call(want.spec(client, (self._aid, x))) for x in forms),
         ]
-        value = self._found(key, forms, await client.dirty_calls(calls, "read"))
+        found = await client.dirty_calls(calls, "read")
+        value = self._found(key, forms, found)
         if value is None and await client.fragmented():
             # on a fragmented table a record moving in a split may be looked for where it
             # has just left (or not yet arrived): what a dirty read missed is read again in
             # a transaction, which waits for a split in progress (record locks: the records
-            # whole, cut here)
-            reads = [client.read_call((self._aid, x)) for x in (METADATA, _V2_PATH, *forms)]
-            m, za, *records = await client.dirty_calls(reads, "read", locked=True)
-            cut = [[want.cut(bytes(r[0][2]))] if r else [] for r in records]
+            # whole, cut here). The metadata found says which forms to look for again.
+            m, za = found[:2]
+            again = (
+                root_of(_data(m), _data(za)).candidates(key) if m else [METADATA, _V2_PATH, *forms]
+            )
+            reads = [client.read_call((self._aid, x)) for x in again]
+            looked = await client.dirty_calls(reads, "read", locked=True)
+            records = dict(zip(again, looked, strict=True))
+            if not m:
+                m, za = records[METADATA], records[_V2_PATH]
+            cut = [[want.cut(bytes(r[0][2]))] if (r := records.get(x)) else [] for x in forms]
             value = self._found(key, forms, [m, za, *cut])
         return value
 

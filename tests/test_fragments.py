@@ -23,7 +23,7 @@ from zarr.core.buffer import Buffer, default_buffer_prototype
 
 import pyrlang_zarr as pz
 import pyrlang_zarr.sync as pzs
-from pyrlang_zarr import Atom, Node
+from pyrlang_zarr import Atom, ExportFun, Node
 from pyrlang_zarr.errors import IncompatibleTable, PyrlangZarrError
 from pyrlang_zarr.mnesia import MnesiaClient, add_fragments, add_pool_nodes, ensure_table
 from pyrlang_zarr.mnesia import client as client_module
@@ -435,6 +435,43 @@ async def test_a_chunk_a_dirty_read_missed_is_read_again_locked_and_cut(
     assert tail is not None and tail.to_bytes() == chunk[-16:]
     assert await arr.store.getsize("c/1") == len(chunk)
     assert kinds == [False, True] * 4  # each read: missed dirty, found locked
+
+
+async def test_second_looks_asked_at_once_share_one_transaction(
+    cluster4: LocalCluster, node4: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zarr read's missing chunks each ask for a second look at once: those asked for on
+    one loop while none runs share one transaction, each getting its own results; one
+    that fails fails them all, as their own calls would have."""
+    pool = cluster4.nodes[:2]
+    client = MnesiaClient(node4, "pz_frag_looks", pool[0])
+    await ensure_table(node4, pool, "pz_frag_looks", fragments=4)
+    await client.write_many([((b"l", i), bytes([i]) * 8) for i in range(0, 12, 2)])
+    kinds: list[Atom] = []
+    real = client._activity
+
+    async def counted(kind: Atom, *args: Any, **kw: Any) -> Any:
+        kinds.append(kind)
+        return await real(kind, *args, **kw)
+
+    monkeypatch.setattr(client, "_activity", counted)
+    looks = [
+        [client.read_call((b"l", i)), client.read_call((b"l", i + 1))] for i in range(0, 12, 2)
+    ]
+    got = await asyncio.gather(*(client.dirty_calls(c, "read", locked=True) for c in looks))
+    assert kinds == [Atom("sync_transaction")]
+    for i, (present, absent) in zip(range(0, 12, 2), got, strict=True):
+        assert [r[2] for r in present] == [bytes([i]) * 8] and absent == []
+    # a bad call among them fails each of those sharing its transaction
+    bad = [(ExportFun("mnesia", "read", 2), [Atom("pz_no_such_table"), 1])]
+    outcomes = await asyncio.gather(
+        client.dirty_calls(looks[0], "read", locked=True),
+        client.dirty_calls(bad, "read", locked=True),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, PyrlangZarrError) for o in outcomes), outcomes
+    # and the next ones run again
+    assert len(await client.dirty_calls(looks[1], "read", locked=True)) == 2
 
 
 async def test_grow_live_while_reading_and_writing(cluster4: LocalCluster, node4: Node) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -315,6 +316,15 @@ class Either:
 Op = Write | Delete
 
 
+@dataclass(frozen=True, slots=True)
+class _SecondLook:
+    """Reads a dirty read missed, waiting for the transaction that looks again."""
+
+    funs: list[ExportFun]
+    args: list[Any]
+    done: asyncio.Future[list[Any]]
+
+
 def _op_terms(ops: Sequence[Write | Delete | Move | DeleteSelect]) -> list[tuple[Any, ...]]:
     terms: list[tuple[Any, ...]] = []
     for op in ops:
@@ -376,6 +386,13 @@ class MnesiaClient:
         self._pool: list[str] = []
         self._layout: FragLayout | None = None
         self._turn = 0
+        # locked second looks waiting for the next transaction, and its runner, per loop
+        self._second_looks: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, list[_SecondLook]
+        ] = weakref.WeakKeyDictionary()
+        self._second_look_runs: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Task[None]
+        ] = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"<MnesiaClient {self.table} via {self.coordinator}>"
@@ -980,13 +997,54 @@ class MnesiaClient:
         args = [a for _, a in calls]
         if await self.fragmented():
             funs = [_FRAG_FUNS.get(f, f) for f in funs]
-            kind = SYNC_TRANSACTION if locked else ASYNC_DIRTY
+            if locked:
+                return await self._second_look(funs, args)
             found: list[Any] = await self._activity(
-                kind, _ZIPWITH, [_APPLY, funs, args], what, copy=False
+                ASYNC_DIRTY, _ZIPWITH, [_APPLY, funs, args], what, copy=False
             )
             return list(found)
         found = await self._rpc("lists", "zipwith", [_APPLY, funs, args], what, copy=False)
         return list(found)
+
+    async def _second_look(self, funs: list[ExportFun], args: list[Any]) -> list[Any]:
+        """``funs`` applied to ``args`` in a transaction shared with the other second looks
+        asked for on this loop meanwhile: a zarr read's missing chunks each ask for one,
+        at once, and one transaction serves them all (one runs at a time; those asked for
+        while it runs go in the next)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[Any]] = loop.create_future()
+        self._second_looks.setdefault(loop, []).append(_SecondLook(funs, args, done))
+        if loop not in self._second_look_runs:
+            self._second_look_runs[loop] = loop.create_task(self._second_looks_run(loop))
+        return await done
+
+    async def _second_looks_run(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            while looks := self._second_looks.pop(loop, None):
+                funs = [f for look in looks for f in look.funs]
+                args = [a for look in looks for a in look.args]
+                try:
+                    found = await self._activity(
+                        SYNC_TRANSACTION, _ZIPWITH, [_APPLY, funs, args], "read", copy=False
+                    )
+                except Exception as exc:  # each look fails as its own call would have
+                    for look in looks:
+                        if not look.done.done():
+                            look.done.set_exception(exc)
+                    continue
+                except BaseException:  # cancelled (the loop is closing): so are they
+                    for look in looks:
+                        look.done.cancel()
+                    raise
+                at = 0
+                for look in looks:
+                    if not look.done.done():
+                        look.done.set_result(list(found[at : at + len(look.funs)]))
+                    at += len(look.funs)
+        finally:
+            del self._second_look_runs[loop]
+            for look in self._second_looks.pop(loop, []):  # only when cancelled
+                look.done.cancel()
 
     def read_call(self, key: Any) -> tuple[ExportFun, list[Any]]:
         """:meth:`dirty_calls` entry: the records under ``key``."""
