@@ -89,6 +89,8 @@ _SELECT = ExportFun("mnesia", "select", 3)
 _APPEND = ExportFun("lists", "append", 1)
 #: How long a call waits for a fragment being added to appear where it runs (seconds).
 FRAG_SETTLE = 15.0
+#: Calls (reads) at most in one transaction of second looks (:meth:`MnesiaClient._second_look`)
+SECOND_LOOK_CALLS = 256
 #: the dirty functions as they run inside a mnesia_frag activity
 _FRAG_FUNS = {_DIRTY_READ: FRAG_READ, _DIRTY_SELECT: FRAG_SELECT}
 _CONST = Atom("const")
@@ -1010,40 +1012,67 @@ class MnesiaClient:
         """``funs`` applied to ``args`` in a transaction shared with the other second looks
         asked for on this loop meanwhile: a zarr read's missing chunks each ask for one,
         at once, and one transaction serves them all (one runs at a time; those asked for
-        while it runs go in the next)."""
+        while it runs go in the next, up to :data:`SECOND_LOOK_CALLS` calls each)."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[list[Any]] = loop.create_future()
         self._second_looks.setdefault(loop, []).append(_SecondLook(funs, args, done))
-        if loop not in self._second_look_runs:
-            self._second_look_runs[loop] = loop.create_task(self._second_looks_run(loop))
+        run = self._second_look_runs.get(loop)
+        if run is None or run.done():
+            run = loop.create_task(self._second_looks_run(loop))
+            if not run.done():  # (an eager task may have run to its end already)
+                self._second_look_runs[loop] = run
+                run.add_done_callback(lambda task: self._second_looks_ended(loop, task))
         return await done
 
     async def _second_looks_run(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            while looks := self._second_looks.pop(loop, None):
-                funs = [f for look in looks for f in look.funs]
-                args = [a for look in looks for a in look.args]
-                try:
-                    found = await self._activity(
-                        SYNC_TRANSACTION, _ZIPWITH, [_APPLY, funs, args], "read", copy=False
-                    )
-                except Exception as exc:  # each look fails as its own call would have
-                    for look in looks:
-                        if not look.done.done():
-                            look.done.set_exception(exc)
-                    continue
-                except BaseException:  # cancelled (the loop is closing): so are they
-                    for look in looks:
-                        look.done.cancel()
-                    raise
-                at = 0
+        while waiting := self._second_looks.pop(loop, None):
+            looks: list[_SecondLook] = []
+            calls = 0
+            while waiting and (not looks or calls + len(waiting[0].funs) <= SECOND_LOOK_CALLS):
+                looks.append(waiting.pop(0))
+                calls += len(looks[-1].funs)
+            if waiting:  # the rest go in the next transaction
+                self._second_looks.setdefault(loop, [])[:0] = waiting
+            try:
+                await self._second_looks_answer(looks)
+            except BaseException:  # cancelled (the loop is closing): so are they
                 for look in looks:
-                    if not look.done.done():
-                        look.done.set_result(list(found[at : at + len(look.funs)]))
-                    at += len(look.funs)
-        finally:
-            del self._second_look_runs[loop]
-            for look in self._second_looks.pop(loop, []):  # only when cancelled
+                    look.done.cancel()
+                raise
+
+    async def _second_looks_answer(self, looks: list[_SecondLook]) -> None:
+        try:
+            found = await self._second_looks_read(looks)
+        except Exception as exc:  # one of them may be at fault: each on its own, to see which
+            if len(looks) > 1:
+                for look in looks:
+                    await self._second_looks_answer([look])
+            elif not looks[0].done.done():
+                looks[0].done.set_exception(exc)
+            return
+        at = 0
+        for look in looks:
+            if not look.done.done():
+                look.done.set_result(found[at : at + len(look.funs)])
+            at += len(look.funs)
+
+    async def _second_looks_read(self, looks: list[_SecondLook]) -> list[Any]:
+        funs = [f for look in looks for f in look.funs]
+        args = [a for look in looks for a in look.args]
+        found = await self._activity(
+            SYNC_TRANSACTION, _ZIPWITH, [_APPLY, funs, args], "read", copy=False
+        )
+        return list(found)
+
+    def _second_looks_ended(self, loop: asyncio.AbstractEventLoop, run: asyncio.Task[None]) -> None:
+        """A runner ended (its looks all answered), or was cancelled, even before it began
+        (the loop closing): the looks left waiting are cancelled, and the next look on
+        this loop starts a runner of its own."""
+        if self._second_look_runs.get(loop) is not run:
+            return  # another runner serves this loop already
+        del self._second_look_runs[loop]
+        if run.cancelled() or run.exception() is not None:
+            for look in self._second_looks.pop(loop, []):
                 look.done.cancel()
 
     def read_call(self, key: Any) -> tuple[ExportFun, list[Any]]:
