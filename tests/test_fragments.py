@@ -498,7 +498,8 @@ async def test_grow_live_while_reading_and_writing(cluster4: LocalCluster, node4
         fragments=2,
         table_name=table,
     )
-    await arr.set_slice(np.zeros(4096), start=(0,), stop=(4096,))
+    # no value is the fill value: every chunk has its record from here on (65 with the root)
+    await arr.set_slice(np.full(4096, -1.0), start=(0,), stop=(4096,))
     stop = asyncio.Event()
     written: dict[int, float] = {}
     errors: list[str] = []
@@ -509,11 +510,11 @@ async def test_grow_live_while_reading_and_writing(cluster4: LocalCluster, node4
         while not stop.is_set():
             k = i % 64
             try:
-                await arr.set_slice(np.full(64, float(i)), start=(k * 64,), stop=(k * 64 + 64,))
+                await arr.set_slice(np.full(64, i + 1.0), start=(k * 64,), stop=(k * 64 + 64,))
             except PyrlangZarrError as exc:
                 errors.append(f"{exc!r} <- {exc.__context__!r}")
             else:
-                written[k] = float(i)
+                written[k] = i + 1.0
             i += 1
 
     async def reader() -> None:
