@@ -318,6 +318,27 @@ async def test_calls_wait_for_a_split_in_progress(
         assert np.array_equal(got, np.full(256, 1.0))
 
 
+async def arange_array(
+    c: LocalCluster, pool: list[str], table: str, aid: str, n: int
+) -> pz.MnesiaArray:
+    """``0.0 .. n - 1`` in an uncompressed array (a chunk's record is its 16 values' bytes)
+    on ``table``, in 2 fragments over ``pool`` (kept as it is if it exists)."""
+    arr = await pz.create(
+        array_id=aid,
+        shape=(n,),
+        chunks=(16,),
+        dtype="float64",
+        compressors=None,
+        node=pool[0],
+        nodes=pool,
+        fragments=2,
+        cookie=c.cookie,
+        table_name=table,
+    )
+    await arr.set_slice(np.arange(float(n)), start=(0,), stop=(n,))
+    return arr
+
+
 async def test_reads_wait_for_a_fragment_with_no_readable_copy_yet(
     cluster4: LocalCluster, node4: Node
 ) -> None:
@@ -349,17 +370,7 @@ async def test_reads_wait_for_a_fragment_with_no_readable_copy_yet(
     numbers = fragment_of(f'[{{<<"{aid}">>, {{chunk, {{I}}}}}} || I <- lists:seq(0, 15)]')
     index = numbers.index(2)
     opts: dict[str, Any] = {"cookie": cluster4.cookie, "table_name": table}
-    arr = await pz.create(
-        array_id=aid,
-        shape=(256,),
-        chunks=(16,),
-        dtype="float64",
-        compressors=None,  # a chunk's record is its values' bytes
-        node=pool[0],
-        nodes=pool,
-        **opts,
-    )
-    await arr.set_slice(np.arange(256.0), start=(0,), stop=(256,))
+    await arange_array(cluster4, pool, table, aid, 256)
     census = fragment_census(cluster4, 0, table, aid)
     (holder,) = census[f"{table}_frag2"][1]  # its only copy
     down = cluster4.nodes.index(holder)
@@ -402,19 +413,7 @@ async def test_a_chunk_a_dirty_read_missed_is_read_again_locked_and_cut(
     here as the request wants. The miss is made here: the dirty answers lose their chunks."""
     pool = cluster4.nodes[:2]
     aid = f"cut-{uuid.uuid4().hex[:8]}"
-    arr = await pz.create(
-        array_id=aid,
-        shape=(64,),
-        chunks=(16,),
-        dtype="float64",
-        compressors=None,  # a chunk's record is its values' bytes
-        node=pool[0],
-        nodes=pool,
-        fragments=2,
-        cookie=cluster4.cookie,
-        table_name="pz_frag_cut",
-    )
-    await arr.set_slice(np.arange(64.0), start=(0,), stop=(64,))
+    arr = await arange_array(cluster4, pool, "pz_frag_cut", aid, 64)
     client = await arr.store.client()
     real = client.dirty_calls
     kinds: list[bool] = []
