@@ -140,6 +140,22 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(all, steal) CPU ticks of the machine so far, from ``/proc/stat``; (0, 0) elsewhere.
+    Steal is time the hypervisor ran something else while a virtual CPU wanted to run: on
+    a shared VM, the noise no interleaving cancels."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return 0, 0
+    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return sum(ticks), ticks[7]
+
+
+_TICKS_AT_START = cpu_ticks()  # a benchmark is one process: its run starts about here
+
+
 async def erlang_release(node: Node, server: str) -> str:
     """``OTP 25 (erts 13.2.2)``, as the Erlang node ``server`` reports it."""
     info = [
@@ -158,7 +174,7 @@ def environment(
 ) -> str:
     """Python, ``versions`` of libraries, ``erlang``, the machine; the BEAM flags of
     ``LocalCluster``'s nodes (the native clients use the same); ``notes`` one per line; the
-    1-minute load average, ``load_before`` and now."""
+    1-minute load average, ``load_before`` and now; the CPU time stolen meanwhile."""
     libraries = "".join(f", {name} {version}" for name, version in (versions or {}).items())
     flags = " ".join(SMALL_MACHINE_FLAGS + DIST_BUFFER_FLAGS)
     return "\n".join(
@@ -168,9 +184,18 @@ def environment(
             f"{platform.system()} {platform.release()} {platform.machine()}",
             f"BEAM nodes (cluster and native clients): {flags}",
             *notes,
-            f"load average (1 min) before/after: {load_before:.2f} / {load_average():.2f}",
+            f"load average (1 min) before/after: {load_before:.2f} / {load_average():.2f}; "
+            f"{steal_since_start()}",
         ]
     )
+
+
+def steal_since_start() -> str:
+    """The share of CPU time the hypervisor took since the benchmark started."""
+    total, steal = (now - then for now, then in zip(cpu_ticks(), _TICKS_AT_START, strict=True))
+    if total <= 0:
+        return "steal time not known"
+    return f"CPU time stolen by the hypervisor during the run: {100 * steal / total:.1f} %"
 
 
 # -- repetitions -------------------------------------------------------------------------
