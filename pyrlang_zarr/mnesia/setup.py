@@ -198,7 +198,8 @@ async def ensure_table(
 
     ``fragments=N`` creates the table in N fragments over ``nodes``, each on
     ``frag_copies`` (default 1) of them; an existing fragmented table keeps its fragments
-    (grow it with :func:`add_fragments`) and gets ``nodes`` added to its pool.
+    and the copies of each (grow it with :func:`add_fragments`) and gets ``nodes`` added
+    to its pool.
     ``disc_only_copies=True`` stores records on disc only (the table type is then ``set``).
     """
     check_frag_args(nodes, fragments, frag_copies, ram_copies, disc_only_copies)
