@@ -13,11 +13,19 @@ with the cluster's scheduler flags) alternating within each rep. Per write, for 
 - the CPU time of the client's process, of node 1 and of node 2 (``/proc/PID/stat``, the
   process and its children; ours ``time.process_time``), so that what the server nodes do
   for either client can be compared with what the client itself costs;
-- ours only: *in flight*, from our request leaving (``send`` returns) to its reply being
-  read (``recv_into`` returns), and *turnaround*, from that read to the next request
-  leaving: the part of a sequential write that is our own Python. These two are timed by
-  wrapping the connection's socket objects (two clock reads per call), so a separate set of
-  writes measures them, not the one timed for the wall time.
+- ours only, in a separate set of writes with the connection's socket objects wrapped (a
+  clock read around each ``send`` and after each ``recv_into``): *in flight*, from our
+  request having left (``send`` returned) to its reply having been read (``recv_into``
+  returned); *Python*, from that read to the next request's ``send`` being called: the
+  interpreter's part of a sequential write, all of it waited for; and *send*, the
+  ``send`` call itself, which on loopback also runs the server's side of TCP and wakes it;
+- the same *Python* part for rpcs whose reply comes at once (``erlang:node()``) and after
+  a millisecond of an idle server (``timer:sleep(1)``): the same path, run right after a
+  wait of nothing or of a millisecond.
+
+Every figure is a mean per write over a rep (total over count), and the table gives the
+median of the reps and their range. CPU times come in clock ticks (10 ms): with
+``--quick``'s 300 writes a tick is 33 µs a write.
 
 No assertions on timings: it prints the environment and one table, and exits 0.
 """
@@ -30,7 +38,7 @@ import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks import harness
@@ -68,50 +76,74 @@ def cpu_seconds(pid: int) -> float:
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended meanwhile
+        total += (int(fields[11]) + int(fields[12])) / TICKS
+        try:
             with open(f"/proc/{p}/task/{p}/children") as f:
                 todo += [int(c) for c in f.read().split()]
         except (FileNotFoundError, ProcessLookupError):
-            continue
-        total += (int(fields[11]) + int(fields[12])) / TICKS
+            pass
     return total
 
 
 class Stamped:
-    """A socket that notes when each ``send`` and ``recv_into`` returned."""
+    """A socket that notes the time, and its thread's CPU time, around each ``send`` and
+    after each ``recv_into``."""
 
-    def __init__(self, sock: Any, log: list[tuple[str, int]]) -> None:
+    def __init__(self, sock: Any, log: list[tuple[str, int, int]]) -> None:
         self._sock = sock
         self._log = log
 
-    def send(self, data: Any) -> int:
-        n: int = self._sock.send(data)
-        self._log.append(("sent", time.perf_counter_ns()))
+    def send(self, data: Any, *args: Any) -> int:
+        log = self._log
+        log.append(("send", time.perf_counter_ns(), time.thread_time_ns()))
+        n: int = self._sock.send(data, *args)
+        log.append(("sent", time.perf_counter_ns(), time.thread_time_ns()))
         return n
 
-    def sendmsg(self, buffers: Any) -> int:
-        n: int = self._sock.sendmsg(buffers)
-        self._log.append(("sent", time.perf_counter_ns()))
+    def sendmsg(self, buffers: Any, *args: Any) -> int:
+        log = self._log
+        log.append(("send", time.perf_counter_ns(), time.thread_time_ns()))
+        n: int = self._sock.sendmsg(buffers, *args)
+        log.append(("sent", time.perf_counter_ns(), time.thread_time_ns()))
         return n
 
     def recv_into(self, buffer: Any, *args: Any) -> int:
         n: int = self._sock.recv_into(buffer, *args)
-        self._log.append(("read", time.perf_counter_ns()))
+        self._log.append(("read", time.perf_counter_ns(), time.thread_time_ns()))
         return n
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
 
 
-def phases(log: list[tuple[str, int]]) -> tuple[list[float], list[float]]:
-    """(in flight, turnaround) in µs, from a log of sends and reads of sequential calls."""
-    flight: list[float] = []
-    turn: list[float] = []
-    for (a, ta), (b, tb) in itertools.pairwise(log):
+@dataclass(frozen=True)
+class Phases:
+    """µs of each phase of sequential calls, one value a call: wall time, and for the two
+    parts on our side the calling thread's CPU time too."""
+
+    flight: list[float] = field(default_factory=list)  # request sent -> reply read
+    python: list[float] = field(default_factory=list)  # reply read -> next send called
+    python_cpu: list[float] = field(default_factory=list)
+    send: list[float] = field(default_factory=list)  # the send call
+    send_cpu: list[float] = field(default_factory=list)
+
+
+def phases(log: list[tuple[str, int, int]]) -> Phases:
+    """The phases of sequential calls, from a log of ``send``, ``sent`` and ``read``."""
+    out = Phases()
+    for (a, ta, ca), (b, tb, cb) in itertools.pairwise(log):
+        step, cpu = (tb - ta) / 1000, (cb - ca) / 1000
         if a == "sent" and b == "read":
-            flight.append((tb - ta) / 1000)
-        elif a == "read" and b == "sent":
-            turn.append((tb - ta) / 1000)
-    return flight, turn
+            out.flight.append(step)
+        elif a == "read" and b == "send":
+            out.python.append(step)
+            out.python_cpu.append(cpu)
+        elif a == "send" and b == "sent":
+            out.send.append(step)
+            out.send_cpu.append(cpu)
+    return out
 
 
 async def amain(settings: harness.Settings[Params]) -> int:
@@ -151,15 +183,20 @@ async def amain(settings: harness.Settings[Params]) -> int:
                     reps.add(("client", side), mine / n * 1e6)
                     reps.add(("node 1", side), spent[0] / n * 1e6)
                     reps.add(("node 2", side), spent[1] / n * 1e6)
-                flight, turn = await stamped(
-                    node, nodes[0], lambda i: client.write(bench_key(i), data), n
-                )
-                reps.add(("in flight", "ours"), flight)
-                reps.add(("turnaround", "ours"), turn)
+                await reset_table(node, nodes, TABLE)
+                write = functools.partial(write_n, client, data)
+                ph = await stamped(node, nodes[0], write, n)
+                reps.add(("in flight", "ours"), statistics.fmean(ph.flight))
+                reps.add(("python", "ours"), statistics.fmean(ph.python))
+                reps.add(("python cpu", "ours"), statistics.fmean(ph.python_cpu))
+                reps.add(("send", "ours"), statistics.fmean(ph.send))
+                reps.add(("send cpu", "ours"), statistics.fmean(ph.send_cpu))
                 for key, (module, function, args) in RPCS.items():
                     rpc = functools.partial(rpc_n, node, nodes[0], module, function, args)
-                    _, turn = await stamped(node, nodes[0], rpc, n // 2)
-                    reps.add((key, "ours"), turn)
+                    reps.add(
+                        (key, "ours"),
+                        statistics.fmean((await stamped(node, nodes[0], rpc, n // 2)).python),
+                    )
                 print(
                     f"rep {rep + 1}/{p.reps}: ours {reps.last(('wall', 'ours')):.0f} µs, "
                     f"native {reps.last(('wall', 'native')):.0f} µs a write",
@@ -174,7 +211,8 @@ async def amain(settings: harness.Settings[Params]) -> int:
             load_before,
             notes=[
                 f"2-node LocalCluster, disc_copies on both; {n} sequential 1 KiB writes per "
-                f"rep and client through rex on node 1; medians of {p.reps} rep(s) "
+                f"rep and client through rex on node 1; per write: the mean over a rep; medians "
+                f"of {p.reps} rep(s) "
                 f"({settings.mode} mode)"
             ],
         )
@@ -184,28 +222,38 @@ async def amain(settings: harness.Settings[Params]) -> int:
     return 0
 
 
-async def stamped(
-    node: Node, peer: str, call: Callable[[int], Awaitable[Any]], n: int
-) -> tuple[float, float]:
-    """Median in flight and turnaround (µs) of ``call(0)`` ... ``call(n - 1)`` in sequence,
-    each one call to ``peer``, the connection's sockets wrapped in :class:`Stamped`
+async def stamped(node: Node, peer: str, call: Callable[[int], Awaitable[Any]], n: int) -> Phases:
+    """The phases of ``call(0)`` ... ``call(n - 1)`` in sequence, each one call to ``peer``
+    on a connection that is idle otherwise, its socket objects wrapped in :class:`Stamped`
     meanwhile."""
     conn: Any = node._peers.connection(peer)
     readers: Any = None if conn is None else conn._readers
     if readers is None or conn._direct is None:
         raise RuntimeError("no plain TCP connection whose replies the caller reads")
-    log: list[tuple[str, int]] = []
+    log: list[tuple[str, int, int]] = []
     direct, reading = conn._direct, readers._sock
-    conn._direct, readers._sock = Stamped(direct, log), Stamped(reading, log)
+    wrapped = conn._direct = Stamped(direct, log)
+    wrapped_reading = readers._sock = Stamped(reading, log)
     try:
         for i in range(n):
             await call(i)
-    finally:
-        conn._direct, readers._sock = direct, reading
-    flight, turn = phases(log)
-    if len(flight) < n // 2 or len(turn) < n // 2:
-        raise RuntimeError(f"{len(flight)} sends and reads paired for {n} calls")
-    return statistics.median(flight), statistics.median(turn)
+    finally:  # unless the connection dropped them meanwhile
+        if conn._direct is wrapped:
+            conn._direct = direct
+        if readers._sock is wrapped_reading:
+            readers._sock = reading
+    out = phases(log)
+    counts = (len(out.flight), len(out.python), len(out.send))
+    if counts != (n, n - 1, n):
+        raise RuntimeError(
+            f"{n} sequential calls, yet {counts} (in flight, Python, send) phases in "
+            f"{len(log)} socket events: something else used the connection"
+        )
+    return out
+
+
+async def write_n(client: MnesiaClient, data: bytes, i: int) -> None:
+    await client.write(bench_key(i), data)
 
 
 async def rpc_n(node: Node, peer: str, module: str, function: str, args: list[Any], _i: int) -> Any:
@@ -220,9 +268,12 @@ def table(reps: harness.Reps[tuple[str, str]]) -> str:
         "node 1": "CPU: node 1 (rex, the transaction)",
         "node 2": "CPU: node 2 (the replica)",
         "in flight": "ours: request sent -> reply read",
-        "turnaround": "ours: reply read -> next request sent",
-        "rpc at once": "ours, erlang:node() rpcs: reply read -> next sent",
-        "rpc after 1 ms": "ours, timer:sleep(1) rpcs: reply read -> next sent",
+        "python": "ours: reply read -> next send called (Python)",
+        "python cpu": "... of it our thread's CPU time",
+        "send": "ours: the send call",
+        "send cpu": "... of it our thread's CPU time",
+        "rpc at once": "ours, erlang:node() rpcs: Python",
+        "rpc after 1 ms": "ours, timer:sleep(1) rpcs: Python",
     }
     for key, label in labels.items():
         ours = reps.median((key, "ours"))

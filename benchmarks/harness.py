@@ -141,16 +141,17 @@ def load_average() -> float:
 
 
 def cpu_ticks() -> tuple[int, int]:
-    """(all, steal) CPU ticks of the machine so far, from ``/proc/stat``; (0, 0) elsewhere.
-    Steal is time the hypervisor ran something else while a virtual CPU wanted to run: on
+    """(wanted, steal) CPU ticks of the machine so far, from ``/proc/stat``; (0, 0)
+    elsewhere. Wanted is every tick but idle and iowait: time the virtual CPUs ran or
+    wanted to run; steal is time the hypervisor ran something else while one wanted to: on
     a shared VM, the noise no interleaving cancels."""
     try:
         with open("/proc/stat") as f:
             fields = f.readline().split()
-    except OSError:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
+    except (OSError, ValueError):
         return 0, 0
-    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
-    return sum(ticks), ticks[7]
+    return user + nice + system + irq + softirq + steal, steal
 
 
 _TICKS_AT_START = cpu_ticks()  # a benchmark is one process: its run starts about here
@@ -191,11 +192,15 @@ def environment(
 
 
 def steal_since_start() -> str:
-    """The share of CPU time the hypervisor took since the benchmark started."""
-    total, steal = (now - then for now, then in zip(cpu_ticks(), _TICKS_AT_START, strict=True))
-    if total <= 0:
+    """The share of the CPU time wanted since the benchmark started that the hypervisor
+    took, with its ticks."""
+    wanted, steal = (now - then for now, then in zip(cpu_ticks(), _TICKS_AT_START, strict=True))
+    if wanted <= 0:
         return "steal time not known"
-    return f"CPU time stolen by the hypervisor during the run: {100 * steal / total:.1f} %"
+    return (
+        f"CPU time stolen by the hypervisor since the start: {100 * steal / wanted:.1f} % "
+        f"of the time wanted ({steal} of {wanted} ticks)"
+    )
 
 
 # -- repetitions -------------------------------------------------------------------------
