@@ -96,16 +96,15 @@ class Stamped:
         self._log = log
 
     def send(self, data: Any, *args: Any) -> int:
-        log = self._log
-        log.append(("send", time.perf_counter_ns(), time.thread_time_ns()))
-        n: int = self._sock.send(data, *args)
-        log.append(("sent", time.perf_counter_ns(), time.thread_time_ns()))
-        return n
+        return self._timed(self._sock.send, data, *args)
 
     def sendmsg(self, buffers: Any, *args: Any) -> int:
+        return self._timed(self._sock.sendmsg, buffers, *args)
+
+    def _timed(self, write: Callable[..., int], *args: Any) -> int:
         log = self._log
         log.append(("send", time.perf_counter_ns(), time.thread_time_ns()))
-        n: int = self._sock.sendmsg(buffers, *args)
+        n = write(*args)
         log.append(("sent", time.perf_counter_ns(), time.thread_time_ns()))
         return n
 
@@ -280,7 +279,7 @@ def table(reps: harness.Reps[tuple[str, str]]) -> str:
         spread = reps.spread((key, "ours"))
         if (key, "native") in reps.values:
             nat = reps.median((key, "native"))
-            cells = (f"{nat:.0f}", f"{ours - nat:+.0f}", reps.spread((key, "native")))
+            cells = (f"{nat:.0f}", f"{round(ours - nat):+d}", reps.spread((key, "native")))
         else:
             cells = ("-", "-", "-")
         rows.append((label, f"{ours:.0f}", cells[0], cells[1], spread, cells[2]))
