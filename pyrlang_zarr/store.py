@@ -313,7 +313,7 @@ class MnesiaStore(Store):
             records = dict(zip(again, looked, strict=True))
             if not m:
                 m, za = records[METADATA], records[_V2_PATH]
-            cut = [[want.cut(bytes(r[0][2]))] if (r := records.get(x)) else [] for x in forms]
+            cut = [[want.cut(r[0][2])] if (r := records.get(x)) else [] for x in forms]
             value = self._found(key, forms, [m, za, *cut])
         return value
 

@@ -10,7 +10,7 @@ import re
 import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -516,39 +516,31 @@ async def test_grow_live_while_reading_and_writing(cluster4: LocalCluster, node4
                 written[k] = i + 1.0
             i += 1
 
-    async def reader() -> None:
+    async def reading(label: str, read: Callable[[], Awaitable[Any]]) -> None:
+        """Reads until the end; each chunk is whole, and none went missing or older than a
+        write acknowledged before the read while records moved."""
         nonlocal reads
         while not stop.is_set():
             before = dict(written)
             try:
-                got = await arr.get_slice(consistent=False)
+                got = np.asarray(await read())
             except PyrlangZarrError as exc:
-                errors.append(f"{exc!r} <- {exc.__context__!r}")
-            else:
-                # each chunk is whole, and none went missing while records moved
-                for k, v in before.items():
-                    chunk = got[k * 64 : k * 64 + 64]
-                    assert np.all(chunk == chunk[0]) and chunk[0] >= v, (k, v, chunk[:3])
-                reads += 1
-
-    async def zarr_reader() -> None:
-        """The same checks through zarr itself (one dirty read per chunk), by the node the
-        writes go through: a write it acknowledged is never read older there."""
-        nonlocal reads
-        za = await zarr.api.asynchronous.open_array(store=arr.store, mode="r")
-        while not stop.is_set():
-            before = dict(written)
-            try:
-                got = np.asarray(await za.getitem(slice(None)))
-            except PyrlangZarrError as exc:
-                errors.append(f"zarr: {exc!r} <- {exc.__context__!r}")
+                errors.append(f"{label}: {exc!r} <- {exc.__context__!r}")
             else:
                 for k, v in before.items():
                     chunk = got[k * 64 : k * 64 + 64]
-                    assert np.all(chunk == chunk[0]) and chunk[0] >= v, ("zarr", k, v, chunk[:3])
+                    assert np.all(chunk == chunk[0]) and chunk[0] >= v, (label, k, v, chunk[:3])
                 reads += 1
 
-    tasks = [asyncio.create_task(t()) for t in (writer, reader, zarr_reader)]
+    # the same checks through zarr itself (one dirty read per chunk), by the node the
+    # writes go through: a write it acknowledged is never read older there
+    za = await zarr.api.asynchronous.open_array(store=arr.store, mode="r")
+    readers = {
+        "get_slice": lambda: arr.get_slice(consistent=False),
+        "zarr": lambda: za.getitem(slice(None)),
+    }
+    tasks = [asyncio.create_task(writer())]
+    tasks += [asyncio.create_task(reading(k, read)) for k, read in readers.items()]
     await asyncio.sleep(0.3)
     # a fourth node joins the pool, and fragments are added (the new ones go to it first)
     pool_now = await add_pool_nodes(node4, pool[0], table, [cluster4.nodes[3]])

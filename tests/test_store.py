@@ -42,15 +42,12 @@ def table(cluster: LocalCluster) -> str:
 
 
 async def raw_records(store: MnesiaStore, key: Any) -> list[Any]:
-    """The records under ``key`` as Erlang reads them (through ``mnesia_frag`` when the
-    table is fragmented: a plain read sees its first fragment only)."""
+    """The records under ``key`` as Erlang reads them, through ``mnesia_frag`` (a plain
+    read of a fragmented table sees its first fragment only; other tables pass through)."""
     node = shared_node(store.settings.cookie)
     table = Atom(store.settings.table_name)
-    if store.settings.table_name == FRAG_TABLE:
-        args = [Atom("async_dirty"), _FRAG_READ, [table, key], Atom("mnesia_frag")]
-        recs = await node.rpc(store.node, "mnesia", "activity", args)
-    else:
-        recs = await node.rpc(store.node, "mnesia", "dirty_read", [table, key])
+    args = [Atom("async_dirty"), _FRAG_READ, [table, key], Atom("mnesia_frag")]
+    recs = await node.rpc(store.node, "mnesia", "activity", args)
     assert isinstance(recs, list)
     return recs
 
@@ -102,14 +99,8 @@ class TestMnesiaStore(StoreTests[MnesiaStore, cpu.Buffer]):
             fun, arg = (
                 (write, (table, (aid, x), data)) if op == "write" else (delete, (table, (aid, x)))
             )
-            if store.settings.table_name == FRAG_TABLE:
-                args = [Atom("sync_transaction"), fun, [arg], Atom("mnesia_frag")]
-                assert await node.rpc(store.node, "mnesia", "activity", args) == Atom("ok")
-            else:
-                assert await node.rpc(store.node, "mnesia", "transaction", [fun, [arg]]) == (
-                    Atom("atomic"),
-                    Atom("ok"),
-                )
+            args = [Atom("sync_transaction"), fun, [arg], Atom("mnesia_frag")]
+            assert await node.rpc(store.node, "mnesia", "activity", args) == Atom("ok")
 
     async def get(self, store: MnesiaStore, key: str) -> Buffer:
         recs = await raw_records(store, await raw_key(store, key))
